@@ -1,0 +1,49 @@
+# Everything a fresh clone needs goes through these targets; nothing is installed by hand.
+# `make setup` is idempotent: each step reruns only when its inputs change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := .cache
+STAMPS := $(VENV)/.stamps
+
+CODEC_SOURCES := $(wildcard native/lakehouse_codec/src/*.rs) native/lakehouse_codec/Cargo.toml native/lakehouse_codec/pyproject.toml
+JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStandIn.java local_stack/fetch.py
+
+.PHONY: setup test stack-up stack-down stack-status clean
+
+setup: $(STAMPS)/jvm
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The native codec first: the project's own dependencies name it.
+$(STAMPS)/codec: $(BIN)/python $(CODEC_SOURCES)
+	@mkdir -p $(STAMPS)
+	$(BIN)/pip install --disable-pip-version-check -q maturin==1.16.0
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pip install --disable-pip-version-check -q --no-build-isolation ./native/lakehouse_codec
+	@touch $@
+
+$(STAMPS)/python: $(STAMPS)/codec pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+$(STAMPS)/jvm: $(STAMPS)/python $(JVM_INPUTS)
+	$(BIN)/python -m local_stack.fetch
+	@touch $@
+
+test: setup
+	@mkdir -p build/test-results
+	$(BIN)/pytest --junitxml=build/test-results/junit.xml $(PYTEST_ARGS)
+
+stack-up: setup
+	$(BIN)/lakehouse-stack up
+
+stack-down:
+	$(BIN)/lakehouse-stack down
+
+stack-status:
+	$(BIN)/lakehouse-stack status
+
+clean:
+	rm -rf build $(CACHE) $(VENV)

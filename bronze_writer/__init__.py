@@ -1,0 +1,1 @@
+"""Kafka to Delta bronze tables, exactly once, with Polars and Arrow."""

@@ -1,0 +1,1 @@
+"""MongoDB change streams to Kafka: snapshot, stream, checkpoint, replay."""

@@ -1,0 +1,321 @@
+"""The event contract between cdc_service (producer) and bronze_writer (consumer).
+
+Defined once, here. docs/event-contract.md explains it for people; this module is the
+executable definition.
+
+Topic
+    One topic per source collection: ``<prefix>.<db>.<collection>`` (the MongoDB Kafka
+    connector's convention), characters Kafka does not allow replaced by ``_``. A
+    mapping may rename a collection's topic but never merge two collections into one:
+    consumers rely on each partition seeing one ordered stream (see Ordering).
+
+Key
+    The change event's ``documentKey`` as relaxed Extended JSON (``{"_id":...}``, plus
+    the shard key fields on sharded collections), so every change to one document lands
+    in one partition, in order. Events without a document (drop, rename, dropDatabase,
+    invalidate) have no key.
+
+Value
+    The change event in MongoDB's documented shape, as relaxed Extended JSON (format
+    ``json``, the default) or as the event's BSON bytes (format ``bson``). Fields:
+    ``_id`` (the resume token; ``_id._data`` is the event id), ``operationType``, ``ns``,
+    ``to`` (rename), ``documentKey``, ``fullDocument``, ``updateDescription``
+    (``updatedFields``, ``removedFields``, ``truncatedArrays``, ``disambiguatedPaths``),
+    ``fullDocumentBeforeChange``, ``clusterTime``, ``wallTime``, ``lsid`` and
+    ``txnNumber`` (inside a transaction), ``collectionUUID``, ``splitEvent`` never (the
+    service reassembles fragments before publishing). Fields MongoDB omits stay omitted.
+
+    Snapshot records (the initial copy) use operation type ``snapshot`` and the shape of
+    an insert. Their event id is ``<position>.<ordinal>``: the resume token the stream
+    continues after, then the copy's ordinal, twelve digits. It sorts after every event
+    before the snapshot and before every event the stream delivers after it.
+
+Headers
+    ``lakehouse.contract.version`` (``1``), ``lakehouse.value.format`` (``json`` or
+    ``bson``), ``lakehouse.event.id`` and ``lakehouse.operation``. Readers reject any
+    other contract version.
+
+Ordering
+    Within a partition, event ids increase in publish order, compared as strings (resume
+    tokens are hex-encoded KeyStrings, ordered by cluster time). A consumer may therefore
+    drop any event whose id is not above the highest id it has already stored for that
+    partition: that is how re-deliveries after producer retries, service restarts and
+    replays are removed.
+
+Relaxed Extended JSON keeps every BSON value and type except the width of integers:
+an int64 that fits in 32 bits reads back as an int32 (MongoDB compares them as equal).
+NaN payload bits are not kept. The ``bson`` format keeps everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import bson
+import lakehouse_codec
+from bson import json_util
+from bson.binary import UuidRepresentation
+from bson.json_util import DatetimeConversion, JSONMode, JSONOptions
+from bson.raw_bson import RawBSONDocument
+
+from lakehouse_common.errors import (
+    MissingEventFieldError,
+    UndecodableEventError,
+    UnsupportedContractVersionError,
+)
+
+CONTRACT_VERSION = 1
+
+HEADER_CONTRACT_VERSION = "lakehouse.contract.version"
+HEADER_VALUE_FORMAT = "lakehouse.value.format"
+HEADER_EVENT_ID = "lakehouse.event.id"
+HEADER_OPERATION = "lakehouse.operation"
+
+SNAPSHOT_ORDINAL_DIGITS = 12
+
+# Kafka topic names allow ASCII letters, digits, '.', '_' and '-', up to 249 characters.
+_TOPIC_FORBIDDEN = re.compile(r"[^a-zA-Z0-9._-]")
+_TOPIC_MAX_LENGTH = 249
+
+
+class ValueFormat(StrEnum):
+    """How the event is serialized in the Kafka record value."""
+
+    JSON = "json"
+    BSON = "bson"
+
+
+class Operation(StrEnum):
+    """Operation types the contract names; other MongoDB types pass through unchanged."""
+
+    INSERT = "insert"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    DROP = "drop"
+    RENAME = "rename"
+    DROP_DATABASE = "dropDatabase"
+    INVALIDATE = "invalidate"
+    SNAPSHOT = "snapshot"
+
+
+DOCUMENT_OPERATIONS = frozenset(
+    {Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT}
+)
+"""Operations about one document: they carry a documentKey and a Kafka key."""
+
+
+class EncodedEvent(NamedTuple):
+    """One change event ready to publish."""
+
+    key: bytes | None
+    value: bytes
+    event_id: str
+    operation: str
+    database: str | None
+    collection: str | None
+    cluster_time: tuple[int, int] | None
+
+
+class EventHeaders(NamedTuple):
+    """The contract headers of a record, validated."""
+
+    contract_version: int
+    value_format: ValueFormat
+    event_id: str | None
+    operation: str | None
+
+
+# Decoding keeps out-of-range dates (DatetimeMS), UUID subtypes as Binary, and tz-aware datetimes.
+EXTENDED_JSON_OPTIONS = JSONOptions(
+    json_mode=JSONMode.RELAXED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    tz_aware=True,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+)
+_BSON_DECODE_OPTIONS = bson.CodecOptions(
+    tz_aware=True,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+
+
+def topic_name(prefix: str, database: str, collection: str, overrides: Mapping[str, str] | None = None) -> str:
+    """The topic of ``database.collection``: an override for the namespace, else the convention."""
+    namespace = f"{database}.{collection}"
+    if overrides and namespace in overrides:
+        return overrides[namespace]
+    raw = f"{prefix}.{namespace}" if prefix else namespace
+    name = _TOPIC_FORBIDDEN.sub("_", raw)
+    if len(name) > _TOPIC_MAX_LENGTH:
+        raise ValueError(f"topic name for {namespace!r} exceeds {_TOPIC_MAX_LENGTH} characters; map it explicitly")
+    return name
+
+
+def check_topic_mapping(overrides: Mapping[str, str]) -> None:
+    """Reject mappings that merge collections into one topic or name invalid topics."""
+    seen: dict[str, str] = {}
+    for namespace, topic in overrides.items():
+        if _TOPIC_FORBIDDEN.search(topic) or not topic or len(topic) > _TOPIC_MAX_LENGTH:
+            raise ValueError(f"topic {topic!r} for {namespace!r} is not a valid Kafka topic name")
+        if topic in seen:
+            raise ValueError(
+                f"{seen[topic]!r} and {namespace!r} both map to topic {topic!r}: one topic per collection "
+                "keeps each partition a single ordered stream"
+            )
+        seen[topic] = namespace
+
+
+def encode_events(events: bytes | Sequence[bytes | RawBSONDocument], value_format: ValueFormat) -> list[EncodedEvent]:
+    """Encode change events given as BSON, one call for a whole batch.
+
+    ``events`` is a raw cursor batch (concatenated BSON documents) or a list of BSON
+    documents. Raises ``UndecodableEventError`` naming the first bad event.
+    """
+    if not isinstance(events, (bytes, list)):
+        events = list(events)
+    try:
+        encoded = lakehouse_codec.encode_change_events(events, str(value_format))
+    except ValueError as error:
+        raise UndecodableEventError(str(error)) from error
+    return [EncodedEvent._make(item) for item in encoded]
+
+
+def headers_for(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[str, bytes]]:
+    """The contract headers of one record."""
+    return [
+        (HEADER_CONTRACT_VERSION, b"%d" % CONTRACT_VERSION),
+        (HEADER_VALUE_FORMAT, value_format.value.encode()),
+        (HEADER_EVENT_ID, event.event_id.encode()),
+        (HEADER_OPERATION, event.operation.encode()),
+    ]
+
+
+def parse_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> EventHeaders:
+    """Validate a record's contract headers; raise a ``ContractError`` subclass if invalid."""
+    values = {name: value for name, value in (headers or ())}
+    raw_version = values.get(HEADER_CONTRACT_VERSION)
+    if raw_version is None:
+        raise MissingEventFieldError(f"header {HEADER_CONTRACT_VERSION!r} is missing")
+    try:
+        version = int(raw_version)
+    except ValueError as error:
+        raise UnsupportedContractVersionError(f"contract version {raw_version!r} is not a number") from error
+    if version != CONTRACT_VERSION:
+        raise UnsupportedContractVersionError(
+            f"contract version {version} is not supported (this reader knows {CONTRACT_VERSION})"
+        )
+    raw_format = values.get(HEADER_VALUE_FORMAT)
+    try:
+        value_format = ValueFormat((raw_format or b"json").decode())
+    except ValueError as error:
+        raise UndecodableEventError(f"unknown value format {raw_format!r}") from error
+    event_id = values.get(HEADER_EVENT_ID)
+    operation = values.get(HEADER_OPERATION)
+    return EventHeaders(
+        contract_version=version,
+        value_format=value_format,
+        event_id=event_id.decode() if event_id is not None else None,
+        operation=operation.decode() if operation is not None else None,
+    )
+
+
+def to_relaxed_json(document: bytes | RawBSONDocument | Mapping[str, Any]) -> bytes:
+    """One BSON document (bytes, raw or a mapping) as relaxed Extended JSON."""
+    if isinstance(document, RawBSONDocument):
+        raw = document.raw
+    elif isinstance(document, bytes):
+        raw = document
+    else:
+        raw = bson.encode(document)
+    try:
+        return lakehouse_codec.relaxed_json(raw)
+    except ValueError as error:
+        raise UndecodableEventError(str(error)) from error
+
+
+def values_to_ndjson(values: bytes | Sequence[bytes]) -> bytes:
+    """BSON record values as newline-delimited relaxed Extended JSON, for vectorized readers."""
+    try:
+        return lakehouse_codec.to_ndjson(values if isinstance(values, (bytes, list)) else list(values))
+    except ValueError as error:
+        raise UndecodableEventError(str(error)) from error
+
+
+def decode_value(value: bytes, value_format: ValueFormat) -> dict[str, Any]:
+    """One record value back to a document with BSON types (tools and tests, not the hot path)."""
+    try:
+        if value_format is ValueFormat.BSON:
+            return bson.decode(value, codec_options=_BSON_DECODE_OPTIONS)
+        return json_util.loads(value, json_options=EXTENDED_JSON_OPTIONS)
+    except Exception as error:  # bson and json raise many unrelated types for bad input
+        raise UndecodableEventError(f"cannot decode {value_format.value} value: {error}") from error
+
+
+def required_field(event: Mapping[str, Any], name: str) -> Any:
+    """A field the contract requires, or ``MissingEventFieldError``."""
+    if name not in event:
+        raise MissingEventFieldError(f"event has no {name!r} field")
+    return event[name]
+
+
+def snapshot_event_id(position: str, ordinal: int) -> str:
+    """The event id of the ``ordinal``-th document copied by a snapshot taken at ``position``."""
+    if ordinal < 0 or ordinal >= 10**SNAPSHOT_ORDINAL_DIGITS:
+        raise ValueError(f"snapshot ordinal {ordinal} out of range")
+    return f"{position}.{ordinal:0{SNAPSHOT_ORDINAL_DIGITS}d}"
+
+
+def snapshot_event(
+    document: RawBSONDocument | Mapping[str, Any],
+    *,
+    database: str,
+    collection: str,
+    document_key: Mapping[str, Any] | RawBSONDocument,
+    position: str,
+    ordinal: int,
+    cluster_time: bson.Timestamp,
+    wall_time: Any,
+) -> bytes:
+    """A snapshot record as BSON, shaped like an insert event (see the module docstring)."""
+    return bson.encode(
+        {
+            "_id": {"_data": snapshot_event_id(position, ordinal)},
+            "operationType": Operation.SNAPSHOT.value,
+            "clusterTime": cluster_time,
+            "wallTime": wall_time,
+            "ns": {"db": database, "coll": collection},
+            "documentKey": document_key,
+            "fullDocument": document,
+        }
+    )
+
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "DOCUMENT_OPERATIONS",
+    "EXTENDED_JSON_OPTIONS",
+    "HEADER_CONTRACT_VERSION",
+    "HEADER_EVENT_ID",
+    "HEADER_OPERATION",
+    "HEADER_VALUE_FORMAT",
+    "SNAPSHOT_ORDINAL_DIGITS",
+    "EncodedEvent",
+    "EventHeaders",
+    "Operation",
+    "ValueFormat",
+    "check_topic_mapping",
+    "decode_value",
+    "encode_events",
+    "headers_for",
+    "parse_headers",
+    "required_field",
+    "snapshot_event",
+    "snapshot_event_id",
+    "to_relaxed_json",
+    "topic_name",
+    "values_to_ndjson",
+]

@@ -1,0 +1,191 @@
+"""Session-wide real components for the suite: a Kafka broker, the MongoDB stand-in, Spark.
+
+Nothing is mocked. The broker is Apache Kafka (KRaft) with a PLAINTEXT listener and a
+SASL_PLAINTEXT/SCRAM one; the stand-in is mongo-java-server (not MongoDB: see
+local_stack/mongo.py); Spark runs local[2] with Delta. A real MongoDB replica set comes
+from testcontainers where a Docker engine answers, and its tests skip, with the reason,
+where none does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymongo
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from local_stack.kafka import KafkaBroker, start_kafka
+from local_stack.mongo import STANDIN_DESCRIPTION, MongoStandIn, start_mongo_standin
+from local_stack.paths import PROJECT_ROOT
+
+TEST_RUN_DIR = PROJECT_ROOT / "build" / "test-runs"
+SCRAM_USER = "lakehouse-test"
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    """A directory for this test session's brokers, lakes and logs (kept if tests fail)."""
+    path = TEST_RUN_DIR / time.strftime("%Y%m%d-%H%M%S-") / uuid.uuid4().hex[:6]
+    path.mkdir(parents=True)
+    yield path
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[KafkaBroker]:
+    broker = start_kafka(run_dir / "kafka", scram_users={SCRAM_USER: secrets.token_urlsafe(16)})
+    yield broker
+    broker.stop(keep_logs=request.session.testsfailed > 0)
+
+
+@pytest.fixture(scope="session")
+def scram_user() -> str:
+    """The SCRAM-SHA-512 user the session broker knows (password: ``kafka_broker.scram_users``)."""
+    return SCRAM_USER
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_broker: KafkaBroker) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+
+@pytest.fixture
+def new_topic(kafka_admin: AdminClient) -> Iterator[Callable[..., str]]:
+    """Create uuid-named topics for one test; they are deleted afterwards."""
+    created: list[str] = []
+
+    def create(partitions: int = 3, config: dict[str, str] | None = None, prefix: str = "test") -> str:
+        name = f"{prefix}.{uuid.uuid4().hex}"
+        futures = kafka_admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in kafka_admin.delete_topics(created).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def topic(new_topic: Callable[..., str]) -> str:
+    """A fresh three-partition topic with a uuid name."""
+    return new_topic()
+
+
+@pytest.fixture(scope="session")
+def mongo_standin(run_dir: Path) -> Iterator[MongoStandIn]:
+    standin = start_mongo_standin(run_dir / "mongo-standin")
+    yield standin
+    standin.stop()
+
+
+@dataclass(frozen=True)
+class MongoEndpoint:
+    """A MongoDB to test against: the stand-in or a real replica set."""
+
+    uri: str
+    kind: str  # "standin" or "replica_set"
+    description: str
+
+    @property
+    def is_real(self) -> bool:
+        return self.kind == "replica_set"
+
+
+def _docker_unreachable_reason() -> str | None:
+    """None when a Docker engine answers; otherwise why not."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"docker info failed: {error}"
+    if result.returncode != 0:
+        return f"no Docker engine reachable ({result.stderr.decode(errors='replace').strip()[:200]})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_replica_set() -> Iterator[MongoEndpoint]:
+    """A single-node MongoDB 7 replica set in Docker (testcontainers), or a skip with the reason."""
+    reason = _docker_unreachable_reason()
+    if reason is not None:
+        pytest.skip(f"real MongoDB replica set unavailable: {reason}")
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container = DockerContainer("mongo:7.0").with_command("--replSet rs0 --bind_ip_all").with_exposed_ports(27017)
+    container.start()
+    try:
+        wait_for_logs(container, "Waiting for connections", timeout=60)
+        container.exec(["mongosh", "--quiet", "--eval", "rs.initiate({_id:'rs0',members:[{_id:0,host:'localhost:27017'}]})"])
+        uri = (
+            f"mongodb://{container.get_container_host_ip()}:{container.get_exposed_port(27017)}/?directConnection=true"
+        )
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=30000)
+        deadline = time.monotonic() + 60
+        while not client.admin.command("hello").get("isWritablePrimary") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        client.close()
+        yield MongoEndpoint(uri, "replica_set", "MongoDB 7.0 replica set (testcontainers)")
+    finally:
+        container.stop()
+
+
+@pytest.fixture(params=["standin", pytest.param("replica_set", marks=pytest.mark.real_mongo)])
+def mongo_endpoint(request: pytest.FixtureRequest) -> MongoEndpoint:
+    """Each test using this runs against the stand-in and, where Docker is, a real replica set."""
+    if request.param == "standin":
+        standin: MongoStandIn = request.getfixturevalue("mongo_standin")
+        return MongoEndpoint(standin.uri, "standin", STANDIN_DESCRIPTION)
+    return request.getfixturevalue("real_replica_set")
+
+
+@pytest.fixture
+def mongo_client(mongo_endpoint: MongoEndpoint) -> Iterator[pymongo.MongoClient]:
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_endpoint.uri)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mongo_database(mongo_client: pymongo.MongoClient) -> Iterator[pymongo.database.Database]:
+    """A uuid-named database, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield mongo_client[name]
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def spark(run_dir: Path):  # noqa: ANN201 - pyspark is imported lazily
+    """Spark local[2] with Delta, its warehouse and metastore in this session's directory."""
+    from spark_jobs.session import SparkSettings, build_spark_session
+
+    settings = SparkSettings(
+        master="local[2]",
+        app_name="lakehouse-tests",
+        warehouse_dir=run_dir / "spark" / "warehouse",
+        metastore_dir=run_dir / "spark" / "metastore",
+        driver_memory="1g",
+        shuffle_partitions=2,
+    )
+    session = build_spark_session(settings)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_run_dir_when_green(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Keep a failed session's logs for inspection; clean up after a green one."""
+    yield
+    if request.session.testsfailed == 0:
+        shutil.rmtree(run_dir, ignore_errors=True)

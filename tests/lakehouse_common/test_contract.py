@@ -1,0 +1,299 @@
+"""The event contract: serialization round trips over every BSON type, keys, topics, headers, ordering."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+
+import bson
+import pytest
+from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.datetime_ms import DatetimeMS
+from bson.raw_bson import RawBSONDocument
+
+from lakehouse_common import contract
+from lakehouse_common.contract import EncodedEvent, Operation, ValueFormat
+from lakehouse_common.errors import (
+    MissingEventFieldError,
+    UndecodableEventError,
+    UnsupportedContractVersionError,
+)
+
+EVERY_BSON_TYPE = {
+    "object_id": ObjectId("65a1b2c3d4e5f60718293a4b"),
+    "decimal": Decimal128("1234567890.123456789012345678901234"),
+    "decimal_negative_zero": Decimal128("-0.00"),
+    "decimal_nan": Decimal128("NaN"),
+    "decimal_infinity": Decimal128("-Infinity"),
+    "before_1970": DatetimeMS(-2_208_988_800_000),  # 1900-01-01
+    "year_one": DatetimeMS(-62_135_596_800_000),
+    "before_year_one": DatetimeMS(-70_000_000_000_000),
+    "beyond_9999": DatetimeMS(253_402_300_800_000),  # 10000-01-01, outside Python's datetime
+    "far_future": DatetimeMS(2**62),
+    "last_iso_millisecond": DatetimeMS(253_402_300_799_999),
+    "epoch": DatetimeMS(0),
+    "ordinary_date": DatetimeMS(1_700_000_000_123),
+    "int32": 2_147_483_647,
+    "int32_min": -2_147_483_648,
+    "int64": Int64(9_223_372_036_854_775_807),
+    "int64_min": Int64(-9_223_372_036_854_775_808),
+    "double": 3.141592653589793,
+    "double_integral": 2.0,
+    "double_tiny": 5e-324,
+    "double_huge": 1.7976931348623157e308,
+    "nan": math.nan,
+    "infinity": math.inf,
+    "negative_infinity": -math.inf,
+    "negative_zero": -0.0,
+    "binary_generic": Binary(b"\x00\x01\xff", 0),
+    "binary_function": Binary(b"fn", 1),
+    "binary_old": Binary(b"old binary", 2),
+    "binary_uuid_legacy": Binary(uuid.UUID(int=1).bytes, 3),
+    "binary_uuid": Binary(uuid.UUID("12345678-1234-5678-1234-567812345678").bytes, 4),
+    "binary_md5": Binary(bytes(16), 5),
+    "binary_encrypted": Binary(b"\x01cipher", 6),
+    "binary_compressed_column": Binary(b"\x02col", 7),
+    "binary_sensitive": Binary(b"\x03", 8),
+    "binary_vector": Binary(b"\x03\x00\x01\x02", 9),
+    "binary_user_defined": Binary(b"custom", 128),
+    "binary_empty": Binary(b"", 0),
+    "timestamp": Timestamp(1_700_000_000, 42),
+    "regex": Regex(r'^a"\\b.*$', "xsmi"),
+    "min_key": MinKey(),
+    "max_key": MaxKey(),
+    "dbref": DBRef("customers", ObjectId("65a1b2c3d4e5f60718293a4c"), "shop", extra="field"),
+    "code": Code("function () { return 1; }"),
+    "code_with_scope": Code("function () { return x; }", {"x": 1}),
+    "boolean_true": True,
+    "boolean_false": False,
+    "null": None,
+    "string_with_escapes": 'quote " backslash \\ newline \n tab \t nul \x00 bell \x07 unicode é 漢字 🎉',
+    "nested_arrays": [[1, [2, [3, []]]], [], [{"a": [None]}]],
+    "nested_documents": {"level1": {"level2": {"level3": {"empty": {}}}}},
+    "ключ_юникод": "значение",
+    "emoji_🔑": 1,
+    "dotted.key": "dots",
+    "$dollar_key": "dollars",
+    "mixed.$key": "both",
+    "": "empty key",
+}
+
+
+def _normalize_relaxed_widths(value):
+    """Relaxed Extended JSON keeps values but not integer width: small int64s come back as int32."""
+    if isinstance(value, dict):
+        return {key: _normalize_relaxed_widths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalize_relaxed_widths(item) for item in value]
+    if isinstance(value, Int64) and -(2**31) <= value < 2**31:
+        return int(value)
+    return value
+
+
+def _change_event(full_document: dict, **fields) -> bytes:
+    event = {
+        "_id": {"_data": "8265A1B2C3000000012B022C0100296E5A1004"},
+        "operationType": "insert",
+        "clusterTime": Timestamp(1_700_000_000, 1),
+        "wallTime": DatetimeMS(1_700_000_000_000),
+        "ns": {"db": "shop", "coll": "orders"},
+        "documentKey": {"_id": full_document.get("_id", 1)},
+        "fullDocument": full_document,
+    }
+    event.update(fields)
+    return bson.encode(event)
+
+
+@pytest.mark.parametrize("value_format", list(ValueFormat))
+def test_every_bson_type_survives_a_round_trip(value_format: ValueFormat) -> None:
+    document = {"_id": ObjectId("65a1b2c3d4e5f60718293a4d"), **EVERY_BSON_TYPE}
+    raw = _change_event(document)
+
+    (encoded,) = contract.encode_events([raw], value_format)
+    decoded = contract.decode_value(encoded.value, value_format)
+
+    if value_format is ValueFormat.BSON:
+        assert encoded.value == raw
+        assert bson.encode(decoded) == raw
+    else:
+        keep_every_date = bson.CodecOptions(datetime_conversion=bson.DatetimeConversion.DATETIME_AUTO)
+        expected = _normalize_relaxed_widths(bson.decode(raw, codec_options=keep_every_date))
+        assert bson.encode(decoded) == bson.encode(expected)
+
+
+def test_relaxed_json_follows_the_extended_json_specification() -> None:
+    text = contract.to_relaxed_json(
+        {
+            "date": DatetimeMS(1_700_000_000_123),
+            "old": DatetimeMS(-1),
+            "future": DatetimeMS(253_402_300_800_000),
+            "nan": math.nan,
+            "negative_zero": -0.0,
+            "whole": 2.0,
+            "int64": Int64(2**40),
+            "oid": ObjectId("65a1b2c3d4e5f60718293a4b"),
+            "uuid": Binary(uuid.UUID(int=5).bytes, 4),
+        }
+    ).decode()
+    parsed = json.loads(text)
+    assert parsed["date"] == {"$date": "2023-11-14T22:13:20.123Z"}
+    assert parsed["old"] == {"$date": {"$numberLong": "-1"}}
+    assert parsed["future"] == {"$date": {"$numberLong": "253402300800000"}}
+    assert parsed["nan"] == {"$numberDouble": "NaN"}
+    assert '"negative_zero":-0.0' in text and '"whole":2.0' in text
+    assert parsed["int64"] == 2**40
+    assert parsed["oid"] == {"$oid": "65a1b2c3d4e5f60718293a4b"}
+    assert parsed["uuid"] == {"$binary": {"base64": "AAAAAAAAAAAAAAAAAAAABQ==", "subType": "04"}}
+
+
+def test_every_finite_double_keeps_its_exact_value() -> None:
+    import random
+    import struct
+
+    generator = random.Random(7)
+    for _ in range(20_000):
+        value = struct.unpack("<d", struct.pack("<Q", generator.getrandbits(64)))[0]
+        if math.isnan(value):
+            continue
+        decoded = contract.decode_value(contract.to_relaxed_json({"v": value}), ValueFormat.JSON)["v"]
+        assert struct.pack("<d", decoded) == struct.pack("<d", value)
+
+
+def test_encoding_extracts_key_id_operation_namespace_and_cluster_time() -> None:
+    raw = _change_event({"_id": ObjectId("65a1b2c3d4e5f60718293a4b"), "total": 12.5})
+    (event,) = contract.encode_events(raw, ValueFormat.JSON)  # a raw batch: concatenated documents
+
+    assert isinstance(event, EncodedEvent)
+    assert event.key == b'{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}}'
+    assert event.event_id == "8265A1B2C3000000012B022C0100296E5A1004"
+    assert event.operation == "insert"
+    assert (event.database, event.collection) == ("shop", "orders")
+    assert event.cluster_time == (1_700_000_000, 1)
+
+
+def test_the_same_document_key_always_gives_the_same_kafka_key() -> None:
+    first = _change_event({"_id": 7, "a": 1})
+    second = _change_event({"_id": 7, "b": "x"}, operationType="replace")
+    deletion = bson.encode(
+        {"_id": {"_data": "82AA"}, "operationType": "delete", "ns": {"db": "shop", "coll": "orders"}, "documentKey": {"_id": 7}}
+    )
+    keys = {event.key for event in contract.encode_events([first, second, deletion], ValueFormat.JSON)}
+    assert keys == {b'{"_id":7}'}
+
+
+def test_events_without_a_document_have_no_key() -> None:
+    drop_database = bson.encode({"_id": {"_data": "82BB"}, "operationType": "dropDatabase", "ns": {"db": "shop"}})
+    (event,) = contract.encode_events([drop_database], ValueFormat.JSON)
+    assert event.key is None
+    assert (event.database, event.collection) == ("shop", None)
+
+
+def test_raw_documents_from_pymongo_are_accepted() -> None:
+    raw = RawBSONDocument(_change_event({"_id": 1}))
+    (event,) = contract.encode_events([raw], ValueFormat.BSON)
+    assert event.value == raw.raw
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (bson.encode({"operationType": "insert"}), "_id"),
+        (bson.encode({"_id": {"token": 1}, "operationType": "insert"}), "_id._data"),
+        (bson.encode({"_id": {"_data": "82"}}), "operationType"),
+    ],
+)
+def test_events_missing_contract_fields_are_rejected_with_the_reason(event: bytes, message: str) -> None:
+    with pytest.raises(UndecodableEventError, match=message):
+        contract.encode_events([event], ValueFormat.JSON)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x05\x00\x00", b"\xff\xff\xff\x7f\x00", bson.encode({"a": 1})[:-3], b"\x0c\x00\x00\x00\x99a\x00\x00\x00\x00\x00\x00"],
+)
+def test_malformed_bson_is_an_undecodable_event_not_a_crash(garbage: bytes) -> None:
+    with pytest.raises(UndecodableEventError):
+        contract.encode_events([garbage], ValueFormat.JSON)
+
+
+def test_invalid_utf8_is_rejected() -> None:
+    valid = bson.encode({"_id": {"_data": "82"}, "operationType": "insert", "s": "ab"})
+    broken = valid.replace(b"ab\x00", b"a\xff\x00")
+    with pytest.raises(UndecodableEventError, match="UTF-8"):
+        contract.encode_events([broken], ValueFormat.JSON)
+
+
+def test_undecodable_values_raise_a_contract_error() -> None:
+    with pytest.raises(UndecodableEventError):
+        contract.decode_value(b"{not json", ValueFormat.JSON)
+    with pytest.raises(UndecodableEventError):
+        contract.decode_value(b"\x01\x02", ValueFormat.BSON)
+
+
+def test_headers_round_trip_and_wrong_versions_are_rejected() -> None:
+    (event,) = contract.encode_events([_change_event({"_id": 1})], ValueFormat.JSON)
+    headers = contract.headers_for(event, ValueFormat.JSON)
+    parsed = contract.parse_headers(headers)
+    assert parsed == contract.EventHeaders(1, ValueFormat.JSON, event.event_id, "insert")
+
+    with pytest.raises(UnsupportedContractVersionError, match="contract version 2"):
+        contract.parse_headers([(contract.HEADER_CONTRACT_VERSION, b"2")])
+    with pytest.raises(MissingEventFieldError):
+        contract.parse_headers([])
+    with pytest.raises(UndecodableEventError):
+        contract.parse_headers([(contract.HEADER_CONTRACT_VERSION, b"1"), (contract.HEADER_VALUE_FORMAT, b"avro")])
+
+
+def test_topic_names_follow_the_convention_and_stay_valid() -> None:
+    assert contract.topic_name("cdc", "shop", "orders") == "cdc.shop.orders"
+    assert contract.topic_name("cdc", "shop", "order items/2024") == "cdc.shop.order_items_2024"
+    assert contract.topic_name("cdc", "shop", "orders", {"shop.orders": "sales-orders"}) == "sales-orders"
+    assert contract.topic_name("", "shop", "orders") == "shop.orders"
+
+
+def test_a_mapping_may_not_merge_collections_into_one_topic() -> None:
+    contract.check_topic_mapping({"shop.orders": "orders", "shop.customers": "customers"})
+    with pytest.raises(ValueError, match="one topic per collection"):
+        contract.check_topic_mapping({"shop.orders": "everything", "shop.customers": "everything"})
+    with pytest.raises(ValueError, match="not a valid Kafka topic"):
+        contract.check_topic_mapping({"shop.orders": "bad topic"})
+
+
+def test_snapshot_ids_sort_between_the_events_before_and_after_the_snapshot() -> None:
+    position = "8265A1B2C3000000012B042C0100"
+    before = "8265A1B2C3000000012B022C0100296E5A1004"
+    after_same_time = position + "296E5A1004"
+    after_later = "8265A1B2C4000000012B022C0100296E5A1004"
+    first = contract.snapshot_event_id(position, 0)
+    second = contract.snapshot_event_id(position, 1)
+    assert before < position < first < second < after_same_time < after_later
+    # The MongoDB stand-in's tokens are fixed-width hex timestamps; the same order holds.
+    assert "6b058c0600000004" < contract.snapshot_event_id("6b058c0600000005", 0) < "6b058c0600000006"
+
+
+def test_snapshot_events_have_the_shape_of_an_insert() -> None:
+    document = RawBSONDocument(bson.encode({"_id": 5, "name": "Ada"}))
+    raw = contract.snapshot_event(
+        document,
+        database="shop",
+        collection="customers",
+        document_key={"_id": 5},
+        position="6b058c0600000005",
+        ordinal=3,
+        cluster_time=Timestamp(1_795_525_638, 5),
+        wall_time=dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
+    )
+    (event,) = contract.encode_events([raw], ValueFormat.JSON)
+    assert event.operation == Operation.SNAPSHOT
+    assert event.event_id == "6b058c0600000005.000000000003"
+    assert event.key == b'{"_id":5}'
+    decoded = contract.decode_value(event.value, ValueFormat.JSON)
+    assert decoded["fullDocument"] == {"_id": 5, "name": "Ada"}
+    assert decoded["ns"] == {"db": "shop", "coll": "customers"}
+
+
+def test_ndjson_conversion_of_bson_values() -> None:
+    values = [bson.encode({"a": 1}), bson.encode({"b": DatetimeMS(0)})]
+    assert contract.values_to_ndjson(values) == b'{"a":1}\n{"b":{"$date":"1970-01-01T00:00:00.000Z"}}\n'
