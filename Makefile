@@ -10,7 +10,7 @@ STAMPS := $(VENV)/.stamps
 CODEC_SOURCES := $(wildcard native/lakehouse_codec/src/*.rs) native/lakehouse_codec/Cargo.toml native/lakehouse_codec/pyproject.toml
 JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStandIn.java local_stack/fetch.py
 
-.PHONY: setup test stack-up stack-down stack-status clean
+.PHONY: setup test bench stack-up stack-down stack-status clean
 
 setup: $(STAMPS)/jvm
 
@@ -35,6 +35,10 @@ $(STAMPS)/jvm: $(STAMPS)/python $(JVM_INPUTS)
 test: setup
 	@mkdir -p build/test-results
 	$(BIN)/pytest --junitxml=build/test-results/junit.xml $(PYTEST_ARGS)
+
+# Benchmarks; results in build/bench/. BENCH="cdc bronze" runs a subset.
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH)
 
 stack-up: setup
 	$(BIN)/lakehouse-stack up
