@@ -12,7 +12,10 @@ JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStan
 
 .PHONY: setup test bench stack-up stack-down stack-status clean
 
-setup: $(STAMPS)/jvm
+HELM_VERSION := v3.22.0
+HELM := $(CACHE)/bin/helm
+
+setup: $(STAMPS)/jvm $(HELM)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +34,10 @@ $(STAMPS)/python: $(STAMPS)/codec pyproject.toml
 $(STAMPS)/jvm: $(STAMPS)/python $(JVM_INPUTS)
 	$(BIN)/python -m local_stack.fetch
 	@touch $@
+
+# Helm from source through the Go module proxy (no binary downloads), cached in .cache/bin.
+$(HELM):
+	GOBIN=$(abspath $(CACHE)/bin) GOFLAGS=-buildvcs=false go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 test: setup
 	@mkdir -p build/test-results

@@ -19,7 +19,9 @@ from pathlib import Path
 from lakehouse_common.errors import StackError
 from local_stack.paths import PROJECT_ROOT, component_jars, java_executable, jvm_component_dir, standin_classes_dir
 
-COMPONENTS = ("kafka", "delta", "mongo-standin")
+COMPONENTS = ("kafka", "delta", "mongo-standin", "spark-kafka")
+# Components loaded into pyspark's JVM: the jars pyspark already ships are left out.
+_SPARK_COMPONENTS = frozenset({"delta", "spark-kafka"})
 _MAVEN_DIR = PROJECT_ROOT / "local_stack" / "maven"
 _LAUNCHER_SOURCE = PROJECT_ROOT / "local_stack" / "java" / "MongoStandIn.java"
 _VERSIONED_JAR = re.compile(r"^(?P<artifact>.+?)-\d[^-]*(?:-[A-Za-z0-9.]+)*\.jar$")
@@ -64,7 +66,7 @@ def fetch_component(component: str) -> bool:
         if result.returncode != 0:
             raise StackError(f"Maven could not fetch {component}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
         jars = sorted(Path(staging).glob("*.jar"))
-        if component == "delta":
+        if component in _SPARK_COMPONENTS:
             shipped = pyspark_artifacts()
             jars = [jar for jar in jars if artifact_name(jar) not in shipped]
         final = target / "jars"

@@ -154,7 +154,8 @@ def start_kafka(
     java = [java_executable(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    format_command = [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)]
+    # "--cluster-id=" form: an id may start with "-" (1 in 64), which argparse would take for an option.
+    format_command = [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(properties)]
     for user, password in (scram_users or {}).items():
         format_command += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
     formatted = subprocess.run(format_command, capture_output=True, text=True)

@@ -40,6 +40,9 @@ class SparkSettings(FrozenModel):
     )
     delta_jars_dir: Path = Field(default_factory=_default_jars_dir, description="Directory holding Delta's jars.")
     driver_memory: str = Field("2g", description="spark.driver.memory.")
+    driver_java_options: str = Field(
+        "", description="Extra JVM options for the driver (for example -XX:TieredStopAtLevel=1 for small local runs)."
+    )
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions.")
     extra_conf: dict[str, str] = Field(default_factory=dict, description="Any other Spark properties, as given.")
 
@@ -63,13 +66,16 @@ def spark_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(settings.warehouse_dir.resolve()),
         "spark.sql.catalogImplementation": "hive",
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore}",
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore} {settings.driver_java_options}".strip(),
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         # Delta rebuilds table state with this many tasks (default 50: far too many for local runs).
         "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
+        # Delta lists files (VACUUM) with this many tasks; Spark's default of 10000 turns a
+        # vacuum of a small table into minutes of empty tasks.
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(settings.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         "spark.databricks.delta.schema.autoMerge.enabled": "true",
     }
@@ -85,6 +91,15 @@ def write_spark_defaults(settings: SparkSettings, conf_dir: Path) -> Path:
     return path
 
 
+def pyspark_submit_args(settings: SparkSettings) -> str:
+    """``PYSPARK_SUBMIT_ARGS`` for these settings: the driver's memory and JVM options are read only at JVM start."""
+    conf = spark_conf(settings)
+    return (
+        f"--driver-memory {conf['spark.driver.memory']} "
+        f'--driver-java-options "{conf["spark.driver.extraJavaOptions"]}" pyspark-shell'
+    )
+
+
 def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     """A SparkSession with Delta, built from ``settings`` (or reused if one is active)."""
     from pyspark.sql import SparkSession
@@ -96,15 +111,18 @@ def build_spark_session(settings: SparkSettings | None = None) -> SparkSession:
     conf = spark_conf(settings)
     if settings.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault(
-        "PYSPARK_SUBMIT_ARGS",
-        f"--driver-memory {conf['spark.driver.memory']} "
-        f'--driver-java-options "{conf["spark.driver.extraJavaOptions"]}" pyspark-shell',
-    )
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", pyspark_submit_args(settings))
     builder = SparkSession.builder.enableHiveSupport()
     for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 
 
-__all__ = ["SparkSettings", "build_spark_session", "delta_jars", "spark_conf", "write_spark_defaults"]
+__all__ = [
+    "SparkSettings",
+    "build_spark_session",
+    "delta_jars",
+    "pyspark_submit_args",
+    "spark_conf",
+    "write_spark_defaults",
+]

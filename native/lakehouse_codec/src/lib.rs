@@ -6,12 +6,16 @@
 //! and writes relaxed Extended JSON v2 as the MongoDB specification defines it:
 //! dates between 1970 and 9999 as ISO-8601 strings and all others as `$numberLong`
 //! milliseconds, non-finite doubles as `$numberDouble`, every other type as its
-//! canonical wrapper. The Python side (`lakehouse_common.contract`) is the only caller.
+//! canonical wrapper. The Python side (`lakehouse_common.contract`) is the only caller of the
+//! encoders; `scan` (the consumer side) is called by bronze_writer.
 
 use base64::Engine;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+
+// The consumer side (bronze_writer): events to Arrow columns with each value's BSON type.
+mod scan;
 
 type ConvertResult<T> = Result<T, String>;
 
@@ -624,5 +628,6 @@ fn lakehouse_codec(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(relaxed_json, module)?)?;
     module.add_function(wrap_pyfunction!(to_ndjson, module)?)?;
     module.add_function(wrap_pyfunction!(encode_change_events, module)?)?;
+    module.add_function(wrap_pyfunction!(scan::scan_change_events, module)?)?;
     Ok(())
 }

@@ -1,0 +1,151 @@
+"""One micro-batch from Kafka records to Delta: decode, then dead letters, bronze commits, ingest log.
+
+The two stages run in two threads (app.py), so one batch is decoded while the previous one
+is written: decoding does not depend on any table's state, landing does.
+
+Order matters for exactly once: dead letters first (their table records its own
+per-partition versions, so a re-read batch does not repeat them), then each bronze
+table (whose app transactions are what the writer seeks to), then the ingest log.
+Kafka offsets are committed by the caller, after all of this, for monitoring only.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from deltalake.exceptions import DeltaError
+
+from bronze_writer.decode import DecodedTopic, Records, decode_topic
+from bronze_writer.metrics import BronzeMetrics
+from bronze_writer.settings import BronzeSettings
+from bronze_writer.tables import BronzeTable, CommitResult, DeadLetterTable, IngestLog, namespace_for_topic
+from lakehouse_common.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+# Storage hiccups worth retrying; anything else stops the writer with its message.
+_RETRYABLE = (OSError, TransientError, DeltaError)
+
+
+@dataclass
+class LandedBatch:
+    """What a batch moved: per (topic, partition) the next offset to read, and the commits."""
+
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    commits: list[CommitResult] = field(default_factory=list)
+    dead_letters: int = 0
+
+
+class Lander:
+    """Owns the Delta side: one BronzeTable per topic, the dead-letter table and the ingest log."""
+
+    def __init__(self, settings: BronzeSettings, metrics: BronzeMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._tables: dict[str, BronzeTable] = {}
+        self.dead_letters = DeadLetterTable(settings.lake)
+        self.ingest_log = IngestLog(settings.lake)
+
+    def table_for(self, topic: str) -> BronzeTable:
+        table = self._tables.get(topic)
+        if table is None:
+            database, collection = namespace_for_topic(
+                topic, self.settings.consumer.topic_prefix, self.settings.consumer.topic_tables
+            )
+            table = BronzeTable(self.settings.lake, database, collection)
+            self._tables[topic] = table
+        return table
+
+    def tables(self) -> list[BronzeTable]:
+        return list(self._tables.values())
+
+    def start_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Where each partition resumes: one past the offset its bronze table last landed."""
+        table = self.table_for(topic)
+        table.refresh()
+        offsets: dict[int, int | None] = {}
+        for partition in partitions:
+            landed = table.landed_offset(topic, partition)
+            offsets[partition] = None if landed is None else landed + 1
+        return offsets
+
+    def decode(self, batch: Mapping[str, Records]) -> list[DecodedTopic]:
+        """Stage one, independent of any table's state: records to frames and dead letters."""
+        return [decode_topic(topic, records) for topic, records in batch.items() if len(records)]
+
+    def land(self, decoded: list[DecodedTopic], retry_seconds: float) -> LandedBatch:
+        """Stage two: land a decoded batch, retrying storage errors with backoff for up to ``retry_seconds``."""
+        deadline = time.monotonic() + retry_seconds
+        attempt = 0
+        while True:
+            try:
+                return self._land_once(decoded)
+            except _RETRYABLE as error:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "landing failed; retrying", extra={"attempt": attempt, "delay_seconds": round(delay, 2), "error": str(error)}
+                )
+                time.sleep(delay)
+
+    def _land_once(self, decoded: list[DecodedTopic]) -> LandedBatch:
+        landed = LandedBatch()
+        letters = [letter for topic in decoded for letter in topic.dead_letters]
+        if letters:
+            landed.dead_letters = self.dead_letters.write(letters)
+            for letter in letters:
+                self.metrics.dead_letters.labels(letter.topic, letter.error_type).inc()
+            logger.warning(
+                "records sent to the dead-letter table",
+                extra={"count": len(letters), "first_error": letters[0].error, "table": self.dead_letters.uri},
+            )
+        for topic in decoded:
+            table = self.table_for(topic.topic)
+            result = table.land(topic, self.settings.replica_name)
+            for partition, last in topic.last_offsets.items():
+                landed.next_offsets[(topic.topic, partition)] = last + 1
+            if result is None:
+                continue
+            landed.commits.append(result)
+            self._observe(result)
+        self.ingest_log.record(landed.commits, self.settings.replica_name)
+        return landed
+
+    def _observe(self, result: CommitResult) -> None:
+        name = f"{result.database}.{result.collection}"
+        metrics = self.metrics
+        metrics.rows.labels(name).inc(result.rows)
+        metrics.bytes.labels(name).inc(result.bytes)
+        metrics.commits.labels(name).inc()
+        metrics.commit_duration.labels(name).observe(result.duration_seconds)
+        metrics.duplicates_dropped.labels(name).inc(result.duplicates_dropped)
+        metrics.commit_conflicts.labels(name).inc(result.conflicts)
+        metrics.new_columns.labels(name).inc(len(result.new_columns))
+        for field_name, count in result.rescued.items():
+            metrics.rescued_values.labels(name, field_name).inc(count)
+        if result.max_lag_seconds is not None:
+            metrics.end_to_end_lag.labels(name).observe(result.max_lag_seconds)
+            metrics.last_end_to_end_lag.labels(name).set(result.max_lag_seconds)
+        logger.info(
+            "bronze commit",
+            extra={
+                "table": result.table_uri,
+                "version": result.version,
+                "rows": result.rows,
+                "bytes": result.bytes,
+                "duplicates_dropped": result.duplicates_dropped,
+                "rescued": result.rescued or None,
+                "new_columns": {column: kind.family for column, kind in result.new_columns.items()} or None,
+                "conflicts": result.conflicts,
+                "duration_ms": round(result.duration_seconds * 1000, 1),
+            },
+        )
+
+
+__all__ = ["LandedBatch", "Lander"]

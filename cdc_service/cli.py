@@ -1,0 +1,247 @@
+"""``cdc-service``: run, snapshot, replay, and checkpoint show/set.
+
+Configuration comes from ``CDC_*`` environment variables and/or ``--config file.yaml``;
+it is validated before anything starts. See docs/cdc_service.md.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from confluent_kafka.admin import AdminClient
+
+from cdc_service.checkpoints import load_checkpoints, snapshot_key, stream_key
+from cdc_service.metrics import CdcMetrics
+from cdc_service.positions import Position, parse_time, timestamp_text
+from cdc_service.publisher import TopicManager, client_config
+from cdc_service.replay import ReplayPlan, plan_from_bronze, plan_from_time, plan_from_token, write_plan, write_records
+from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
+from cdc_service.service import CdcService, covered_collections, mongo_client, plan_streams, server_hello
+from cdc_service.settings import CdcSettings
+from lakehouse_common.errors import ConfigError, LakehouseError
+from lakehouse_common.json_logging import configure_logging
+from lakehouse_common.redaction import redact
+from lakehouse_common.settings import load_settings
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+checkpoint_app = typer.Typer(add_completion=False, help="Show or set stream checkpoints.", no_args_is_help=True)
+app.add_typer(checkpoint_app, name="checkpoint")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="CDC_CONFIG", help="YAML configuration file.")
+]
+StreamOption = Annotated[
+    list[str] | None,
+    typer.Option("--stream", "-s", help="Stream id (deployment, db:<name>, coll:<db>.<collection>); repeatable."),
+]
+
+
+def _settings(config: Path | None) -> CdcSettings:
+    try:
+        settings = load_settings(CdcSettings, config)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging("cdc-service", settings.log_level)
+    return settings
+
+
+def _serve(service: CdcService, *, snapshot_only: bool = False, force_snapshot: list[str] | None = None) -> None:
+    """Run the service with SIGTERM/SIGINT asking it to drain and stop."""
+
+    def stop(signum: int, frame: object) -> None:
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server = service.serve_http()
+    try:
+        code = service.run(snapshot_only=snapshot_only, force_snapshot=force_snapshot)
+    finally:
+        server.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Snapshot what has no checkpoint yet, then stream changes to Kafka until stopped."""
+    settings = _settings(config)
+    _serve(CdcService(settings, metrics=CdcMetrics()))
+
+
+@app.command()
+def snapshot(config: ConfigOption = None, stream: StreamOption = None) -> None:
+    """Copy the streams' collections now (all, or --stream) and record that position; then exit.
+
+    A following ``run`` streams every change made since the copy began.
+    """
+    settings = _settings(config)
+    _serve(CdcService(settings), snapshot_only=True, force_snapshot=list(stream or []))
+
+
+def _streams(settings: CdcSettings) -> tuple[list[StreamSpec], dict[str, list[str]]]:
+    client = mongo_client(settings)
+    try:
+        namespaces = NamespaceFilter(settings.scope)
+        layout = choose_layout(settings.stream.layout, server_hello(client), namespaces)
+        specs = plan_streams(client, layout, namespaces)
+        covered = {spec.stream_id: covered_collections(client, spec, namespaces) for spec in specs}
+        return specs, covered
+    finally:
+        client.close()
+
+
+def _ensure_checkpoint_topic(settings: CdcSettings) -> None:
+    TopicManager(AdminClient(client_config(settings)), settings).ensure(
+        settings.topics.checkpoint_topic,
+        compacted=True,
+        partitions=1,
+        replication=settings.topics.checkpoint_replication_factor,
+    )
+
+
+@app.command()
+def replay(
+    config: ConfigOption = None,
+    stream: StreamOption = None,
+    from_token: Annotated[str | None, typer.Option(help='Resume token as Extended JSON: {"_data": "..."}.')] = None,
+    from_time: Annotated[str | None, typer.Option(help="Operation time, ISO-8601 with offset (2024-05-01T12:00:00Z).")] = None,
+    from_bronze: Annotated[
+        str | None, typer.Option(help="Lake root: resume from what each collection's bronze table landed.")
+    ] = None,
+    storage_option: Annotated[
+        list[str] | None, typer.Option(help="Object-store option for the lake, KEY=VALUE; repeatable.")
+    ] = None,
+    then_run: Annotated[bool, typer.Option("--run/--no-run", help="Keep streaming after moving the checkpoints.")] = True,
+) -> None:
+    """Move streams back (to a token, a time or a bronze table's marks), then stream from there.
+
+    Replayed events keep their ids; the bronze writer drops those it already landed.
+    Stop a running service first (exactly-once mode fences it).
+    """
+    settings = _settings(config)
+    sources = [value for value in (from_token, from_time, from_bronze) if value]
+    if len(sources) != 1:
+        typer.echo("error: give exactly one of --from-token, --from-time, --from-bronze", err=True)
+        raise typer.Exit(2)
+    try:
+        specs, covered = _streams(settings)
+        plan: ReplayPlan
+        if from_token:
+            plan = plan_from_token(specs, from_token, stream or [])
+        elif from_time:
+            plan = plan_from_time(specs, Position.from_time(parse_time(from_time)), stream or [])
+        else:
+            options = dict(option.split("=", 1) for option in storage_option or [])
+            plan = plan_from_bronze(specs, covered, from_bronze or "", stream or [], options)
+        _ensure_checkpoint_topic(settings)
+        write_plan(settings, plan)
+    except (ValueError, LakehouseError) as error:
+        typer.echo(f"error: {redact(str(error))}", err=True)
+        raise typer.Exit(2) from None
+    for stream_id, position in plan.positions.items():
+        typer.echo(f"{stream_id}: {position.describe()}")
+    for stream_id in plan.resnapshot:
+        typer.echo(f"{stream_id}: snapshot again")
+    for note in plan.notes:
+        typer.echo(f"  {note}")
+    if then_run:
+        _serve(CdcService(settings), force_snapshot=plan.resnapshot)
+
+
+@checkpoint_app.command("show")
+def checkpoint_show(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print every stream checkpoint and snapshot state of this service."""
+    settings = _settings(config)
+    try:
+        checkpoints = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name)
+    except LakehouseError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "streams": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.streams.items())},
+                    "snapshots": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.snapshots.items())},
+                },
+                indent=2,
+            )
+        )
+        return
+    if not checkpoints.streams and not checkpoints.snapshots:
+        typer.echo(f"no checkpoints for service {settings.name!r} in {settings.topics.checkpoint_topic}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"checkpoints of {settings.name} ({settings.topics.checkpoint_topic})")
+    for column in ("stream", "kind", "position", "cluster time", "written", "age", "published"):
+        table.add_column(column)
+    now = time.time()
+    for stream_id, checkpoint in sorted(checkpoints.streams.items()):
+        table.add_row(
+            stream_id,
+            checkpoint.kind,
+            checkpoint.position.describe(),
+            timestamp_text(checkpoint.cluster_time),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checkpoint.written_at)),
+            f"{now - checkpoint.written_at:.0f}s",
+            str(checkpoint.events_published),
+        )
+    console = Console(width=200)
+    console.print(table)
+    for stream_id, state in sorted(checkpoints.snapshots.items()):
+        done = sum(1 for progress in state.collections.values() if progress.done)
+        console.print(
+            f"snapshot {stream_id}: {'complete' if state.completed else 'in progress'}, "
+            f"{done}/{len(state.collections)} collections, at {state.position.describe()}"
+        )
+
+
+@checkpoint_app.command("set")
+def checkpoint_set(
+    stream: Annotated[str, typer.Option("--stream", "-s", help="Stream id.")],
+    config: ConfigOption = None,
+    token: Annotated[str | None, typer.Option(help='Resume token as Extended JSON: {"_data": "..."}.')] = None,
+    at_time: Annotated[str | None, typer.Option("--time", help="Operation time, ISO-8601 with offset.")] = None,
+    start_after: Annotated[bool, typer.Option(help="Open with startAfter (a token of an invalidate event).")] = False,
+    delete: Annotated[bool, typer.Option(help="Remove the checkpoint: the next run snapshots the stream.")] = False,
+) -> None:
+    """Set (or delete) one stream's checkpoint. Stop the service first."""
+    settings = _settings(config)
+    if sum(bool(value) for value in (token, at_time, delete)) != 1:
+        typer.echo("error: give exactly one of --token, --time, --delete", err=True)
+        raise typer.Exit(2)
+    try:
+        StreamSpec.parse(stream)
+        _ensure_checkpoint_topic(settings)
+        if delete:
+            write_records(settings, {stream_key(settings.name, stream): None, snapshot_key(settings.name, stream): None})
+            typer.echo(f"{stream}: checkpoint deleted")
+            return
+        position = (
+            Position.from_token_text(token, start_after=start_after)
+            if token
+            else Position.from_time(parse_time(at_time or ""))
+        )
+        write_plan(settings, ReplayPlan(positions={stream: position}), kind="manual")
+    except (ValueError, LakehouseError) as error:
+        typer.echo(f"error: {redact(str(error))}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{stream}: {position.describe()}")
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(app())

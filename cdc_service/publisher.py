@@ -1,0 +1,441 @@
+"""Publishing change events to Kafka in the event contract, and checkpointing them.
+
+One producer for the whole service: idempotent, ``acks=all``, compressed. Delivery
+reports are requested for failures only (``delivery.report.only.error``), so a success
+costs no Python call: an event counts as acknowledged once a ``flush`` returned with no
+failure reported, which is when its checkpoint may be written. In exactly-once mode the
+events and the checkpoint records share one Kafka transaction instead.
+
+The per-event work left in Python is one ``produce`` call: the batch is serialized by the
+native codec in one call, topics come from a per-namespace cache, and oversize events
+(larger than the topic's ``max.message.bytes``) go, as a reference, to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from bson.raw_bson import RawBSONDocument
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from cdc_service.errors import DeliveryFailedError, ProducerFencedError
+from cdc_service.settings import CdcSettings
+from lakehouse_common.contract import (
+    CONTRACT_VERSION,
+    HEADER_CONTRACT_VERSION,
+    HEADER_EVENT_ID,
+    HEADER_OPERATION,
+    HEADER_VALUE_FORMAT,
+    EncodedEvent,
+    ValueFormat,
+    encode_events,
+    headers_for,
+    topic_name,
+)
+from lakehouse_common.errors import ConfigError, FatalError, PoisonMessageError, TransientError
+
+logger = logging.getLogger(__name__)
+
+_LABEL = itemgetter(3, 4, 5)  # (operation, database, collection) of an EncodedEvent
+
+# Room kept below max.message.bytes for the record's own framing and headers.
+RECORD_OVERHEAD_BYTES = 512
+_VERSION_HEADER = b"%d" % CONTRACT_VERSION
+
+
+@dataclass
+class PublishResult:
+    """What one batch did: events read and produced per (operation, namespace), the last event."""
+
+    produced: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    by_operation: dict[tuple[str, str], int] = field(default_factory=dict)
+    published: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_event_id: str | None = None
+
+
+@dataclass
+class EncodedBatch:
+    """A batch serialized for Kafka, and the events that could not be (with the reason)."""
+
+    events: list[EncodedEvent]
+    rejected: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format: ValueFormat) -> EncodedBatch:
+    """Serialize a batch in one native call; thread-safe, so readers do it off the publishing thread.
+
+    A batch holding an undecodable event is encoded one event at a time, to keep the
+    good ones and hand the bad ones to the dead-letter topic.
+    """
+    try:
+        return EncodedBatch(encode_events(events, value_format))
+    except PoisonMessageError:
+        pass
+    batch = EncodedBatch([])
+    for document in [events] if isinstance(events, bytes) else list(events):
+        try:
+            batch.events.extend(encode_events([document], value_format))
+        except PoisonMessageError as error:
+            raw = document.raw if isinstance(document, RawBSONDocument) else bytes(document)
+            batch.rejected.append((raw, str(error)))
+    return batch
+
+
+class TopicManager:
+    """Creates missing topics (partitions, replication, max.message.bytes) and knows each one's size limit."""
+
+    def __init__(self, admin: AdminClient, settings: CdcSettings) -> None:
+        self.admin = admin
+        self.settings = settings
+        self._limits: dict[str, int] = {}
+
+    def limit(self, topic: str) -> int:
+        return self._limits[topic]
+
+    def ensure(self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None) -> int:
+        """Create ``topic`` if missing; return its max.message.bytes."""
+        if topic in self._limits:
+            return self._limits[topic]
+        settings = self.settings.topics
+        config = {"max.message.bytes": str(settings.max_message_bytes), **settings.config}
+        if compacted:
+            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "max.message.bytes": str(1024 * 1024)}
+        new_topic = NewTopic(
+            topic,
+            num_partitions=partitions or settings.partitions,
+            replication_factor=replication if replication is not None else settings.replication_factor,
+            config=config,
+        )
+        try:
+            self.admin.create_topics([new_topic], operation_timeout=30)[topic].result(timeout=60)
+            logger.info("created topic", extra={"topic": topic, "partitions": new_topic.num_partitions, "config": config})
+            self._limits[topic] = int(config["max.message.bytes"])
+        except KafkaException as error:
+            code = error.args[0].code() if error.args and isinstance(error.args[0], KafkaError) else None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TransientError(f"cannot create topic {topic}: {error}") from error
+            self._limits[topic] = self._describe_limit(topic)
+        return self._limits[topic]
+
+    def _describe_limit(self, topic: str) -> int:
+        """An existing topic's max.message.bytes (retried while a new topic's metadata spreads)."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        for attempt in range(20):
+            try:
+                configs = self.admin.describe_configs([resource])[resource].result(timeout=30)
+                entry = configs.get("max.message.bytes")
+                return int(entry.value) if entry is not None and entry.value else 1024 * 1024
+            except KafkaException as error:
+                if attempt == 19:
+                    raise TransientError(f"cannot describe topic {topic}: {error}") from error
+                time.sleep(0.25)
+        raise AssertionError("unreachable")
+
+
+def client_config(settings: CdcSettings) -> dict[str, Any]:
+    """Connection settings for every Kafka client, librdkafka's logs routed to JSON logging."""
+    return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger("librdkafka")}
+
+
+def producer_config(settings: CdcSettings) -> dict[str, Any]:
+    """librdkafka settings shared by the service and the benchmark's raw baseline."""
+    producer = settings.producer
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": producer.compression,
+        "linger.ms": producer.linger_ms,
+        "batch.size": producer.batch_size_bytes,
+        "delivery.timeout.ms": producer.delivery_timeout_ms,
+        "message.max.bytes": max(settings.topics.max_message_bytes + RECORD_OVERHEAD_BYTES, 1_000_000),
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    return config
+
+
+class EventPublisher:
+    """Serializes batches, produces them, and writes checkpoints once they are durable."""
+
+    def __init__(
+        self,
+        settings: CdcSettings,
+        *,
+        producer: Producer | None = None,
+        admin: AdminClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.value_format: ValueFormat = settings.producer.value_format
+        self.exactly_once = settings.exactly_once
+        config = producer_config(settings)
+        config["delivery.report.only.error"] = True
+        config["on_delivery"] = self._on_delivery
+        if self.exactly_once:
+            config["transactional.id"] = settings.transactional_id
+            config["transaction.timeout.ms"] = settings.producer.transaction_timeout_ms
+            # librdkafka requires a message to time out before its transaction does.
+            config["delivery.timeout.ms"] = min(settings.producer.delivery_timeout_ms, settings.producer.transaction_timeout_ms)
+        try:
+            self.producer = producer or Producer(config)
+        except KafkaException as error:
+            raise ConfigError(f"the Kafka producer rejected its configuration: {error}") from error
+        self.admin = admin or AdminClient(client_config(settings))
+        self.topics = TopicManager(self.admin, settings)
+        self._routes: dict[tuple[str | None, str | None], tuple[str, int] | None] = {}
+        self._format_header = self.value_format.value.encode()
+        self._operation_headers: dict[str, tuple[str, bytes]] = {}
+        self._failures: list[str] = []
+        self._in_transaction = False
+        self.pending_events = 0
+        if self.exactly_once:
+            try:
+                self.producer.init_transactions(60)
+            except KafkaException as error:
+                raise _kafka_error("initializing transactions", error) from error
+
+    # -- routing -------------------------------------------------------------------------
+
+    def route(self, database: str, collection: str) -> tuple[str, int]:
+        """The topic of a namespace (created if missing) and its size limit."""
+        key = (database, collection)
+        route = self._routes.get(key)
+        if route is None:
+            topic = topic_name(self.settings.topics.prefix, database, collection, self.settings.topics.mapping)
+            route = (topic, self.topics.ensure(topic))
+            self._routes[key] = route
+        return route
+
+    def exclude(self, database: str, collection: str) -> None:
+        """Events of this namespace are skipped (out of scope)."""
+        self._routes[(database, collection)] = None
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(
+        self,
+        events: EncodedBatch | bytes | Sequence[bytes | RawBSONDocument],
+        *,
+        fallback_topics: Callable[[str | None], Iterable[str]] | None = None,
+        in_scope: Callable[[str, str], bool] | None = None,
+    ) -> PublishResult:
+        """Produce one batch of change events (BSON, or already encoded by ``encode_batch``).
+
+        ``fallback_topics(db)`` names the topics that hear events without a collection
+        (invalidate, dropDatabase); ``in_scope(db, coll)`` decides about namespaces seen
+        for the first time (out of scope: skipped).
+        """
+        result = PublishResult()
+        if not isinstance(events, EncodedBatch):
+            if not events:
+                return result
+            events = encode_batch(events, self.value_format)
+        encoded = events.events
+        self._begin_if_needed()
+        for raw, reason in events.rejected:
+            self.dead_letter_raw(raw, reason="undecodable_event", detail=reason)
+            result.dead_lettered += 1
+        produce = self.producer.produce
+        routes = self._routes
+        version_header = (HEADER_CONTRACT_VERSION, _VERSION_HEADER)
+        format_header = (HEADER_VALUE_FORMAT, self._format_header)
+        operation_headers = self._operation_headers
+        # Counted in C, per (operation, db, collection); events not produced are subtracted below.
+        read = Counter(map(_LABEL, encoded))
+        published = Counter(read)
+        produced = 0
+        # The hot loop: per event, one route lookup, one size check and one produce call.
+        for event in encoded:
+            key, value, event_id, operation, database, collection, _ = event
+            route = routes.get((database, collection), False)
+            if route is False:
+                route = self._first_route(event, in_scope)
+            if route is None:
+                label = (operation, database, collection)
+                published[label] -= 1
+                if collection is not None:
+                    result.skipped += 1
+                    continue
+                # No single collection (invalidate, dropDatabase): every topic of the stream hears it.
+                for topic in fallback_topics(database) if fallback_topics else ():
+                    self._produce(topic, event)
+                    produced += 1
+                    published[label] += 1
+                continue
+            topic, limit = route
+            if len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > limit:
+                self.dead_letter_oversize(event, topic, limit)
+                result.dead_lettered += 1
+                published[(operation, database, collection)] -= 1
+                continue
+            operation_header = operation_headers.get(operation)
+            if operation_header is None:
+                operation_header = operation_headers[operation] = (HEADER_OPERATION, operation.encode())
+            headers = [version_header, format_header, (HEADER_EVENT_ID, event_id.encode()), operation_header]
+            try:
+                produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._produce_when_there_is_room(topic, value, key, headers)
+            produced += 1
+        result.produced = produced
+        result.by_operation = {(op, f"{db}.{coll}"): n for (op, db, coll), n in read.items()}
+        result.published = {(op, f"{db}.{coll}"): n for (op, db, coll), n in published.items() if n > 0}
+        if encoded:
+            result.last_event_id = encoded[-1].event_id
+        self.producer.poll(0)
+        self.pending_events += produced
+        return result
+
+    def known_topics(self, database: str | None) -> list[str]:
+        """Topics of the namespaces routed so far (of one database, or all)."""
+        return sorted(
+            {route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)}
+        )
+
+    def _produce_when_there_is_room(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> None:
+        """The local queue is full (Kafka is slower than MongoDB): wait for librdkafka to send some."""
+        while True:
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                continue
+
+    def _first_route(self, event: EncodedEvent, in_scope: Any) -> tuple[str, int] | None:
+        if event.database is None or event.collection is None:
+            return None
+        if in_scope is not None and not in_scope(event.database, event.collection):
+            self.exclude(event.database, event.collection)
+            return None
+        return self.route(event.database, event.collection)
+
+    def _produce(self, topic: str, event: EncodedEvent) -> None:
+        self.topics.ensure(topic)
+        self.producer.produce(topic, event.value, event.key, headers=headers_for(event, self.value_format))
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def dead_letter_oversize(self, event: EncodedEvent, topic: str, limit: int) -> None:
+        """A reference to an event too large for its topic: what, where, how large, how to find it."""
+        reference = {
+            "reason": "event_exceeds_topic_max_message_bytes",
+            "topic": topic,
+            "event_id": event.event_id,
+            "operation": event.operation,
+            "namespace": f"{event.database}.{event.collection}",
+            "document_key": json.loads(event.key) if event.key else None,
+            "cluster_time": event.cluster_time,
+            "value_bytes": len(event.value),
+            "limit_bytes": limit,
+            "value_format": self.value_format.value,
+        }
+        logger.error("event too large for its topic: published a reference to the dead-letter topic", extra=reference)
+        self._produce_dead_letter(json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id)
+
+    def dead_letter_raw(self, raw: bytes, *, reason: str, detail: str) -> None:
+        logger.error("unpublishable event sent to the dead-letter topic", extra={"reason": reason, "detail": detail})
+        self._produce_dead_letter(raw, None, reason, "", detail=detail)
+
+    def _produce_dead_letter(self, value: bytes, key: bytes | None, reason: str, event_id: str, detail: str = "") -> None:
+        topic = self.settings.topics.dead_letter_topic
+        limit = self.topics.ensure(topic)
+        if len(value) + RECORD_OVERHEAD_BYTES > limit:
+            value = json.dumps({"reason": reason, "detail": detail, "truncated": True, "bytes": len(value)}).encode()
+        self._begin_if_needed()
+        self.producer.produce(
+            topic,
+            value,
+            key,
+            headers=[("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
+                     ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
+        )
+
+    # -- durability ------------------------------------------------------------------------
+
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self._failures.append(f"{message.topic()}[{message.partition()}]: {error}")
+
+    def _begin_if_needed(self) -> None:
+        if self.exactly_once and not self._in_transaction:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as error:
+                raise _kafka_error("beginning a transaction", error) from error
+            self._in_transaction = True
+
+    def produce_checkpoint(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Queue one checkpoint record: part of the transaction, or written after the flush."""
+        self._begin_if_needed()
+        self.producer.produce(topic, value, key)
+
+    def commit(self, records: Mapping[bytes, bytes | None], checkpoint_topic: str, timeout: float) -> None:
+        """Make everything produced so far durable, then the checkpoint records with it.
+
+        At-least-once: flush (every event acknowledged), then write the records and flush
+        again. Exactly-once: the records join the open transaction, which commits.
+        Raises ``DeliveryFailedError`` (restart from the last checkpoint) or a fatal error.
+        """
+        if self.exactly_once:
+            if not self._in_transaction and not records:
+                return
+            for key, value in records.items():
+                self.produce_checkpoint(checkpoint_topic, key, value)
+            try:
+                self.producer.commit_transaction(timeout)
+            except KafkaException as error:
+                self._in_transaction = False
+                raise _kafka_error("committing a transaction", error) from error
+            self._in_transaction = False
+        else:
+            self._flush(timeout)
+            if records:
+                for key, value in records.items():
+                    self.producer.produce(checkpoint_topic, value, key)
+                self._flush(timeout)
+        self.pending_events = 0
+
+    def _flush(self, timeout: float) -> None:
+        remaining = self.producer.flush(timeout)
+        if self._failures:
+            failures, self._failures = self._failures[:5], []
+            raise DeliveryFailedError(f"Kafka did not acknowledge {len(failures)}+ record(s): {'; '.join(failures)}")
+        if remaining:
+            raise DeliveryFailedError(f"{remaining} record(s) still unacknowledged after {timeout:.0f}s")
+
+    def abort(self) -> None:
+        """Drop what is not durable (exactly-once: abort the open transaction)."""
+        if self.exactly_once and self._in_transaction:
+            try:
+                self.producer.abort_transaction(10)
+            except KafkaException as error:
+                logger.warning("aborting the transaction failed", extra={"error": str(error)})
+            self._in_transaction = False
+        self.pending_events = 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        if not self.exactly_once:
+            self.producer.flush(timeout)
+
+
+def _kafka_error(action: str, error: KafkaException) -> Exception:
+    kafka_error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
+    if kafka_error is not None and kafka_error.fatal():
+        if kafka_error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+            return ProducerFencedError(f"{action}: another instance uses this transactional id ({kafka_error})")
+        return FatalError(f"{action}: {kafka_error}")
+    return DeliveryFailedError(f"{action}: {error}")
+
+
+__all__ = ["RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]

@@ -1,0 +1,194 @@
+"""The service on a real broker: end to end, seeking from Delta, replicas, shutdown, backpressure, health."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+
+import polars as pl
+from bronze_support import WriterThread, change_event, event_id, landed_offsets, produce, read_bronze, wait_until
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bronze_writer.settings import BronzeSettings
+from lakehouse_common import contract, lake
+from lakehouse_common.contract import ValueFormat, encode_events
+from local_stack.kafka import KafkaBroker
+
+
+def _pattern(topic: str) -> str:
+    return "^" + topic.replace(".", r"\.") + "$"
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def _all_landed(uri: str, topic: str, ends: dict[int, int]) -> Callable[[], bool]:
+    def check() -> bool:
+        landed = landed_offsets(uri, topic, len(ends))
+        return all(end == 0 or landed.get(p) == end - 1 for p, end in ends.items())
+
+    return check
+
+
+def _table_uri(settings: BronzeSettings, topic: str) -> str:
+    database, collection = topic.split(".")[1:3]
+    return lake.bronze_table_uri(settings.lake.root, database, collection)
+
+
+def test_end_to_end_exactly_once_with_duplicates_replays_and_poison(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    first = [change_event(n, {"_id": n % 40, "qty": n, "name": f"n{n}"}) for n in range(1, 301)]
+    produce(bootstrap, cdc_topic, first, ValueFormat.JSON)
+    produce(bootstrap, cdc_topic, first[100:150], ValueFormat.JSON)  # a replay of events already published
+    later = [change_event(n, {"_id": n % 40, "qty": float(n) + 0.5}) for n in range(301, 401)]
+    produce(bootstrap, cdc_topic, later, ValueFormat.BSON)
+    poison = Producer({"bootstrap.servers": bootstrap})
+    poison.produce(cdc_topic, value=b"not an event", key=b'{"_id":1}', partition=1,
+                   headers=[(contract.HEADER_CONTRACT_VERSION, b"1")])  # fmt: skip
+    poison.produce(cdc_topic, value=b"{}", partition=2, headers=[(contract.HEADER_CONTRACT_VERSION, b"9")])
+    poison.flush(10)
+    ends = _end_offsets(bootstrap, cdc_topic, 3)
+
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_rows": 97})
+    uri = _table_uri(settings, cdc_topic)
+    with WriterThread(settings) as running:
+        wait_until(_all_landed(uri, cdc_topic, ends))
+        server_port = running.writer.http_port
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server_port}/healthz").read())
+        ready = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{server_port}/readyz").read())
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server_port}/metrics").read().decode()
+    assert health["status"] == "ok" and ready["status"] == "ok"
+    rows = read_bronze(uri)
+    assert rows.height == 400
+    assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 401)]
+    assert rows.filter(pl.col("qty").is_null())["__rescued_data"].str.contains('"type":"double"').all()
+    letters = read_bronze(lake.dead_letter_uri(settings.lake.root))
+    assert sorted(letters["error_type"].to_list()) == ["UndecodableEventError", "UnsupportedContractVersionError"]
+    table_label = f'table="shop.{cdc_topic.split(".")[2]}"'
+    assert f"bronze_rows_total{{{table_label}}} 400.0" in metrics
+    assert f"bronze_duplicates_dropped_total{{{table_label}}} 50.0" in metrics
+    assert f"bronze_rescued_values_total{{field=\"qty\",{table_label}}} 100.0" in metrics
+    assert "bronze_dead_letters_total" in metrics and "bronze_end_to_end_lag_seconds_bucket" in metrics
+    # Kafka's committed offsets follow the Delta commits (for monitoring).
+    committed = _committed(bootstrap, f"g-{cdc_topic}", cdc_topic, 3)
+    assert committed == ends
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in offsets}
+    finally:
+        consumer.close()
+
+
+def _set_committed(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_restart_positions_from_the_delta_log_not_kafka_offsets(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{cdc_topic}"
+    produce(bootstrap, cdc_topic, [change_event(n, {"_id": n}) for n in range(1, 61)])
+    settings = writer_settings(_pattern(cdc_topic), group)
+    uri = _table_uri(settings, cdc_topic)
+    ends = _end_offsets(bootstrap, cdc_topic, 3)
+    with WriterThread(settings):
+        wait_until(_all_landed(uri, cdc_topic, ends))
+    # Kafka's offsets are wrong in both directions: rewound to 0, or past what Delta holds.
+    produce(bootstrap, cdc_topic, [change_event(n, {"_id": n}) for n in range(61, 121)])
+    ends = _end_offsets(bootstrap, cdc_topic, 3)
+    _set_committed(bootstrap, group, cdc_topic, {0: 0, 1: ends[1], 2: ends[2]})
+    with WriterThread(settings):
+        wait_until(_all_landed(uri, cdc_topic, ends))
+    rows = read_bronze(uri)
+    assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 121)]
+
+
+def test_two_replicas_share_the_partitions_of_a_topic(
+    kafka_broker: KafkaBroker, new_topic: Callable[..., str], writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = new_topic(partitions=4, prefix="cdc.shop")
+    settings = writer_settings(_pattern(topic), f"g-{topic}", batch={"max_rows": 50})
+    uri = _table_uri(settings, topic)
+    events = [change_event(n, {"_id": n % 97, "n": n}) for n in range(1, 1201)]
+    stop_producing = threading.Event()
+
+    def keep_producing() -> None:
+        for start in range(0, len(events), 100):
+            produce(bootstrap, topic, events[start : start + 100])
+            time.sleep(0.2)
+        stop_producing.set()
+
+    producer = threading.Thread(target=keep_producing)
+    with WriterThread(settings) as first:
+        producer.start()
+        time.sleep(1.0)
+        with WriterThread(settings) as second:  # joins mid-stream: partitions move between replicas
+            wait_until(stop_producing.is_set, timeout=120)
+            wait_until(_all_landed(uri, topic, _end_offsets(bootstrap, topic, 4)), timeout=120)
+            assert first.writer.metrics.assigned._value.get() > 0
+            assert second.writer.metrics.assigned._value.get() > 0
+        # The second replica left: its partitions come back to the first one.
+        produce(bootstrap, topic, [change_event(n, {"_id": n}) for n in range(1201, 1301)])
+        wait_until(_all_landed(uri, topic, _end_offsets(bootstrap, topic, 4)), timeout=120)
+    producer.join()
+    rows = read_bronze(uri)
+    assert rows.height == 1300
+    assert rows["__event_id"].n_unique() == 1300
+
+
+def test_graceful_stop_lands_what_is_buffered(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_latency_seconds": 600})
+    uri = _table_uri(settings, cdc_topic)
+    with WriterThread(settings) as running:
+        wait_until(lambda: running.writer.metrics.assigned._value.get() > 0)
+        produce(bootstrap, cdc_topic, [change_event(n, {"_id": n}) for n in range(1, 51)])
+        wait_until(lambda: running.writer.metrics.buffered_bytes._value.get() > 0)
+        assert landed_offsets(uri, cdc_topic, 3) == {}
+    assert read_bronze(uri).height == 50
+
+
+def test_backpressure_pauses_partitions_while_the_landing_thread_is_busy(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    encoded = encode_events([change_event(n, {"_id": n, "pad": "x" * 500}) for n in range(1, 401)], ValueFormat.JSON)
+    produce(bootstrap, cdc_topic, encoded)
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_rows": 40, "max_bytes": 4096})
+    uri = _table_uri(settings, cdc_topic)
+    paused: list[float] = []
+    running = WriterThread(settings)
+    land = running.writer.lander.land
+
+    def slow_land(*args, **kwargs):  # a slow object store
+        time.sleep(0.3)
+        paused.append(running.writer.metrics.paused._value.get())
+        return land(*args, **kwargs)
+
+    running.writer.lander.land = slow_land  # type: ignore[method-assign]
+    with running:
+        wait_until(_all_landed(uri, cdc_topic, _end_offsets(bootstrap, cdc_topic, 3)), timeout=120)
+    assert max(paused) > 0
+    assert read_bronze(uri).height == 400

@@ -1,0 +1,143 @@
+"""Typing against a table's established schema: never cast, rescue with the BSON type."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from bronze_support import change_event, collect, records
+from bson import Decimal128, Int64, ObjectId
+from bson.datetime_ms import DatetimeMS
+
+from bronze_writer.decode import decode_topic
+from bronze_writer.schema import BSON_TYPE_METADATA, ENVELOPE, ColumnType, resolve
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _resolve(documents: list[dict], columns: dict[str, ColumnType] | None = None):
+    events = [change_event(index + 1, document) for index, document in enumerate(documents)]
+    decoded = decode_topic("cdc.shop.orders", collect(records(events)))
+    return resolve(
+        decoded.frame,
+        decoded.field_names,
+        columns or {},
+        topic="cdc.shop.orders",
+        database="shop",
+        collection="orders",
+        ingested_at=NOW,
+    )
+
+
+def _rescued(row: dict) -> dict:
+    return json.loads(row["__rescued_data"]) if row["__rescued_data"] else {}
+
+
+def test_first_value_fixes_the_type_and_conflicts_are_rescued_not_cast() -> None:
+    resolved = _resolve(
+        [
+            {"_id": 1, "qty": 5, "price": 2.5, "code": "A1", "when": datetime(2024, 1, 2, tzinfo=UTC)},
+            {"_id": 2, "qty": 2.7, "price": 3, "code": 8, "when": "yesterday"},
+            {"_id": 3, "qty": "8", "price": 2**53 + 1, "code": None},
+        ]
+    )
+    rows = resolved.data.to_pylist()
+    assert {name: column.family for name, column in resolved.new_columns.items()} == {
+        "_id": "long", "qty": "long", "price": "double", "code": "string", "when": "date"
+    }  # fmt: skip
+    assert [row["qty"] for row in rows] == [5, None, None]  # 2.7 is not truncated to 2, "8" is not parsed
+    assert [row["price"] for row in rows] == [2.5, 3.0, None]  # an exact integer widens; 2**53+1 would not be exact
+    assert [row["code"] for row in rows] == ["A1", None, None]
+    assert rows[1]["when"] is None
+    assert _rescued(rows[0]) == {}
+    assert _rescued(rows[1]) == {
+        "qty": {"type": "double", "value": 2.7},
+        "code": {"type": "int", "value": 8},
+        "when": {"type": "string", "value": "yesterday"},
+    }
+    assert _rescued(rows[2]) == {"qty": {"type": "string", "value": "8"}, "price": {"type": "long", "value": 2**53 + 1}}
+    assert resolved.rescued == {"qty": 2, "code": 1, "when": 1, "price": 1}
+    # Nothing is lost either way: the raw payload keeps every value as it came.
+    assert '"qty":2.7' in rows[1]["__full_document"]
+
+
+def test_the_established_bson_type_is_kept_in_column_metadata_and_enforced() -> None:
+    columns = {"ref": ColumnType("objectId"), "amount": ColumnType("decimal"), "tags": ColumnType("array")}
+    resolved = _resolve(
+        [
+            {"_id": 1, "ref": ObjectId("65a1b2c3d4e5f60718293a4b"), "amount": Decimal128("1.10"), "tags": ["a"]},
+            {"_id": 2, "ref": "65a1b2c3d4e5f60718293a4b", "amount": "1.10", "tags": {"a": 1}},
+        ],
+        columns,
+    )
+    rows = resolved.data.to_pylist()
+    assert rows[0]["ref"] == "65a1b2c3d4e5f60718293a4b" and rows[0]["amount"] == "1.10" and rows[0]["tags"] == '["a"]'
+    assert (rows[1]["ref"], rows[1]["amount"], rows[1]["tags"]) == (None, None, None)
+    assert _rescued(rows[1]) == {
+        "ref": {"type": "string", "value": "65a1b2c3d4e5f60718293a4b"},
+        "amount": {"type": "string", "value": "1.10"},
+        "tags": {"type": "object", "value": {"a": 1}},
+    }
+    schema = resolved.data.schema
+    assert schema.field("ref").metadata == {BSON_TYPE_METADATA.encode(): b"objectId"}
+    assert schema.field("_id").type == pa.int64()
+
+
+def test_rescued_values_keep_their_extended_json() -> None:
+    resolved = _resolve(
+        [
+            {"_id": 1, "v": 1},
+            {"_id": 2, "v": ObjectId("65a1b2c3d4e5f60718293a4b")},
+            {"_id": 3, "v": Decimal128("2.50")},
+            {"_id": 4, "v": datetime(2024, 1, 1, tzinfo=UTC)},
+            {"_id": 5, "v": float("nan")},
+            {"_id": 6, "v": 'quote " and \\ backslash'},
+        ]
+    )
+    rescued = [_rescued(row).get("v") for row in resolved.data.to_pylist()]
+    assert rescued == [
+        None,
+        {"type": "objectId", "value": {"$oid": "65a1b2c3d4e5f60718293a4b"}},
+        {"type": "decimal", "value": {"$numberDecimal": "2.50"}},
+        {"type": "date", "value": {"$date": "2024-01-01T00:00:00.000Z"}},
+        {"type": "double", "value": {"$numberDouble": "NaN"}},
+        {"type": "string", "value": 'quote " and \\ backslash'},
+    ]
+
+
+def test_dates_outside_deltas_range_are_rescued_and_pre_1970_dates_are_kept() -> None:
+    resolved = _resolve(
+        [
+            {"_id": 1, "at": datetime(2024, 1, 1, tzinfo=UTC)},
+            {"_id": 2, "at": datetime(1950, 6, 1, tzinfo=UTC)},
+            {"_id": 3, "at": DatetimeMS(2**62)},
+        ]
+    )
+    rows = resolved.data.to_pylist()
+    assert rows[1]["at"] == datetime(1950, 6, 1, tzinfo=UTC)
+    assert rows[2]["at"] is None
+    assert _rescued(rows[2]) == {"at": {"type": "date", "value": {"$date": {"$numberLong": str(2**62)}}}}
+
+
+def test_names_that_cannot_be_columns_are_rescued() -> None:
+    resolved = _resolve([{"_id": 1, "__event_id": "x", "bad name": 1, "Qty": 1, "__v": 0}], {"qty": ColumnType("long")})
+    row = resolved.data.to_pylist()[0]
+    assert set(_rescued(row)) == {"__event_id", "bad name", "Qty"}
+    assert row["__event_id"] == "0000000000000001"  # the envelope is never overwritten
+    assert row["__v"] == 0  # mongoose's version key is an ordinary field
+    assert "Qty" not in resolved.data.column_names
+
+
+def test_absent_fields_are_null_columns_and_all_null_fields_wait_for_a_type() -> None:
+    resolved = _resolve([{"_id": 1, "later": None}], {"gone": ColumnType("date")})
+    assert resolved.data.column_names[: len(ENVELOPE)] == ENVELOPE.names
+    assert resolved.data.schema.field("gone").type == pa.timestamp("us", tz="UTC")
+    assert resolved.data.to_pylist()[0]["gone"] is None
+    assert "later" not in resolved.data.column_names and "later" not in resolved.new_columns
+
+
+def test_int64_width_is_one_long_family() -> None:
+    resolved = _resolve([{"_id": 1, "n": 1}, {"_id": 2, "n": Int64(2**40)}])
+    assert [row["n"] for row in resolved.data.to_pylist()] == [1, 2**40]
+    assert resolved.rescued == {}

@@ -1,0 +1,250 @@
+"""Exactly-once Delta commits: offsets and marks in the log, replays, drift, concurrent replicas."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+from bronze_support import change_event, collect, event_id, land, read_bronze, records
+from confluent_kafka import Message
+from deltalake import DeltaTable
+
+from bronze_writer.decode import decode_topic
+from bronze_writer.lander import Lander
+from bronze_writer.metrics import BronzeMetrics
+from bronze_writer.settings import BronzeSettings
+from bronze_writer.tables import BronzeTable, namespace_for_topic
+from lakehouse_common import lake
+from lakehouse_common.contract import ValueFormat
+from lakehouse_common.settings import load_settings
+
+TOPIC = "cdc.shop.orders"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> BronzeSettings:
+    return load_settings(BronzeSettings, lake={"root": str(tmp_path / "lake")}, writer_id="test-writer")
+
+
+@pytest.fixture
+def lander(settings: BronzeSettings) -> Lander:
+    return Lander(settings, BronzeMetrics())
+
+
+def _batch(first: int, count: int, *, partition: int = 0, first_offset: int | None = None, **document: object) -> list[Message]:
+    events = [change_event(sequence, {"_id": sequence, **document}) for sequence in range(first, first + count)]
+    return records(events, topic=TOPIC, partition=partition, first_offset=first if first_offset is None else first_offset)
+
+
+def test_topics_map_to_collection_tables() -> None:
+    assert namespace_for_topic("cdc.shop.orders", "cdc", {}) == ("shop", "orders")
+    assert namespace_for_topic("cdc.shop.order.items", "cdc", {}) == ("shop", "order.items")
+    assert namespace_for_topic("orders-v2", "cdc", {"orders-v2": "shop.orders"}) == ("shop", "orders")
+    assert namespace_for_topic("shop.orders", "", {}) == ("shop", "orders")
+    assert namespace_for_topic("other", "cdc", {}) == ("_topics", "other")
+
+
+def test_each_commit_records_offsets_batch_and_cumulative_marks(lander: Lander, settings: BronzeSettings) -> None:
+    land(lander, _batch(1, 5, partition=0, first_offset=0) + _batch(101, 3, partition=1, first_offset=0))
+    land(lander, _batch(6, 2, partition=0, first_offset=5))
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    table = DeltaTable(uri)
+    assert table.version() == 2  # version 0 creates the table empty
+    assert table.transaction_version(lake.app_id(TOPIC, 0)) == 6
+    assert table.transaction_version(lake.app_id(TOPIC, 1)) == 2
+    latest = table.history(1)[0]
+    assert json.loads(latest[lake.BATCH_KEY]) == {
+        "offsets": {f"{TOPIC}/0": [5, 6]},
+        "event_ids": {f"{TOPIC}/0": [event_id(6), event_id(7)]},
+    }
+    marks = lake.read_high_water_marks(uri)
+    assert marks == {
+        f"{TOPIC}/0": lake.HighWaterMark(TOPIC, 0, 6, event_id(7), '{"_data":"%s"}' % event_id(7)),
+        f"{TOPIC}/1": lake.HighWaterMark(TOPIC, 1, 2, event_id(103), '{"_data":"%s"}' % event_id(103)),
+    }
+    assert lake.earliest_resume_token(marks) == '{"_data":"%s"}' % event_id(7)
+    log = read_bronze(lake.ingest_log_uri(settings.lake.root)).sort("table_version")
+    assert log["table_version"].to_list() == [1, 2]
+    assert log["rows"].to_list() == [8, 2]
+    assert json.loads(log["offset_ranges"][1]) == {f"{TOPIC}/0": [5, 6]}
+    assert log["writer_id"].to_list() == ["test-writer", "test-writer"]
+
+
+def test_replays_and_redeliveries_add_no_rows(lander: Lander, settings: BronzeSettings) -> None:
+    land(lander, _batch(1, 10))
+    # The same records again (a restart before the Kafka commit): nothing to do at all.
+    assert land(lander, _batch(1, 10)).commits == []
+    # A replay from cdc_service: old events at new offsets, then two new ones; a producer retry duplicates one.
+    replay = _batch(4, 7, first_offset=10) + _batch(11, 2, first_offset=17)
+    retry = records([change_event(12, {"_id": 12})], topic=TOPIC, first_offset=19)
+    landed = land(lander, replay + retry)
+    assert landed.commits[0].rows == 2 and landed.commits[0].duplicates_dropped == 8
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    assert sorted(rows["__event_id"].to_list()) == [event_id(sequence) for sequence in range(1, 13)]
+    assert DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).transaction_version(f"{TOPIC}-0") == 19
+
+
+def test_many_events_for_one_document_in_one_batch_all_land_in_order(lander: Lander, settings: BronzeSettings) -> None:
+    events = [change_event(1, {"_id": 7, "n": 0})]
+    events += [
+        change_event(sequence, None, operation="update", document_id=7,
+                     extra={"updateDescription": {"updatedFields": {"n": sequence}, "removedFields": []}})
+        for sequence in range(2, 50)
+    ]  # fmt: skip
+    events.append(change_event(50, None, operation="delete", document_id=7))
+    land(lander, records(events, topic=TOPIC))
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).sort("__kafka_offset")
+    assert rows.height == 50
+    assert rows["__operation"].to_list() == ["insert"] + ["update"] * 48 + ["delete"]
+    assert rows["__event_id"].is_sorted()
+    assert set(rows["__document_id"].to_list()) == {"7"}
+    assert json.loads(rows["__update_description"][48])["updatedFields"] == {"n": 49}
+
+
+def test_schema_drift_across_batches(lander: Lander, settings: BronzeSettings) -> None:
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    land(lander, records([change_event(1, {"_id": 1, "qty": 1, "status": "new"})], topic=TOPIC))
+    # A field appears, one disappears, one changes type.
+    land(lander, records([change_event(2, {"_id": 2, "qty": 2.7, "channel": "web"})], topic=TOPIC, first_offset=1))
+    land(lander, records([change_event(3, {"_id": 3, "qty": 3})], ValueFormat.BSON, topic=TOPIC, first_offset=2))
+    table = DeltaTable(uri)
+    fields = {field.name: field for field in table.schema().fields}
+    assert fields["qty"].type.type == "long" and fields["channel"].type.type == "string"
+    rows = read_bronze(uri).sort("__kafka_offset")
+    assert rows["qty"].to_list() == [1, None, 3]
+    assert rows["status"].to_list() == ["new", None, None]
+    assert rows["channel"].to_list() == [None, "web", None]
+    assert json.loads(rows["__rescued_data"][1]) == {"qty": {"type": "double", "value": 2.7}}
+    assert '"qty":2.7' in rows["__full_document"][1]
+
+
+def test_dead_letters_are_written_once_even_when_a_batch_is_read_again(lander: Lander, settings: BronzeSettings) -> None:
+    poison = Message(topic=TOPIC, partition=0, offset=2, key=None, value=b"oops", headers=[], timestamp=(1, 0))
+    batch = [*_batch(1, 2), poison, *_batch(3, 1, first_offset=3)]
+    first = land(lander, batch)
+    again = land(lander, batch)
+    assert (first.dead_letters, again.dead_letters) == (1, 0)
+    letters = read_bronze(lake.dead_letter_uri(settings.lake.root))
+    assert letters.select("topic", "partition", "offset", "value", "error_type").rows() == [
+        (TOPIC, 0, 2, b"oops", "MissingEventFieldError")
+    ]
+    assert read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).height == 3
+
+
+def test_a_partition_with_only_poison_still_advances(lander: Lander, settings: BronzeSettings) -> None:
+    land(lander, _batch(1, 1))
+    poison = Message(topic=TOPIC, partition=0, offset=1, key=None, value=b"oops", headers=[], timestamp=(1, 0))
+    land(lander, [poison])
+    table = DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    assert table.transaction_version(f"{TOPIC}-0") == 1
+
+
+def test_concurrent_replicas_neither_lose_nor_duplicate_and_keep_marks_right(settings: BronzeSettings) -> None:
+    """Two writers (partitions split) and a zombie (re-landing a partition it lost) race on one table."""
+    batches_per_writer = 12
+    per_batch = 20
+
+    def writer(partition: int, errors: list[BaseException]) -> None:
+        try:
+            table = BronzeTable(settings.lake, "shop", "orders")
+            for batch in range(batches_per_writer):
+                first = partition * 10_000 + batch * per_batch
+                messages = _batch(first, per_batch, partition=partition, first_offset=batch * per_batch)
+                table.land(decode_topic(TOPIC, collect(messages)), f"writer-{partition}")
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def zombie(errors: list[BaseException]) -> None:
+        try:
+            table = BronzeTable(settings.lake, "shop", "orders")
+            for batch in range(batches_per_writer):
+                messages = _batch(batch * per_batch, per_batch, partition=0, first_offset=batch * per_batch)
+                table.land(decode_topic(TOPIC, collect(messages)), "zombie")
+        except BaseException as error:
+            errors.append(error)
+
+    errors: list[BaseException] = []
+    threads = [threading.Thread(target=writer, args=(partition, errors)) for partition in (0, 1, 2)]
+    threads.append(threading.Thread(target=zombie, args=(errors,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    rows = read_bronze(uri)
+    expected = {event_id(p * 10_000 + n) for p in (0, 1, 2) for n in range(batches_per_writer * per_batch)}
+    assert rows.height == len(expected)
+    assert set(rows["__event_id"].to_list()) == expected
+    last_offset = batches_per_writer * per_batch - 1
+    marks = lake.read_high_water_marks(uri)
+    assert {key: (mark.offset, mark.event_id) for key, mark in marks.items()} == {
+        f"{TOPIC}/{p}": (last_offset, event_id(p * 10_000 + last_offset)) for p in (0, 1, 2)
+    }
+    table = DeltaTable(uri)
+    assert [table.transaction_version(f"{TOPIC}-{p}") for p in (0, 1, 2)] == [last_offset] * 3
+    # Every commit's marks are right for its own version, not only the latest one.
+    for commit in table.history():
+        if lake.HIGH_WATER_MARKS_KEY not in commit:
+            continue
+        at_version = read_bronze_version(uri, commit["version"])
+        for key, mark in lake.decode_high_water_marks(commit[lake.HIGH_WATER_MARKS_KEY]).items():
+            partition = int(key.rsplit("/", 1)[1])
+            landed = at_version.filter(pl.col("__kafka_partition") == partition)
+            assert landed["__event_id"].max() == mark.event_id
+
+
+def read_bronze_version(uri: str, version: int) -> pl.DataFrame:
+    return pl.read_delta(uri, version=version, columns=["__event_id", "__kafka_partition"])
+
+
+def test_a_stale_writer_conflicts_reloads_and_merges_the_other_writers_marks(settings: BronzeSettings) -> None:
+    first = BronzeTable(settings.lake, "shop", "orders")
+    first.land(decode_topic(TOPIC, collect(_batch(1, 2, partition=0, first_offset=0))), "a")  # versions 0, 1
+    stale = BronzeTable(settings.lake, "shop", "orders")  # both now hold version 1
+    first.land(decode_topic(TOPIC, collect(_batch(3, 2, partition=0, first_offset=2))), "a")  # version 2
+    result = stale.land(decode_topic(TOPIC, collect(_batch(500, 2, partition=1, first_offset=0))), "b")
+    assert result is not None and result.conflicts == 1 and result.version == 3
+    marks = lake.read_high_water_marks(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    assert {key: mark.event_id for key, mark in marks.items()} == {f"{TOPIC}/0": event_id(4), f"{TOPIC}/1": event_id(501)}
+
+
+def test_redeliveries_inside_one_batch_are_dropped_per_partition(lander: Lander, settings: BronzeSettings) -> None:
+    # Partition 0 repeats ids 2..3 after 4; partition 1 interleaves with lower ids that are new to it.
+    part0 = records([change_event(n, {"_id": n}) for n in (1, 2, 3, 4, 2, 3, 5)], topic=TOPIC, partition=0)
+    part1 = records([change_event(n, {"_id": n}) for n in (0, 2, 9)], topic=TOPIC, partition=1)
+    interleaved = [part0[0], part1[0], part0[1], part0[2], part1[1], part0[3], part0[4], part1[2], part0[5], part0[6]]
+    land(lander, interleaved)
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).sort("__kafka_partition", "__kafka_offset")
+    assert rows.select("__kafka_partition", "__event_id").rows() == [
+        (0, event_id(1)), (0, event_id(2)), (0, event_id(3)), (0, event_id(4)), (0, event_id(5)),
+        (1, event_id(0)), (1, event_id(2)), (1, event_id(9)),
+    ]  # fmt: skip
+
+
+def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> None:
+    """deltalake rebases a losing creator's commit even without retries: data never rides on a create."""
+    for trial in range(5):
+        lake_settings = load_settings(BronzeSettings, lake={"root": str(tmp_path / f"lake{trial}")}).lake
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def racer() -> None:
+            try:
+                table = BronzeTable(lake_settings, "shop", "orders")
+                barrier.wait()
+                table.land(decode_topic(TOPIC, collect(_batch(1, 10, first_offset=0))), "racer")
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=racer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        rows = read_bronze(lake.bronze_table_uri(lake_settings.root, "shop", "orders"))
+        assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 11)]
