@@ -1,0 +1,306 @@
+{#- Silver for one MongoDB collection: its SCD2 history and its current state.
+
+    Both are generic: the document's top-level fields become columns by reading the bronze
+    table's schema when the model compiles, so a field that appears in MongoDB appears in
+    silver on the next run with nobody editing SQL (on_schema_change adds the column). A
+    field that disappears keeps its column (bronze keeps it; if bronze itself lost it, the
+    column is carried as typed nulls): columns are only ever added, so the build never fails
+    the way sync_all_columns does. A value whose type conflicts with its column is null in
+    the column and kept, with its BSON type, in __rescued_data; __full_document is the
+    lossless document either way. -#}
+
+
+{#- Columns bronze_writer writes around the document (docs/bronze-schema.md), and the ones
+    silver adds: a document field is any other column. MongoDB fields may start with `__`
+    too (Mongoose's `__v`), so the names are listed, not matched by prefix. -#}
+{% macro envelope_column_names() -%}
+    {{ return([
+        '__event_id', '__resume_token', '__operation', '__db', '__collection', '__document_key',
+        '__document_id', '__cluster_time', '__cluster_time_increment', '__wall_time', '__lsid',
+        '__txn_number', '__kafka_topic', '__kafka_partition', '__kafka_offset', '__kafka_timestamp',
+        '__ingested_at', '__full_document', '__update_description', '__full_document_before_change',
+        '__rescued_data',
+        '__is_deleted', '__has_full_document', '__valid_from', '__valid_to', '__is_current',
+        '__has_unapplied_updates', '__image_event_id', '__processed_at', '__copy', '__recency',
+    ]) }}
+{%- endmacro %}
+
+
+{#- Document columns of a relation. A field named like one of silver's own columns (any case)
+    keeps no column of its own; it stays in __full_document. -#}
+{% macro document_columns(relation) -%}
+    {%- set columns = [] -%}
+    {%- set reserved = envelope_column_names() -%}
+    {%- if execute and relation is not none -%}
+        {%- for column in adapter.get_columns_in_relation(relation) -%}
+            {%- if column.name | lower not in reserved -%}
+                {%- do columns.append(column) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(columns) }}
+{%- endmacro %}
+
+
+{#- Document columns silver already has that the input no longer does, as typed nulls:
+    the select always covers the target's columns, whatever happened upstream. -#}
+{% macro carried_columns(input_columns) -%}
+    {%- set carried = [] -%}
+    {%- if is_incremental() -%}
+        {%- set present = input_columns | map(attribute='name') | map('lower') | list -%}
+        {%- for column in document_columns(this) -%}
+            {%- if column.name | lower not in present -%}
+                {%- do carried.append('cast(null as ' ~ column.dtype ~ ') as ' ~ quote_column(column.name)) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(carried) }}
+{%- endmacro %}
+
+
+{#- Where an incremental run starts reading: the last ingestion time it processed, minus the
+    look-back window. Queried when the model compiles and written as a literal, so Delta can
+    skip every file older than it (a subquery in the filter would scan the whole table). -#}
+{% macro silver_lookback_start() -%}
+    {%- set start = none -%}
+    {%- if execute -%}
+        {%- set start = run_query(
+            "select cast(max(__ingested_at) - interval " ~ (var('silver_lookback_minutes') | int)
+            ~ " minutes as string) from " ~ this
+        ).columns[0].values()[0] -%}
+    {%- endif -%}
+    timestamp '{{ start or "1970-01-01 00:00:00" }}'
+{%- endmacro %}
+
+
+{#- When this dbt invocation started, as a timestamp literal: silver stamps every row it writes
+    with it (__processed_at), which is how tests find the rows the last run wrote. -#}
+{% macro run_started_literal() -%}
+    timestamp '{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S.%f") }}'
+{%- endmacro %}
+
+
+{#- Silver's incremental tables keep deletion vectors: a MERGE then marks the rows it replaces
+    instead of rewriting every file that holds one, so an incremental run writes about as much
+    as it changes. Spark, deltalake and Polars read them; `spark-jobs maintain` (OPTIMIZE)
+    purges them. -#}
+{% macro silver_table_properties() -%}
+    {{ return({'delta.enableDeletionVectors': 'true'}) }}
+{%- endmacro %}
+
+
+{#- SCD type 2: one row per change event (deletes included, as tombstones), valid from the
+    event's cluster time until the next event of the same document. Events are ordered by
+    event id (the resume token; snapshot ids sort between the tokens around them), never
+    by arrival, so late events slot into place: each run recomputes the timeline of the
+    documents it touches and merges only rows that are new or whose validity changed. -#}
+{% macro mongo_history(bronze) %}
+    {{ config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='__event_id',
+        merge_update_columns=['__valid_to', '__is_current', '__processed_at'],
+        on_schema_change='append_new_columns',
+        tblproperties=silver_table_properties(),
+    ) }}
+    {%- set bronze_exists = execute and bronze_table_registered(bronze.schema, bronze.identifier) -%}
+    {%- set columns = document_columns(bronze) if bronze_exists else [] -%}
+    {%- set carried = carried_columns(columns) -%}
+
+with bronze_rows as (
+    {% if bronze_exists -%}
+    select * from {{ bronze }}
+    {%- else -%}
+    {{ empty_bronze() }}
+    {%- endif %}
+),
+
+batch as (
+    select
+        __event_id,
+        __document_id,
+        __document_key,
+        __operation,
+        __cluster_time,
+        __cluster_time_increment,
+        __wall_time,
+        __lsid,
+        __txn_number,
+        __ingested_at,
+        __full_document,
+        __update_description,
+        __rescued_data,
+        row_number() over (partition by __event_id order by __ingested_at) as __copy
+        {%- for column in columns %},
+        {{ quote_column(column.name) }}
+        {%- endfor %}
+    from bronze_rows
+    where __operation in ('insert', 'update', 'replace', 'delete', 'snapshot')
+        and __document_id is not null
+        {%- if is_incremental() %}
+        and __ingested_at >= {{ silver_lookback_start() }}
+        {%- endif %}
+),
+
+{#- The same event landed twice (a replay, a retry) counts once. -#}
+events as (
+    select * from batch where __copy = 1
+),
+
+{% if is_incremental() -%}
+existing as (
+    select history.__document_id, history.__event_id, history.__valid_from, history.__valid_to, history.__is_current
+    from {{ this }} as history
+    left semi join events on history.__document_id = events.__document_id
+),
+
+new_events as (
+    select events.* from events left anti join existing on events.__event_id = existing.__event_id
+),
+
+timeline as (
+    select __document_id, __event_id, __cluster_time as __valid_from, true as __is_new,
+        cast(null as timestamp) as __old_valid_to, cast(null as boolean) as __old_is_current
+    from new_events
+    union all
+    select __document_id, __event_id, __valid_from, false, __valid_to, __is_current
+    from existing
+),
+{%- else -%}
+new_events as (
+    select * from events
+),
+
+timeline as (
+    select __document_id, __event_id, __cluster_time as __valid_from, true as __is_new,
+        cast(null as timestamp) as __old_valid_to, cast(null as boolean) as __old_is_current
+    from new_events
+),
+{%- endif %}
+
+sequenced as (
+    select
+        *,
+        lead(__valid_from) over document_events as __valid_to,
+        lead(__event_id) over document_events is null as __is_current
+    from timeline
+    window document_events as (partition by __document_id order by __event_id)
+),
+
+changed as (
+    select * from sequenced
+    where __is_new
+        or not (__valid_to <=> __old_valid_to)
+        or not (__is_current <=> __old_is_current)
+)
+
+select
+    changed.__document_id,
+    changed.__event_id,
+    new_events.__operation,
+    new_events.__operation = 'delete' as __is_deleted,
+    new_events.__full_document is not null as __has_full_document,
+    changed.__valid_from,
+    changed.__valid_to,
+    changed.__is_current,
+    new_events.__cluster_time_increment,
+    new_events.__wall_time,
+    new_events.__lsid,
+    new_events.__txn_number,
+    new_events.__ingested_at,
+    {{ run_started_literal() }} as __processed_at,
+    new_events.__document_key,
+    new_events.__full_document,
+    new_events.__update_description,
+    new_events.__rescued_data
+    {%- for column in columns %},
+    new_events.{{ quote_column(column.name) }}
+    {%- endfor %}
+    {%- for expression in carried %},
+    {{ expression }}
+    {%- endfor %}
+from changed
+left join new_events on changed.__event_id = new_events.__event_id
+
+{% endmacro %}
+
+
+{#- The current state: one row per document, from its latest event in the history. An
+    incremental run recomputes only documents with events ingested since the last run,
+    from their whole history, so an event arriving late never overrides a newer one and a
+    deleted document never comes back. Deletes are removed, or kept with __is_deleted when
+    var('silver_deletes') is 'flag' (with the last known field values).
+
+    An update without fullDocument (a change stream without updateLookup) cannot be turned
+    into columns: the row keeps the last full image and says so in __has_unapplied_updates;
+    __event_id is still the latest event's. -#}
+{% macro mongo_current_state(history) %}
+    {%- set deletes = var('silver_deletes') -%}
+    {%- if deletes not in ('remove', 'flag') -%}
+        {{ exceptions.raise_compiler_error("var silver_deletes must be 'remove' or 'flag', not '" ~ deletes ~ "'") }}
+    {%- endif -%}
+    {{ config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='__document_id',
+        on_schema_change='append_new_columns',
+        merge_delete_condition=('DBT_INTERNAL_SOURCE.__is_deleted' if deletes == 'remove' else none),
+        merge_insert_condition=('not DBT_INTERNAL_SOURCE.__is_deleted' if deletes == 'remove' else none),
+        tblproperties=silver_table_properties(),
+    ) }}
+    {%- set columns = document_columns(history) -%}
+    {%- set carried = carried_columns(columns) -%}
+
+with
+{% if is_incremental() -%}
+touched as (
+    select distinct __document_id from {{ history }}
+    where __ingested_at >= {{ silver_lookback_start() }}
+),
+
+{% endif -%}
+candidates as (
+    select * from {{ history }} as history
+    {%- if is_incremental() %}
+    left semi join touched on history.__document_id = touched.__document_id
+    {%- endif %}
+    where history.__is_current or history.__has_full_document
+),
+
+latest as (
+    select * from candidates where __is_current
+),
+
+images as (
+    select * from (
+        select *, row_number() over (partition by __document_id order by __event_id desc) as __recency
+        from candidates
+        where __has_full_document
+    )
+    where __recency = 1
+)
+
+select
+    latest.__document_id,
+    latest.__event_id,
+    latest.__operation,
+    latest.__is_deleted,
+    not latest.__is_deleted and not latest.__has_full_document as __has_unapplied_updates,
+    latest.__valid_from as __cluster_time,
+    latest.__ingested_at,
+    {{ run_started_literal() }} as __processed_at,
+    images.__event_id as __image_event_id,
+    images.__full_document,
+    images.__rescued_data
+    {%- for column in columns %},
+    images.{{ quote_column(column.name) }}
+    {%- endfor %}
+    {%- for expression in carried %},
+    {{ expression }}
+    {%- endfor %}
+from latest
+left join images on latest.__document_id = images.__document_id
+{%- if deletes == 'remove' and not is_incremental() %}
+where not latest.__is_deleted
+{%- endif %}
+{% endmacro %}

@@ -1,0 +1,51 @@
+{#- Order lines, exploded from the orders' embedded `items` array (relaxed Extended JSON in
+    silver), with the product's category. A line's revenue is quantity x unit price minus its
+    discount. -#}
+with orders as (
+    select
+        {{ document_fields(ref('stg_mongo__orders'), [
+            ('_id', 'string'),
+            ('channel', 'string'),
+            ('status', 'string'),
+            ('placed_at', 'timestamp'),
+            ('items', 'string'),
+        ]) }}
+    from {{ ref('stg_mongo__orders') }}
+    where not __is_deleted
+),
+
+products as (
+    select
+        {{ document_fields(ref('stg_mongo__products'), [('_id', 'string'), ('category', 'string')]) }}
+    from {{ ref('stg_mongo__products') }}
+    where not __is_deleted
+),
+
+lines as (
+    select
+        _id as order_id,
+        channel,
+        status,
+        placed_at,
+        posexplode(from_json(items, 'array<struct<sku:string,quantity:bigint,unit_price:double,discount:double>>'))
+            as (line_index, line)
+    from orders
+)
+
+select
+    concat(lines.order_id, '-', lines.line_index + 1) as order_item_id,
+    lines.order_id,
+    lines.line_index + 1 as line_number,
+    lines.line.sku as product_id,
+    coalesce(products.category, 'unknown') as category,
+    lines.line.quantity as quantity,
+    lines.line.unit_price as unit_price,
+    coalesce(lines.line.discount, 0) as discount,
+    lines.line.quantity * lines.line.unit_price - coalesce(lines.line.discount, 0) as line_revenue,
+    lines.status as order_status,
+    lines.status in ('paid', 'shipped', 'delivered') as is_revenue,
+    lines.channel as sales_channel,
+    lines.placed_at,
+    to_date(lines.placed_at) as order_date
+from lines
+left join products on lines.line.sku = products._id

@@ -1,0 +1,1 @@
+{{ mongo_history(source('mongo', 'ad_spend')) }}

@@ -1,0 +1,1 @@
+{{ mongo_current_state(ref('stg_mongo__campaigns_history')) }}

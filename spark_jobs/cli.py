@@ -1,0 +1,152 @@
+"""``spark-jobs``: the dbt runner, table maintenance and lake counts.
+
+    spark-jobs dbt                      run the configured dbt commands once (a CronJob)
+    spark-jobs dbt --every 15           ... every 15 minutes, serving /metrics and health
+    spark-jobs dbt -- build -s silver   run this dbt command instead
+    spark-jobs maintain                 OPTIMIZE (Z-ORDER where configured) and VACUUM every table
+    spark-jobs counts                   rows per silver and gold table, as JSON
+    spark-jobs spark-defaults DIR       write spark-defaults.conf for other Spark processes
+
+Settings come from SPARK_JOBS_* environment variables and/or ``--config file.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from prometheus_client import CollectorRegistry
+
+from lakehouse_common.errors import ConfigError
+from lakehouse_common.json_logging import configure_logging
+from lakehouse_common.observability import ObservabilityServer, Status
+from lakehouse_common.settings import load_settings
+from spark_jobs.dbt_runner import DbtRunner, absolute_lake_root, exit_status
+from spark_jobs.lake_tables import layer_counts
+from spark_jobs.session import build_spark_session, write_spark_defaults
+from spark_jobs.settings import Layer, SparkJobsSettings
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+logger = logging.getLogger("spark_jobs")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
+
+
+def _settings(config: Path | None, **overrides: object) -> SparkJobsSettings:
+    try:
+        settings = load_settings(SparkJobsSettings, config, **overrides)
+    except ConfigError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    configure_logging("spark-jobs", settings.log_level)
+    return settings
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and SIGINT only set the stop event; the loop then finishes cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dbt(
+    context: typer.Context,
+    config: ConfigOption = None,
+    every: Annotated[float | None, typer.Option(help="Minutes between runs; without it, run once.")] = None,
+) -> None:
+    """Run dbt (the configured commands, or the one after --) and exit with dbt's status."""
+    settings = _settings(config)
+    updates: dict[str, object] = {}
+    if context.args:
+        updates["commands"] = [" ".join(context.args)]
+    if every is not None:
+        updates["interval_minutes"] = every
+    if updates:
+        settings = settings.model_copy(update={"dbt": settings.dbt.model_copy(update=updates)})
+    stop = _stop_on_signals()
+    registry = CollectorRegistry()
+    runner = DbtRunner(settings, stop=stop, registry=registry)
+    if settings.dbt.interval_minutes is None:
+        raise typer.Exit(exit_status(runner.run_all()))
+    server = ObservabilityServer(
+        registry,
+        liveness=lambda: Status(not stop.is_set(), "stopping" if stop.is_set() else ""),
+        readiness=lambda: Status(
+            all(result.ok for result in runner.last_results),
+            "; ".join(f"{result.command} exited {result.exit_code}" for result in runner.last_results if not result.ok),
+        ),
+        host=settings.http.host,
+        port=settings.http.port,
+    ).start()
+    try:
+        status = runner.run_forever()
+    finally:
+        server.stop()
+    raise typer.Exit(status)
+
+
+@app.command()
+def maintain(
+    config: ConfigOption = None,
+    layer: Annotated[list[str] | None, typer.Option(help="Layer to maintain (repeatable): bronze, silver, gold.")] = None,
+    retention_hours: Annotated[float | None, typer.Option(help="VACUUM retention in hours.")] = None,
+    optimize: Annotated[bool, typer.Option(help="Compact (OPTIMIZE, Z-ORDER where configured).")] = True,
+    vacuum: Annotated[bool, typer.Option(help="VACUUM after compaction.")] = True,
+) -> None:
+    """OPTIMIZE and VACUUM the lake's Delta tables, logging a report per table; exits 1 if any failed."""
+    from spark_jobs.maintenance import maintain as run_maintenance
+
+    settings = _settings(config)
+    updates: dict[str, object] = {}
+    if layer:
+        allowed: tuple[Layer, ...] = ("bronze", "silver", "gold")
+        unknown = [name for name in layer if name not in allowed]
+        if unknown:
+            typer.echo(f"unknown layer(s) {unknown}: choose from {list(allowed)}", err=True)
+            raise typer.Exit(2)
+        updates["layers"] = layer
+    if retention_hours is not None:
+        updates["retention_hours"] = retention_hours
+    maintenance = settings.maintenance.model_copy(update=updates)
+    # Tables are addressed by path: an in-memory catalog leaves the local metastore to dbt.
+    spark_settings = settings.spark.model_copy(
+        update={"extra_conf": {**settings.spark.extra_conf, "spark.sql.catalogImplementation": "in-memory"}}
+    )
+    spark = build_spark_session(spark_settings)
+    try:
+        reports = run_maintenance(
+            spark, absolute_lake_root(settings.lake_root), maintenance, compact=optimize, clean=vacuum
+        )
+    finally:
+        spark.stop()
+    failed = [report["table"] for report in reports if "error" in report]
+    logger.log(
+        logging.ERROR if failed else logging.INFO,
+        "maintenance finished",
+        extra={"tables": len(reports), "failed": failed, "reports": reports},
+    )
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def counts(config: ConfigOption = None) -> None:
+    """Rows per silver (current state and history, by collection) and gold table, as JSON."""
+    settings = _settings(config)
+    typer.echo(json.dumps(layer_counts(absolute_lake_root(settings.lake_root)), indent=2, sort_keys=True))
+
+
+@app.command("spark-defaults")
+def spark_defaults(directory: Path, config: ConfigOption = None) -> None:
+    """Write spark-defaults.conf (Delta, warehouse, metastore) into DIRECTORY, for SPARK_CONF_DIR."""
+    settings = _settings(config)
+    typer.echo(str(write_spark_defaults(settings.spark, directory)))
+
+
+__all__ = ["app"]

@@ -1,0 +1,258 @@
+"""One lake, built by the real dbt on Spark with Delta in three runs, shared by every test here.
+
+Spark and dbt are slow to start, so the lake is built once and each test asserts on it:
+
+1. bronze batch 1: the initial load as snapshot records, then changes before any schema
+   drift; a few of its events are held back to arrive late. ``dbt run`` of silver.
+2. bronze batch 2: the rest of the changes (all four drift steps), the late events, some
+   re-delivered events, and updates without fullDocument. ``dbt build`` (every test).
+3. bronze batch 3: an order with an unknown status and an order deletion; a ``dbt build``
+   of the orders models with ``silver_deletes=flag``, which must fail on the status test,
+   then ``dbt docs generate``.
+
+Bronze is written with ``data_generator.bronze`` in bronze_writer's schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import polars as pl
+import pytest
+from bson import ObjectId, json_util
+
+from data_generator import (
+    COLLECTIONS,
+    BronzeFixtureWriter,
+    ChangeEventEncoder,
+    Delete,
+    GeneratorConfig,
+    Insert,
+    SalesMarketingGenerator,
+    Update,
+)
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
+from spark_jobs.dbt_runner import DbtResult, DbtRunner
+from spark_jobs.session import SparkSettings
+from spark_jobs.settings import DbtSettings, SparkJobsSettings
+
+CONFIG = GeneratorConfig(seed=21, scale=0.2, history_days=20, drift_every=150)
+FIRST_CHANGES = 140  # below drift_every: batch 1 has no drift
+SECOND_CHANGES = 520  # reaches all four drift steps
+LATE_DOCUMENTS = 8
+REDELIVERED = 5
+FAILING_BUILD = "build --select stg_mongo__orders_history stg_mongo__orders int_orders --vars '{silver_deletes: flag}'"
+GOLD_MODELS = (
+    "orders",
+    "daily_revenue",
+    "customers",
+    "customer_cohorts",
+    "product_performance",
+    "conversion_funnel",
+    "campaign_performance",
+)
+
+
+def load_reference() -> ModuleType:
+    """The Polars reference implementation of the marts (a sibling file, not a package)."""
+    spec = importlib.util.spec_from_file_location("dbt_reference_marts", Path(__file__).with_name("reference_marts.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def document_id(value: Any) -> str:
+    """``__document_id``: the _id as compact relaxed Extended JSON."""
+    return json_util.dumps(value, json_options=EXTENDED_JSON_OPTIONS, separators=(",", ":"))
+
+
+def event_document_id(event: dict[str, Any]) -> str:
+    return document_id(event["documentKey"]["_id"])
+
+
+@dataclass
+class BuiltLake:
+    """Everything the tests compare: what went in, what dbt said, what came out."""
+
+    root: Path
+    state: dict[str, dict[str, dict[str, Any]]]
+    partial_updates: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    first_batch: list[dict[str, Any]]
+    second_batch: list[dict[str, Any]]
+    late_events: list[dict[str, Any]]
+    redelivered: list[dict[str, Any]]
+    first_run: list[DbtResult]
+    second_run: list[DbtResult]
+    third_run: list[DbtResult]
+    silver_after_first: dict[str, pl.DataFrame]
+    silver: dict[str, pl.DataFrame]
+    history: dict[str, pl.DataFrame]
+    gold: dict[str, pl.DataFrame]
+    expected_gold: dict[str, pl.DataFrame]
+    orders_after_third: pl.DataFrame
+    lost_order_id: str
+    deleted_order: dict[str, Any]
+    dbt_log: list[tuple[str, float, logging.LogRecord]] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event landed before the third run (re-deliveries included)."""
+        return self.first_batch + self.second_batch
+
+
+class _DbtLog(logging.Handler):
+    def __init__(self, sink: list[tuple[str, float, logging.LogRecord]]) -> None:
+        super().__init__(logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append((getattr(record, "dbt_command", ""), record.created, record))
+
+
+def _read_layer(root: Path, layer: str, names: list[str]) -> dict[str, pl.DataFrame]:
+    return {name: pl.read_delta(str(root / layer / name)) for name in names}
+
+
+def _hold_back_late_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Take one earlier event of a few documents out of the batch: it will arrive after newer ones."""
+    changes = [event for event in events if event["operationType"] != "snapshot"]
+    per_document: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event in changes:
+        per_document.setdefault((event["ns"]["coll"], event_document_id(event)), []).append(event)
+    late_ids = set()
+    for collection in ("orders", "customers", "social_engagement", "web_sessions"):
+        # Documents deleted in this batch first: an older event arriving late must not revive them.
+        candidates = sorted(
+            (key for key, document_events in per_document.items() if key[0] == collection and len(document_events) >= 2),
+            key=lambda key: (per_document[key][-1]["operationType"] != "delete", key),
+        )
+        late_ids.update(per_document[key][-2]["_id"]["_data"] for key in candidates[: LATE_DOCUMENTS // 4])
+    late = [event for event in events if event["_id"]["_data"] in late_ids]
+    return [event for event in events if event["_id"]["_data"] not in late_ids], late
+
+
+@pytest.fixture(scope="session")
+def dbt_reference() -> ModuleType:
+    return load_reference()
+
+
+@pytest.fixture(scope="session")
+def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
+    root = run_dir / "dbt-lake"
+    work = run_dir / "dbt-work"
+    settings = SparkJobsSettings(
+        lake_root=str(root),
+        spark=SparkSettings(
+            master="local[2]",
+            app_name="dbt-tests",
+            warehouse_dir=work / "warehouse",
+            metastore_dir=work / "metastore",
+            driver_memory="1g",
+            shuffle_partitions=1,
+            # Small data: compiling whole-stage code costs more than it saves.
+            extra_conf={"spark.sql.codegen.wholeStage": "false"},
+        ),
+        dbt=DbtSettings(
+            target_path=work / "target",
+            log_path=work / "logs",
+            spark_conf_dir=work / "conf",
+            threads=4,
+        ),
+    )
+
+    def run(*commands: str) -> list[DbtResult]:
+        phase = settings.model_copy(update={"dbt": settings.dbt.model_copy(update={"commands": list(commands)})})
+        return DbtRunner(phase).run_all()
+
+    log: list[tuple[str, float, logging.LogRecord]] = []
+    handler = _DbtLog(log)
+    dbt_logger = logging.getLogger("dbt")
+    dbt_logger.addHandler(handler)
+    previous_level = dbt_logger.level
+    dbt_logger.setLevel(logging.DEBUG)
+    try:
+        generator = SalesMarketingGenerator(CONFIG)
+        encoder = ChangeEventEncoder("shop")
+        writer = BronzeFixtureWriter(root)
+
+        snapshot = list(encoder.snapshot(generator.initial_load()))
+        changes, late = _hold_back_late_events(list(encoder.events(generator.changes(FIRST_CHANGES))))
+        assert generator.drift_level == 0
+        # Hours apart: the incremental run re-reads only what its look-back window covers.
+        writer.write(snapshot, datetime.now(UTC) - timedelta(hours=5))
+        writer.write(changes, datetime.now(UTC) - timedelta(hours=2))
+        first = snapshot + changes
+        first_run = run("run --select staging")
+        assert [result.exit_code for result in first_run] == [0], "the first run failed: see the dbt log records"
+        silver_after_first = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS])
+
+        second = list(encoder.events(generator.changes(SECOND_CHANGES)))
+        assert generator.drift_level == 4
+        partial_updates: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        encoder.update_lookup = False
+        for sku in sorted(generator.state["products"])[:2]:
+            image = generator.state["products"][sku]
+            final = {**image, "price": round(image["price"] + 1, 2), "updated_at": generator.clock + timedelta(seconds=1)}
+            update = Update("products", sku, final, generator.clock, {"price": final["price"], "updated_at": final["updated_at"]})
+            second.append(encoder.event(update))
+            partial_updates[document_id(sku)] = (image, final)
+        encoder.update_lookup = True
+        redelivered = copy.deepcopy(first[-REDELIVERED:])
+        second += late + redelivered
+        writer.write(second, datetime.now(UTC))
+        second_run = run("build")
+        assert [result.exit_code for result in second_run] == [0], "the second build failed: see the dbt log records"
+
+        state = {
+            name: {document_id(key): document for key, document in documents.items()}
+            for name, documents in generator.state.items()
+        }
+        for identifier, (_, final) in partial_updates.items():
+            state["products"][identifier] = final
+        silver = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS])
+        history = _read_layer(root, "silver", [f"stg_mongo__{name}_history" for name in COLLECTIONS])
+        gold = _read_layer(root, "gold", list(GOLD_MODELS))
+        expected_gold = dbt_reference.marts(root / "bronze" / "shop")
+
+        orders = generator.state["orders"]
+        template = orders[sorted(orders, key=str)[0]]
+        lost = {**template, "_id": ObjectId("6700000000000000000000aa"), "status": "lost"}
+        deleted_id = next(key for key in sorted(orders, key=str) if orders[key]["status"] == "delivered")
+        at = generator.clock + timedelta(minutes=5)
+        writer.write(encoder.events([Insert("orders", lost, at), Delete("orders", deleted_id, at)]), datetime.now(UTC))
+        third_run = run(FAILING_BUILD, "docs generate")
+        orders_after_third = pl.read_delta(str(root / "silver" / "stg_mongo__orders"))
+
+        yield BuiltLake(
+            root=root,
+            state=state,
+            partial_updates=partial_updates,
+            first_batch=first,
+            second_batch=second,
+            late_events=late,
+            redelivered=redelivered,
+            first_run=first_run,
+            second_run=second_run,
+            third_run=third_run,
+            silver_after_first=silver_after_first,
+            silver=silver,
+            history=history,
+            gold=gold,
+            expected_gold=expected_gold,
+            orders_after_third=orders_after_third,
+            lost_order_id=str(lost["_id"]),
+            deleted_order=orders[deleted_id],
+            dbt_log=log,
+        )
+    finally:
+        dbt_logger.removeHandler(handler)
+        dbt_logger.setLevel(previous_level)

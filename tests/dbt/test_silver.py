@@ -1,0 +1,164 @@
+"""Silver's current state equals the source's final state, whatever order and duplication bronze brings."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC
+
+import polars as pl
+from bson import json_util
+from deltalake import DeltaTable
+
+from data_generator import COLLECTIONS
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
+from spark_jobs.lake_tables import layer_counts
+
+
+def _document(text: str) -> dict:
+    return json_util.loads(text, json_options=EXTENDED_JSON_OPTIONS)
+
+
+def _key(value: object) -> str:
+    """``__document_id``: the _id as compact relaxed Extended JSON."""
+    return json_util.dumps(value, json_options=EXTENDED_JSON_OPTIONS, separators=(",", ":"))
+
+
+def _normalized(document: dict) -> dict:
+    """Datetimes as stored by the generator (tz-aware UTC), everything else untouched."""
+    return json_util.loads(json_util.dumps(document, json_options=EXTENDED_JSON_OPTIONS), json_options=EXTENDED_JSON_OPTIONS)
+
+
+def test_current_state_equals_the_source_after_inserts_updates_replaces_and_deletes(built_lake) -> None:
+    operations = Counter(event["operationType"] for event in built_lake.events)
+    assert {"snapshot", "insert", "update", "replace", "delete"} <= set(operations)
+    for collection in COLLECTIONS:
+        silver = built_lake.silver[f"stg_mongo__{collection}"]
+        expected = built_lake.state[collection]
+        assert sorted(silver["__document_id"]) == sorted(expected), f"{collection}: documents differ"
+        assert not silver["__is_deleted"].any()
+        for row in silver.iter_rows(named=True):
+            if row["__document_id"] in built_lake.partial_updates:
+                continue
+            assert _document(row["__full_document"]) == _normalized(expected[row["__document_id"]]), (
+                f"{collection} {row['__document_id']} differs from the source"
+            )
+            assert row["_id"] == str(expected[row["__document_id"]]["_id"])
+            assert not row["__has_unapplied_updates"]
+
+
+def test_typed_columns_carry_the_documents_fields(built_lake) -> None:
+    products = built_lake.silver["stg_mongo__products"]
+    assert products.schema["__v"] == pl.Int64, "a field named with __ (Mongoose's version key) is a document column"
+    for row in products.iter_rows(named=True):
+        assert row["__v"] == built_lake.state["products"][row["__document_id"]]["__v"]
+    orders = built_lake.silver["stg_mongo__orders"]
+    for row in orders.iter_rows(named=True):
+        source = built_lake.state["orders"][row["__document_id"]]
+        assert row["status"] == source["status"]
+        assert row["customer_id"] == str(source["customer_id"])
+        assert row["placed_at"] == source["placed_at"].astimezone(UTC)
+        assert row["total"] == source["total"]
+        assert json.loads(row["items"]) == json.loads(json_util.dumps(source["items"], json_options=EXTENDED_JSON_OPTIONS))
+
+
+def test_several_changes_in_one_batch_are_reduced_to_the_latest(built_lake) -> None:
+    per_document = Counter((event["ns"]["coll"], _key(event["documentKey"]["_id"])) for event in built_lake.first_batch)
+    busy = [key for key, count in per_document.items() if count >= 3]
+    assert len(busy) >= 3, "batch 1 must hold documents changed several times"
+    after_first = {
+        name: dict(zip(frame["__document_id"], frame["__event_id"], strict=True))
+        for name, frame in ((name, built_lake.silver_after_first[f"stg_mongo__{name}"]) for name in COLLECTIONS)
+    }
+    for collection, identifier in busy:
+        latest = max(
+            event["_id"]["_data"]
+            for event in built_lake.first_batch
+            if event["ns"]["coll"] == collection and _key(event["documentKey"]["_id"]) == identifier
+        )
+        last_operation = next(event["operationType"] for event in built_lake.first_batch if event["_id"]["_data"] == latest)
+        if last_operation == "delete":
+            assert identifier not in after_first[collection]
+        else:
+            assert after_first[collection][identifier] == latest
+
+
+def test_late_events_never_override_newer_ones_nor_revive_deleted_documents(built_lake) -> None:
+    assert built_lake.late_events
+    revived_checked = 0
+    for event in built_lake.late_events:
+        collection = event["ns"]["coll"]
+        identifier = _key(event["documentKey"]["_id"])
+        silver = built_lake.silver[f"stg_mongo__{collection}"].filter(pl.col("__document_id") == identifier)
+        if identifier in built_lake.state[collection]:
+            assert silver["__event_id"].item() > event["_id"]["_data"]
+        else:
+            assert silver.is_empty(), "a late event revived a deleted document"
+            revived_checked += 1
+    assert revived_checked >= 1, "at least one late event belongs to a deleted document"
+
+
+def test_redelivered_events_count_once(built_lake) -> None:
+    for event in built_lake.redelivered:
+        history = built_lake.history[f"stg_mongo__{event['ns']['coll']}_history"]
+        assert history.filter(pl.col("__event_id") == event["_id"]["_data"]).height == 1
+    distinct = {event["_id"]["_data"] for event in built_lake.events}
+    assert sum(frame.height for frame in built_lake.history.values()) == len(distinct)
+
+
+def test_updates_without_full_document_keep_the_last_image_and_say_so(built_lake) -> None:
+    products = built_lake.silver["stg_mongo__products"]
+    for identifier, (image, final) in built_lake.partial_updates.items():
+        row = products.filter(pl.col("__document_id") == identifier).row(0, named=True)
+        assert row["__has_unapplied_updates"]
+        assert row["__operation"] == "update" and row["__image_event_id"] < row["__event_id"]
+        assert row["price"] == image["price"] != final["price"]
+        assert _document(row["__full_document"]) == _normalized(image)
+
+
+def test_flag_mode_keeps_deleted_documents_with_their_last_values(built_lake) -> None:
+    deleted = built_lake.deleted_order
+    identifier = _key(deleted["_id"])
+    row = built_lake.orders_after_third.filter(pl.col("__document_id") == identifier).row(0, named=True)
+    assert row["__is_deleted"] and row["__operation"] == "delete"
+    assert row["status"] == deleted["status"] and row["order_number"] == deleted["order_number"]
+    lost = built_lake.orders_after_third.filter(pl.col("_id") == built_lake.lost_order_id)
+    assert lost["status"].to_list() == ["lost"], "silver takes the document as it is; the mart's test rejects it"
+
+
+def test_incremental_merges_use_deletion_vectors_and_stamp_the_rows_they_write(built_lake) -> None:
+    """The second run merged into silver: rows it replaced are marked deleted (not rewritten),
+    every reader above (Polars) applied those marks, and the rows it wrote carry its start."""
+    replaced = 0
+    for collection in COLLECTIONS:
+        for name in (f"stg_mongo__{collection}", f"stg_mongo__{collection}_history"):
+            table = DeltaTable(str(built_lake.root / "silver" / name))
+            assert "deletionVectors" in (table.protocol().reader_features or []), name
+            replaced += sum(vector.count(False) for vector in table.deletion_vectors().read_all()["selection_vector"].to_pylist())
+    assert replaced > 0, "the second run's merges replaced rows through deletion vectors"
+    counts = layer_counts(str(built_lake.root))
+    for collection in COLLECTIONS:
+        if collection != "orders":  # the third run changed orders
+            assert counts["silver"][collection] == len(built_lake.state[collection]), f"{collection}: deleted rows counted"
+    stamps = set()
+    for collection in COLLECTIONS:
+        history = built_lake.history[f"stg_mongo__{collection}_history"]
+        stamps.update(history["__processed_at"].unique())
+        first_batch_ids = [event["_id"]["_data"] for event in built_lake.first_batch if event["ns"]["coll"] == collection]
+        latest_stamp = history["__processed_at"].max()
+        if latest_stamp == history["__processed_at"].min():
+            continue  # no event of this collection in the second batch
+        # A version of the first run that the second rewrote was closed by a later event.
+        rewritten = history.filter(pl.col("__event_id").is_in(first_batch_ids) & (pl.col("__processed_at") == latest_stamp))
+        assert not rewritten["__is_current"].any(), collection
+    assert len(stamps) == 2, "the first run's untouched rows keep its stamp"
+
+
+def test_silver_tests_check_the_rows_the_last_run_wrote(built_lake) -> None:
+    compiled = built_lake.root.parent / "dbt-work" / "target" / "compiled" / "mongo_lakehouse" / "models" / "staging" / "mongo"
+    unique_current = (compiled / "_mongo__models.yml" / "unique_stg_mongo__customers___document_id.sql").read_text()
+    assert "__processed_at >= timestamp '" in unique_current
+    one_current_version = next(
+        path.read_text() for path in (compiled / "_mongo__models.yml").glob("unique_stg_mongo__customers_history___document_id*.sql")
+    )
+    assert "__is_current and __document_id in (select __document_id from" in one_current_version
