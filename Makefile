@@ -56,5 +56,14 @@ stack-down:
 stack-status:
 	$(BIN)/lakehouse-stack status
 
+# The demo (docs/runbook.md): the whole pipeline on this machine, a summary, then everything
+# stopped. DEMO_* variables (or ARGS="--duration 300") tune it; MONGO_URI uses a real replica set.
+.PHONY: demo demo-live
+demo: setup
+	$(BIN)/lakehouse-demo $(ARGS)
+
+demo-live: setup
+	$(BIN)/lakehouse-demo --keep-running $(ARGS)
+
 clean:
 	rm -rf build $(CACHE) $(VENV)

@@ -28,6 +28,9 @@ from lakehouse_common.json_logging import configure_logging
 from lakehouse_common.settings import load_settings
 
 
+READY = "crash-runner ready"
+
+
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -81,7 +84,12 @@ def main() -> None:
     settings = load_settings(BronzeSettings)
     configure_logging("bronze-writer", settings.log_level)
     install(mode, random.Random(seed))
-    BronzeWriter(settings).run()
+    writer = BronzeWriter(settings)
+    # A SIGTERM that arrives before run() installs its own handler must still stop gracefully;
+    # READY tells the test that from here on it does.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: writer.stop())
+    print(READY, flush=True)
+    writer.run()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bronze_support import change_event, event_id, landed_offsets, produce, read_bronze, wait_until
 from confluent_kafka import Consumer, TopicPartition
+from crash_runner import READY
 
 from lakehouse_common import lake
 from lakehouse_common.contract import ValueFormat
@@ -87,6 +88,9 @@ def test_exactly_once_under_sigkill_at_random_points(
     log = open(tmp_path / "final.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen([sys.executable, str(RUNNER), "none", str(seed)], env=env, stdout=log, stderr=log)
     try:
+        # The last crash cycle may have landed everything already: wait for the runner to be
+        # able to stop gracefully too, or the SIGTERM below could hit it while it imports.
+        wait_until(lambda: READY in (tmp_path / "final.log").read_text(), timeout=120)
         wait_until(lambda: landed_offsets(uri, topic, PARTITIONS) == {p: end - 1 for p, end in ends.items()}, timeout=120)
     finally:
         process.send_signal(signal.SIGTERM)

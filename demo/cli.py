@@ -1,0 +1,57 @@
+"""``lakehouse-demo`` (``make demo``): the whole pipeline on this machine, then a summary.
+
+    lakehouse-demo                    load, stream for 60 s, catch up, dbt build, summary, stop
+    lakehouse-demo --duration 300     ... with five minutes of changes
+    lakehouse-demo --keep-running     stay live (``make demo-live``): dbt rebuilds on a schedule
+
+Kafka and the MongoDB stand-in are started for the run; ``MONGO_URI=mongodb://...`` uses a
+real replica set instead. Every option is also a ``DEMO_*`` environment variable.
+Exit status: 0 when silver holds MongoDB's final document count for every collection,
+1 when it does not (or dbt failed), 2 on an error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from demo.run import DemoRun
+from demo.settings import DemoSettings
+from lakehouse_common.errors import ConfigError
+from lakehouse_common.settings import load_settings
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def main(
+    duration: Annotated[float | None, typer.Option(help="Seconds the generator keeps changing data (DEMO_DURATION_SECONDS, 60).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Changes per second (DEMO_RATE, 40).")] = None,
+    scale: Annotated[float | None, typer.Option(help="Dataset size factor (DEMO_SCALE, 1.0: about 11k documents).")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep the pipeline live until Ctrl-C.")] = False,
+    dbt_every: Annotated[float | None, typer.Option(help="With --keep-running: minutes between dbt rebuilds (2).")] = None,
+) -> None:
+    """Load, stream, catch up, build silver and gold, and check silver against MongoDB."""
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("duration_seconds", duration),
+        ("rate", rate),
+        ("scale", scale),
+        ("dbt_interval_minutes", dbt_every),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if keep_running:
+        overrides["keep_running"] = True
+    try:
+        settings = load_settings(DemoSettings, None, **overrides)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(DemoRun(settings, Console()).run())
+
+
+if __name__ == "__main__":
+    app()
