@@ -13,26 +13,19 @@ from typing import Annotated
 import typer
 
 from bronze_writer.settings import BronzeSettings
-from lakehouse_common.errors import ConfigError, LakehouseError
-from lakehouse_common.json_logging import configure_logging
-from lakehouse_common.settings import load_settings
+from lakehouse_common.cli import config_option, load_cli_settings
+from lakehouse_common.errors import LakehouseError
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
+ConfigOption = config_option("BRONZE_CONFIG")
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="Only this table, as <db>.<collection> (repeatable).")
 ]
 
 
 def _settings(config: Path | None) -> BronzeSettings:
-    try:
-        settings = load_settings(BronzeSettings, config)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging("bronze-writer", settings.log_level)
-    return settings
+    return load_cli_settings(BronzeSettings, config, "bronze-writer")
 
 
 def _tables(settings: BronzeSettings, names: list[str] | None) -> list[str]:

@@ -24,18 +24,15 @@ from cdc_service.replay import ReplayPlan, plan_from_bronze, plan_from_time, pla
 from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
 from cdc_service.service import CdcService, covered_collections, mongo_client, plan_streams, server_hello
 from cdc_service.settings import CdcSettings
-from lakehouse_common.errors import ConfigError, LakehouseError
-from lakehouse_common.json_logging import configure_logging
+from lakehouse_common.cli import config_option, load_cli_settings
+from lakehouse_common.errors import LakehouseError
 from lakehouse_common.redaction import redact
-from lakehouse_common.settings import load_settings
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 checkpoint_app = typer.Typer(add_completion=False, help="Show or set stream checkpoints.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", envvar="CDC_CONFIG", help="YAML configuration file.")
-]
+ConfigOption = config_option("CDC_CONFIG")
 StreamOption = Annotated[
     list[str] | None,
     typer.Option("--stream", "-s", help="Stream id (deployment, db:<name>, coll:<db>.<collection>); repeatable."),
@@ -43,13 +40,7 @@ StreamOption = Annotated[
 
 
 def _settings(config: Path | None) -> CdcSettings:
-    try:
-        settings = load_settings(CdcSettings, config)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging("cdc-service", settings.log_level)
-    return settings
+    return load_cli_settings(CdcSettings, config, "cdc-service")
 
 
 def _serve(service: CdcService, *, snapshot_only: bool = False, force_snapshot: list[str] | None = None) -> None:

@@ -19,8 +19,7 @@ from rich.console import Console
 
 from demo.run import DemoRun
 from demo.settings import DemoSettings
-from lakehouse_common.errors import ConfigError
-from lakehouse_common.settings import load_settings
+from lakehouse_common.cli import load_cli_settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -45,11 +44,7 @@ def main(
             overrides[key] = value
     if keep_running:
         overrides["keep_running"] = True
-    try:
-        settings = load_settings(DemoSettings, None, **overrides)
-    except ConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_cli_settings(DemoSettings, None, None, **overrides)
     raise typer.Exit(DemoRun(settings, Console()).run())
 
 

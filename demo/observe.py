@@ -17,10 +17,10 @@ from pathlib import Path
 import polars as pl
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
 
 from lakehouse_common.lake import bronze_table_uri, read_high_water_marks
-from spark_jobs.lake_tables import CURRENT_STATE_PREFIX, HISTORY_SUFFIX, discover_tables, row_count
+from spark_jobs.lake_tables import layer_counts
 
 TOPIC_PREFIX = "cdc"
 
@@ -67,24 +67,10 @@ def bronze_documents(lake_root: Path, database: str, collections: Iterable[str])
 def lake_counts(lake_root: Path) -> dict[str, dict[str, int]]:
     """Rows per silver (current state, history) and gold table that dbt has committed.
 
-    A table dbt is creating right now, or failed to create, has a log without a commit:
-    it is left out rather than failing the count (the summary then reports it missing).
+    A table dbt is creating right now, or failed to create, is left out rather than failing
+    the count (the summary then reports it missing).
     """
-    counts: dict[str, dict[str, int]] = {"silver": {}, "silver_history": {}, "gold": {}}
-    for table in discover_tables(str(lake_root.resolve()), ["silver", "gold"]):
-        try:
-            rows = row_count(table.uri)
-        except DeltaError:
-            continue
-        if table.layer == "gold":
-            counts["gold"][table.name] = rows
-        elif table.name.startswith(CURRENT_STATE_PREFIX):
-            name = table.name.removeprefix(CURRENT_STATE_PREFIX)
-            if name.endswith(HISTORY_SUFFIX):
-                counts["silver_history"][name.removesuffix(HISTORY_SUFFIX)] = rows
-            else:
-                counts["silver"][name] = rows
-    return counts
+    return layer_counts(str(lake_root.resolve()), skip_uncommitted=True)
 
 
 def silver_documents(lake_root: Path) -> dict[str, int]:

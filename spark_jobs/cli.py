@@ -22,10 +22,8 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry
 
-from lakehouse_common.errors import ConfigError
-from lakehouse_common.json_logging import configure_logging
+from lakehouse_common.cli import config_option, load_cli_settings
 from lakehouse_common.observability import ObservabilityServer, Status
-from lakehouse_common.settings import load_settings
 from spark_jobs.dbt_runner import DbtRunner, absolute_lake_root, exit_status
 from spark_jobs.lake_tables import layer_counts
 from spark_jobs.session import build_spark_session, write_spark_defaults
@@ -34,17 +32,11 @@ from spark_jobs.settings import Layer, SparkJobsSettings
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 logger = logging.getLogger("spark_jobs")
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML settings file.")]
+ConfigOption = config_option("SPARK_JOBS_CONFIG")
 
 
 def _settings(config: Path | None, **overrides: object) -> SparkJobsSettings:
-    try:
-        settings = load_settings(SparkJobsSettings, config, **overrides)
-    except ConfigError as error:
-        typer.echo(str(error), err=True)
-        raise typer.Exit(2) from None
-    configure_logging("spark-jobs", settings.log_level)
-    return settings
+    return load_cli_settings(SparkJobsSettings, config, "spark-jobs", **overrides)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
+from deltalake.exceptions import DeltaError
 from pyarrow import fs as pafs
 
 from lakehouse_common.lake import path_segment
@@ -84,11 +85,22 @@ def row_count(uri: str, storage_options: Mapping[str, str] | None = None) -> int
     return int(frame.item())
 
 
-def layer_counts(lake_root: str, storage_options: Mapping[str, str] | None = None) -> dict[str, dict[str, int]]:
-    """Rows per table: silver current state and history keyed by collection, gold by table."""
+def layer_counts(
+    lake_root: str, storage_options: Mapping[str, str] | None = None, *, skip_uncommitted: bool = False
+) -> dict[str, dict[str, int]]:
+    """Rows per table: silver current state and history keyed by collection, gold by table.
+
+    ``skip_uncommitted`` leaves out tables with a log but no commit yet (dbt creating them
+    right now, or a failed create) instead of raising, for counts taken while dbt runs.
+    """
     counts: dict[str, dict[str, int]] = {"silver": {}, "silver_history": {}, "gold": {}}
     for table in discover_tables(lake_root, ["silver", "gold"]):
-        rows = row_count(table.uri, storage_options)
+        try:
+            rows = row_count(table.uri, storage_options)
+        except DeltaError:
+            if skip_uncommitted:
+                continue
+            raise
         if table.layer == "gold":
             counts["gold"][table.name] = rows
         elif table.name.startswith(CURRENT_STATE_PREFIX):

@@ -28,7 +28,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _keep_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """The commands configure JSON logging on the runner's stderr, which closes after each invoke."""
-    monkeypatch.setattr("cdc_service.cli.configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr("lakehouse_common.cli.configure_logging", lambda *args, **kwargs: None)
 
 
 def _land(root: Path, database: str, collection: str, marks: dict[int, str]) -> None:
