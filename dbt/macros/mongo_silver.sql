@@ -21,7 +21,7 @@
         '__ingested_at', '__full_document', '__update_description', '__full_document_before_change',
         '__rescued_data',
         '__is_deleted', '__has_full_document', '__valid_from', '__valid_to', '__is_current',
-        '__has_unapplied_updates', '__image_event_id', '__processed_at', '__copy', '__recency',
+        '__has_unapplied_updates', '__image_event_id', '__processed_at', '__copy', '__recency', '__latest',
     ]) }}
 {%- endmacro %}
 
@@ -147,43 +147,69 @@ events as (
     select * from batch where __copy = 1
 ),
 
-{% if is_incremental() -%}
-existing as (
-    select history.__document_id, history.__event_id, history.__valid_from, history.__valid_to, history.__is_current
+{#- The timeline of every document this run touches: its new events, which carry their
+    payload, and (incremental) the versions history already has, key columns only. History
+    is scanned once and nothing joins back to bronze for the payload. -#}
+timeline as (
+    select
+        __document_id,
+        __event_id,
+        __cluster_time as __valid_from,
+        true as __is_new,
+        cast(null as timestamp) as __old_valid_to,
+        cast(null as boolean) as __old_is_current,
+        __operation,
+        __cluster_time_increment,
+        __wall_time,
+        __lsid,
+        __txn_number,
+        __ingested_at,
+        __document_key,
+        __full_document,
+        __update_description,
+        __rescued_data
+        {%- for column in columns %},
+        {{ quote_column(column.name) }}
+        {%- endfor %}
+    from events
+    {%- if is_incremental() %}
+    union all
+    select
+        history.__document_id,
+        history.__event_id,
+        history.__valid_from,
+        false,
+        history.__valid_to,
+        history.__is_current,
+        null, null, null, null, null, null, null, null, null, null
+        {%- for column in columns %},
+        null
+        {%- endfor %}
     from {{ this }} as history
     left semi join events on history.__document_id = events.__document_id
+    {%- endif %}
 ),
 
-new_events as (
-    select events.* from events left anti join existing on events.__event_id = existing.__event_id
+{#- An event history already has (a re-read in the look-back window) is not new: its
+    existing version wins. -#}
+versions as (
+    {%- if is_incremental() %}
+    select * from (
+        select *, row_number() over (partition by __document_id, __event_id order by __is_new) as __copy
+        from timeline
+    )
+    where __copy = 1
+    {%- else %}
+    select * from timeline
+    {%- endif %}
 ),
-
-timeline as (
-    select __document_id, __event_id, __cluster_time as __valid_from, true as __is_new,
-        cast(null as timestamp) as __old_valid_to, cast(null as boolean) as __old_is_current
-    from new_events
-    union all
-    select __document_id, __event_id, __valid_from, false, __valid_to, __is_current
-    from existing
-),
-{%- else -%}
-new_events as (
-    select * from events
-),
-
-timeline as (
-    select __document_id, __event_id, __cluster_time as __valid_from, true as __is_new,
-        cast(null as timestamp) as __old_valid_to, cast(null as boolean) as __old_is_current
-    from new_events
-),
-{%- endif %}
 
 sequenced as (
     select
         *,
         lead(__valid_from) over document_events as __valid_to,
         lead(__event_id) over document_events is null as __is_current
-    from timeline
+    from versions
     window document_events as (partition by __document_id order by __event_id)
 ),
 
@@ -195,32 +221,31 @@ changed as (
 )
 
 select
-    changed.__document_id,
-    changed.__event_id,
-    new_events.__operation,
-    new_events.__operation = 'delete' as __is_deleted,
-    new_events.__full_document is not null as __has_full_document,
-    changed.__valid_from,
-    changed.__valid_to,
-    changed.__is_current,
-    new_events.__cluster_time_increment,
-    new_events.__wall_time,
-    new_events.__lsid,
-    new_events.__txn_number,
-    new_events.__ingested_at,
+    __document_id,
+    __event_id,
+    __operation,
+    __operation = 'delete' as __is_deleted,
+    __full_document is not null as __has_full_document,
+    __valid_from,
+    __valid_to,
+    __is_current,
+    __cluster_time_increment,
+    __wall_time,
+    __lsid,
+    __txn_number,
+    __ingested_at,
     {{ run_started_literal() }} as __processed_at,
-    new_events.__document_key,
-    new_events.__full_document,
-    new_events.__update_description,
-    new_events.__rescued_data
+    __document_key,
+    __full_document,
+    __update_description,
+    __rescued_data
     {%- for column in columns %},
-    new_events.{{ quote_column(column.name) }}
+    {{ quote_column(column.name) }}
     {%- endfor %}
     {%- for expression in carried %},
     {{ expression }}
     {%- endfor %}
 from changed
-left join new_events on changed.__event_id = new_events.__event_id
 
 {% endmacro %}
 
@@ -267,40 +292,47 @@ candidates as (
     where history.__is_current or history.__has_full_document
 ),
 
-latest as (
-    select * from candidates where __is_current
-),
-
-images as (
-    select * from (
-        select *, row_number() over (partition by __document_id order by __event_id desc) as __recency
-        from candidates
-        where __has_full_document
-    )
-    where __recency = 1
+{#- One pass over the candidates: every row carries its document's latest version, and the
+    document's latest full image ranks first. A document without one keeps its latest row,
+    whose document columns are null as bronze's are without fullDocument (selected as they
+    are, so they keep bronze's field metadata). -#}
+ranked as (
+    select
+        *,
+        max(case when __is_current then named_struct(
+            'event_id', __event_id,
+            'operation', __operation,
+            'is_deleted', __is_deleted,
+            'has_full_document', __has_full_document,
+            'valid_from', __valid_from,
+            'ingested_at', __ingested_at
+        ) end) over (partition by __document_id) as __latest,
+        row_number() over (partition by __document_id order by __has_full_document desc, __event_id desc) as __recency
+    from candidates
 )
 
 select
-    latest.__document_id,
-    latest.__event_id,
-    latest.__operation,
-    latest.__is_deleted,
-    not latest.__is_deleted and not latest.__has_full_document as __has_unapplied_updates,
-    latest.__valid_from as __cluster_time,
-    latest.__ingested_at,
+    __document_id,
+    __latest.event_id as __event_id,
+    __latest.operation as __operation,
+    __latest.is_deleted as __is_deleted,
+    not __latest.is_deleted and not __latest.has_full_document as __has_unapplied_updates,
+    __latest.valid_from as __cluster_time,
+    __latest.ingested_at as __ingested_at,
     {{ run_started_literal() }} as __processed_at,
-    images.__event_id as __image_event_id,
-    images.__full_document,
-    images.__rescued_data
+    case when __has_full_document then __event_id end as __image_event_id,
+    case when __has_full_document then __full_document end as __full_document,
+    case when __has_full_document then __rescued_data end as __rescued_data
     {%- for column in columns %},
-    images.{{ quote_column(column.name) }}
+    {{ quote_column(column.name) }}
     {%- endfor %}
     {%- for expression in carried %},
     {{ expression }}
     {%- endfor %}
-from latest
-left join images on latest.__document_id = images.__document_id
+from ranked
+where __recency = 1
+    and __latest is not null
 {%- if deletes == 'remove' and not is_incremental() %}
-where not latest.__is_deleted
+    and not __latest.is_deleted
 {%- endif %}
 {% endmacro %}
