@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -54,6 +56,7 @@ class KafkaBroker:
     controller_port: int
     sasl_port: int | None
     scram_users: dict[str, str]
+    heap: str = "1g"
     process: subprocess.Popen[bytes] | None = field(repr=False, default=None)
 
     @property
@@ -80,8 +83,38 @@ class KafkaBroker:
             "sasl.password": self.scram_users[user],
         }
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing answers, as in a network partition."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused broker run again (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crashed host would; ``restart()`` brings it back on the same storage."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal(signal.SIGCONT)  # a paused process dies only once it runs
+            self._signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def restart(self, timeout: float = 120.0) -> None:
+        """Start the broker again on the same ports and storage (after ``kill()`` or ``stop(keep_logs=True)``)."""
+        if self.process is not None and self.process.poll() is None:
+            raise StackError("the broker is still running")
+        self.process = _launch(self.work_dir, self.heap)
+        _wait_until_ready(self, timeout)
+        logger.info("Kafka broker restarted on %s", self.bootstrap_servers)
+
+    def _signal(self, signum: int) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise StackError("the broker is not running")
+        os.killpg(self.process.pid, signum)
+
     def stop(self, keep_logs: bool = False, timeout: float = 30.0) -> None:
         """Shut the broker down cleanly; remove its directory unless logs are to be kept."""
+        if self.process is not None and self.process.poll() is None:
+            self._signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
         exit_code = stop_process(self.process, timeout=timeout)
         if exit_code not in (None, 0, 143):
             keep_logs = True
@@ -150,8 +183,7 @@ def start_kafka(
     properties.write_text(_server_properties(work_dir, port, controller_port, sasl_port))
     log4j = work_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2_PROPERTIES.format(log_file=work_dir / "logs" / "server.log"))
-    classpath = ":".join(str(jar) for jar in component_jars("kafka"))
-    java = [java_executable(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+    java = _java_command(work_dir)
 
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     # "--cluster-id=" form: an id may start with "-" (1 in 64), which argparse would take for an option.
@@ -162,14 +194,8 @@ def start_kafka(
     if formatted.returncode != 0:
         raise StackError(f"formatting Kafka storage failed:\n{formatted.stdout}\n{formatted.stderr}")
 
-    stdout = open(work_dir / "logs" / "stdout.log", "wb")  # noqa: SIM115 - the broker owns it
-    process = subprocess.Popen(
-        [java[0], f"-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(properties)],
-        stdout=stdout,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    broker = KafkaBroker(work_dir, port, controller_port, sasl_port, dict(scram_users or {}), process)
+    process = _launch(work_dir, heap)
+    broker = KafkaBroker(work_dir, port, controller_port, sasl_port, dict(scram_users or {}), heap, process)
     try:
         _wait_until_ready(broker, timeout)
     except BaseException:
@@ -177,6 +203,23 @@ def start_kafka(
         raise
     logger.info("Kafka broker ready on %s (logs in %s)", broker.bootstrap_servers, broker.log_file.parent)
     return broker
+
+
+def _java_command(work_dir: Path) -> list[str]:
+    classpath = ":".join(str(jar) for jar in component_jars("kafka"))
+    return [java_executable(), f"-Dlog4j2.configurationFile={work_dir / 'log4j2.properties'}", "-cp", classpath]
+
+
+def _launch(work_dir: Path, heap: str) -> subprocess.Popen[bytes]:
+    """Start the broker process on formatted storage, in its own process group (for pause and kill)."""
+    java = _java_command(work_dir)
+    with open(work_dir / "logs" / "stdout.log", "ab") as stdout:
+        return subprocess.Popen(
+            [java[0], "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(work_dir / "server.properties")],
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_until_ready(broker: KafkaBroker, timeout: float) -> None:

@@ -130,3 +130,38 @@ def test_scram_users_authenticate_and_wrong_passwords_are_refused(
 def test_the_sasl_listener_needs_credentials(kafka_broker: KafkaBroker) -> None:
     with pytest.raises(KeyError):
         kafka_broker.sasl_client_config("nobody")
+
+
+def test_a_broker_paused_then_killed_and_restarted_keeps_its_data_and_port(tmp_path) -> None:
+    """pause/resume freeze it like a partition; kill/restart come back on the same storage and port."""
+    from local_stack.kafka import start_kafka
+
+    broker = start_kafka(tmp_path / "kafka", heap="512m")
+    try:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        topic = f"restart.{uuid.uuid4().hex}"
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "acks": "all"})
+        producer.produce(topic, b"before")
+        assert producer.flush(30) == 0
+
+        broker.pause()
+        producer.produce(topic, b"while paused")
+        assert producer.flush(2) == 1  # nobody answers while paused
+        broker.resume()
+        assert producer.flush(30) == 0
+
+        port = broker.port
+        broker.kill()
+        broker.restart()
+        assert broker.port == port
+        producer.produce(topic, b"after")
+        assert producer.flush(60) == 0
+        consumer = _consumer(broker, f"g-{uuid.uuid4().hex}")
+        consumer.subscribe([topic])
+        assert [message.value() for message in _consume(consumer, 3)] == [b"before", b"while paused", b"after"]
+        consumer.close()
+    finally:
+        broker.stop()
