@@ -392,7 +392,55 @@ fn raw_text(value: Option<&RawValue>) -> Option<Cow<'_, str>> {
     value.map(|value| Cow::Borrowed(value.get()))
 }
 
+/// The deepest JSON nesting a scanned event may have: what the encoder can write for the
+/// deepest BSON it accepts, Extended JSON wrappers included.
+const MAX_JSON_DEPTH: usize = crate::bson_json::MAX_NESTING_DEPTH + crate::bson_json::EXTENDED_JSON_WRAPPER_DEPTH;
+
+/// True when `line` nests objects and arrays deeper than `limit`. serde_json follows raw
+/// values without a depth limit (iteratively, so safely), which would let any depth into
+/// bronze; this bounds it. Malformed JSON is left for serde_json to reject: brackets are
+/// counted outside strings, and strings are skipped with a SIMD search for their end.
+fn nested_deeper_than(line: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut index = 0;
+    while let Some(offset) = memchr::memchr3(b'"', b'[', b'{', &line[index..]) {
+        // Closers between here and the next opener or string.
+        let closers = line[index..index + offset]
+            .iter()
+            .filter(|&&byte| byte == b']' || byte == b'}')
+            .count();
+        depth = depth.saturating_sub(closers);
+        index += offset;
+        if line[index] == b'"' {
+            index += 1;
+            loop {
+                match memchr::memchr2(b'"', b'\\', &line[index..]) {
+                    Some(offset) if line[index + offset] == b'\\' => index += offset + 2,
+                    Some(offset) => {
+                        index += offset + 1;
+                        break;
+                    }
+                    None => return false,
+                }
+                if index >= line.len() {
+                    return false;
+                }
+            }
+        } else {
+            depth += 1;
+            if depth > limit {
+                return true;
+            }
+            index += 1;
+        }
+    }
+    false
+}
+
 fn scan_event(line: &[u8]) -> Result<Row<'_>, String> {
+    if nested_deeper_than(line, MAX_JSON_DEPTH) {
+        return Err(format!("nested deeper than {MAX_JSON_DEPTH} levels of JSON (MongoDB's BSON depth limit with Extended JSON's wrappers)"));
+    }
     let event: RawEvent = serde_json::from_slice(line).map_err(|error| error.to_string())?;
     let token = event.id.ok_or("missing _id (the resume token)")?;
     let parsed: ResumeToken = serde_json::from_str(token.get()).map_err(|error| format!("_id: {error}"))?;
