@@ -248,7 +248,8 @@ def test_the_bound_is_mongodbs_own_limit_of_200_levels() -> None:
         lakehouse_codec.to_ndjson([at_limit, beyond])
     # A code-with-scope value counts as two levels: its wrapper and its scope.
     code_with_scope = _element(0x0F, b"c", struct.pack("<i", 4 + len(_CODE) + 5) + _CODE + _document(b""))
-    assert lakehouse_codec.relaxed_json(_nested(MAX_DEPTH - 2, code_with_scope)).endswith(b'{"$code":"x","$scope":{}}' + b"}" * (MAX_DEPTH - 2))
+    written = lakehouse_codec.relaxed_json(_nested(MAX_DEPTH - 2, code_with_scope))
+    assert written.endswith(b'{"$code":"x","$scope":{}}' + b"}" * (MAX_DEPTH - 2))
     with pytest.raises(ValueError, match="nested deeper"):
         lakehouse_codec.relaxed_json(_nested(MAX_DEPTH - 1, code_with_scope))
     # Arrays count like documents.
@@ -292,15 +293,22 @@ def test_encode_events_turns_too_deep_input_into_an_undecodable_event() -> None:
 _CODE = struct.pack("<i", 2) + b"x\x00"
 _SCOPE = _document(_element(0x10, b"y", struct.pack("<i", 1)))
 
+
+def _code_with_scope(total: int, tail: bytes = b"") -> bytes:
+    return _element(0x0F, b"v", struct.pack("<i", total) + _CODE + _SCOPE + tail)
+
+
+_PARTS = 4 + len(_CODE) + len(_SCOPE)  # a code-with-scope's true total length
+
 INVALID = {
     "boolean_2": _element(0x08, b"v", b"\x02"),
     "boolean_255": _element(0x08, b"v", b"\xff"),
     "old_binary_inner_length_too_long": _element(0x05, b"v", struct.pack("<ib", 6, 2) + struct.pack("<i", 3) + b"ab"),
     "old_binary_inner_length_too_short": _element(0x05, b"v", struct.pack("<ib", 6, 2) + struct.pack("<i", 1) + b"ab"),
     "old_binary_without_inner_length": _element(0x05, b"v", struct.pack("<ib", 3, 2) + b"abc"),
-    "code_with_scope_total_too_long": _element(0x0F, b"v", struct.pack("<i", 4 + len(_CODE) + len(_SCOPE) + 1) + _CODE + _SCOPE + b"\x00"),
-    "code_with_scope_total_too_short": _element(0x0F, b"v", struct.pack("<i", 4 + len(_CODE) + len(_SCOPE) - 1) + _CODE + _SCOPE),
-    "code_with_scope_scope_overruns": _element(0x0F, b"v", struct.pack("<i", 4 + len(_CODE) + 5) + _CODE + _SCOPE),
+    "code_with_scope_total_too_long": _code_with_scope(_PARTS + 1, b"\x00"),
+    "code_with_scope_total_too_short": _code_with_scope(_PARTS - 1),
+    "code_with_scope_scope_overruns": _code_with_scope(4 + len(_CODE) + 5),
 }
 
 

@@ -398,43 +398,71 @@ const MAX_JSON_DEPTH: usize = crate::bson_json::MAX_NESTING_DEPTH + crate::bson_
 
 /// True when `line` nests objects and arrays deeper than `limit`. serde_json follows raw
 /// values without a depth limit (iteratively, so safely), which would let any depth into
-/// bronze; this bounds it. Malformed JSON is left for serde_json to reject: brackets are
-/// counted outside strings, and strings are skipped with a SIMD search for their end.
+/// bronze; this bounds it. Malformed JSON is left for serde_json to reject.
 fn nested_deeper_than(line: &[u8], limit: usize) -> bool {
+    // Deeper nesting needs more openers than `limit`: a vectorized count rules out nearly every line.
+    if count_openers(line) <= limit {
+        return false;
+    }
     let mut depth = 0usize;
     let mut index = 0;
-    while let Some(offset) = memchr::memchr3(b'"', b'[', b'{', &line[index..]) {
-        // Closers between here and the next opener or string.
-        let closers = line[index..index + offset]
-            .iter()
-            .filter(|&&byte| byte == b']' || byte == b'}')
-            .count();
-        depth = depth.saturating_sub(closers);
-        index += offset;
-        if line[index] == b'"' {
-            index += 1;
-            loop {
-                match memchr::memchr2(b'"', b'\\', &line[index..]) {
-                    Some(offset) if line[index + offset] == b'\\' => index += offset + 2,
-                    Some(offset) => {
-                        index += offset + 1;
-                        break;
-                    }
-                    None => return false,
-                }
-                if index >= line.len() {
-                    return false;
+    while let Some(&byte) = line.get(index) {
+        index += 1;
+        match byte {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
                 }
             }
-        } else {
-            depth += 1;
-            if depth > limit {
-                return true;
-            }
-            index += 1;
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => index = string_end(line, index),
+            _ => {}
         }
     }
     false
+}
+
+/// How many bytes of `line` are `{` or `[` (inside strings too). Counted in u8 lanes over
+/// chunks short enough not to overflow them, which the compiler turns into SIMD.
+fn count_openers(line: &[u8]) -> usize {
+    line.chunks(255)
+        .map(|chunk| {
+            // `[` is 0x5B and `{` 0x7B: no other byte gives 0x7B with bit 5 set.
+            let count: u8 = chunk.iter().fold(0u8, |count, &byte| count + u8::from(byte | 0x20 == b'{'));
+            usize::from(count)
+        })
+        .sum()
+}
+
+/// The index after the quote that closes the JSON string whose content starts at `index`
+/// (or the line's length): eight bytes at a time to the next quote or backslash.
+fn string_end(line: &[u8], mut index: usize) -> usize {
+    loop {
+        while index + 8 <= line.len() {
+            let special = quote_or_backslash(u64::from_le_bytes(line[index..index + 8].try_into().unwrap()));
+            if special != 0 {
+                index += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            index += 8;
+        }
+        match line.get(index) {
+            None => return line.len(),
+            Some(b'"') => return index + 1,
+            Some(b'\\') => index += 2,
+            Some(_) => index += 1,
+        }
+    }
+}
+
+/// High bit set in each byte of `word` that is `"` or `\`; the lowest flagged byte is exact.
+#[inline(always)]
+fn quote_or_backslash(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS;
+    zero_bytes(word ^ (ONES * b'"' as u64)) | zero_bytes(word ^ (ONES * b'\\' as u64))
 }
 
 fn scan_event(line: &[u8]) -> Result<Row<'_>, String> {
