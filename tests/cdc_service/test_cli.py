@@ -20,6 +20,7 @@ from cdc_service.scope import StreamSpec
 from cdc_support import event_ids, read_topic, settings_env
 from lakehouse_common import lake
 from lakehouse_common.lake import HighWaterMark
+from lakehouse_common.lifecycle import ExitCode
 from local_stack.paths import PROJECT_ROOT
 
 runner = CliRunner()
@@ -77,7 +78,7 @@ def test_secrets_never_reach_the_logs(kafka_broker, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 2, output  # MongoDB unreachable: retried once, then a clear stop
+    assert result.returncode == ExitCode.FAILED, output  # MongoDB unreachable: retried once, then a clear stop
     assert "Sup3rSecret" not in output and "KafkaSecret" not in output
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(line["level"] == "WARNING" and "restarting" in line["message"] for line in lines)
