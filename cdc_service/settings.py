@@ -161,7 +161,8 @@ class StreamSettings(FrozenModel):
     )
     show_expanded_events: bool = Field(False, description="showExpandedEvents (create, modify, ... events; MongoDB 6+).")
     pipeline: list[dict[str, Any]] = Field(
-        default_factory=list, description="User stages appended to the change stream ($match, $project, ...)."
+        default_factory=list,
+        description="User stages appended to the change stream: $match, $project, $addFields, $set, $unset; none may change _id.",
     )
     batch_size: int = Field(1000, ge=1, description="Events per getMore batch.")
     max_await_ms: int = Field(1000, ge=10, description="How long a getMore waits for events on the server.")
