@@ -599,16 +599,16 @@ class PipelineAttempt:
             self.metrics.events_published.labels(operation, namespace).inc(count)
         self._published_pending.clear()
         start_readers: list[StreamRuntime] = []
-        for runtime, checkpoint in written:
-            if checkpoint is None:
+        for runtime, durable in written:
+            if durable is None:
                 runtime.snapshot_dirty = False
                 runtime.dirty_collections.clear()
                 continue
-            runtime.durable = checkpoint
+            runtime.durable = durable
             runtime.last_written = acknowledged
             runtime.pending_kind = None
-            self.metrics.checkpoint_written(runtime.spec.stream_id, checkpoint.kind)
-            if checkpoint.kind == "snapshot":
+            self.metrics.checkpoint_written(runtime.spec.stream_id, durable.kind)
+            if durable.kind == "snapshot":
                 if self.state.force_snapshot is not None and not self.state.snapshot_only:
                     self.state.force_snapshot.discard(runtime.spec.stream_id)
                 if not runtime.reader_started and not self.state.snapshot_only:

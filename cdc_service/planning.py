@@ -63,7 +63,7 @@ def plan_streams(client: MongoClient, layout: StreamLayout, namespaces: Namespac
     databases = _databases(client, namespaces)
     if layout is StreamLayout.DATABASE:
         return [StreamSpec(StreamLayout.DATABASE, database) for database in databases]
-    specs = []
+    specs: list[StreamSpec] = []
     explicit = {
         name for name in namespaces.scope.include_collections if not name.startswith("/") and "." in name
     }
