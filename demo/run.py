@@ -67,6 +67,10 @@ class DemoError(LakehouseError):
     """The demo cannot go on; the message says why and where the logs are."""
 
 
+class DemoConfigurationError(DemoError):
+    """A setting the demo cannot run with (a MONGO_URI that is not a replica set)."""
+
+
 class DemoInterrupted(Exception):
     """Ctrl-C or SIGTERM: stop everything and exit."""
 
@@ -116,7 +120,7 @@ class DemoRun:
             return ExitCode.INTERRUPTED
         except (DemoError, LakehouseError) as error:
             self.say(f"[red]demo failed:[/] {redact(str(error))}")
-            return ExitCode.FAILED
+            return ExitCode.BAD_CONFIGURATION if isinstance(error, DemoConfigurationError) else ExitCode.FAILED
         except Exception as error:  # a bug or an unexpected failure: say so, show where, stop everything
             self.say(f"[red]demo failed unexpectedly:[/] {type(error).__name__}: {redact(str(error))}")
             self.console.print_exception(max_frames=4)
@@ -265,7 +269,7 @@ class DemoRun:
         finally:
             client.close()
         if not hello.get("setName") and hello.get("msg") != "isdbgrid":
-            raise DemoError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
+            raise DemoConfigurationError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
         return REAL_REPLICA_SET
 
     def environment(self) -> dict[str, str]:
@@ -600,4 +604,4 @@ class _DbtLogFollower:
         return f", latest {latest}" if latest else ""
 
 
-__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoError", "DemoInterrupted", "DemoRun"]
+__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoConfigurationError", "DemoError", "DemoInterrupted", "DemoRun"]
