@@ -20,6 +20,7 @@ from cdc_service.positions import Position, snapshot_position_of
 from cdc_service.publisher import producer_config
 from cdc_service.scope import StreamSpec
 from cdc_service.settings import CdcSettings
+from lakehouse_common.contract import safe_name
 from lakehouse_common.errors import ConfigError, TransientError
 from lakehouse_common.lake import HighWaterMark, bronze_table_uri, read_high_water_marks
 
@@ -75,7 +76,8 @@ def plan_from_bronze(
         marks: dict[str, HighWaterMark] = {}
         for namespace in covered.get(spec.stream_id, ()):
             database, collection = namespace.split(".", 1)
-            table = bronze_table_uri(lake_root, database, collection)
+            # Where bronze lands the namespace's topic: the names as escaped in topic names.
+            table = bronze_table_uri(lake_root, safe_name(database, keep_dots=False), safe_name(collection))
             table_marks = read_high_water_marks(table, storage_options)
             if not table_marks:
                 plan.notes.append(f"{namespace}: no bronze marks in {table}")

@@ -35,7 +35,7 @@ from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
 from rich.console import Console
 
-from cdc_service.service import server_hello
+from cdc_service.planning import server_hello
 from data_generator.config import COLLECTIONS
 from data_generator.mongo import MongoWriter
 from demo.observe import (
@@ -51,6 +51,7 @@ from demo.processes import ManagedProcess, console_script
 from demo.settings import DemoSettings
 from demo.summary import gold_kpis, mismatches, render, write_summary
 from lakehouse_common.errors import LakehouseError
+from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
 from local_stack.kafka import KafkaBroker, start_kafka
 from local_stack.mongo import MongoStandIn, start_mongo_standin
@@ -64,6 +65,10 @@ REAL_REPLICA_SET = "real replica set"
 
 class DemoError(LakehouseError):
     """The demo cannot go on; the message says why and where the logs are."""
+
+
+class DemoConfigurationError(DemoError):
+    """A setting the demo cannot run with (a MONGO_URI that is not a replica set)."""
 
 
 class DemoInterrupted(Exception):
@@ -98,32 +103,40 @@ class DemoRun:
 
     # ------------------------------------------------------------------ entry point
 
-    def run(self) -> int:
-        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-        if threading.current_thread() is threading.main_thread():
-            for signum in previous:
-                signal.signal(signum, lambda *_: self.stop_event.set())
+    def run(self) -> ExitCode:
+        """The demo's exit code: OK when silver matches MongoDB, DIFFERENCES_FOUND when it does
+        not, FAILED on an error (dbt's included), INTERRUPTED after Ctrl-C or SIGTERM (a second
+        one kills what the demo started and exits at once)."""
         try:
-            if self.settings.keep_running:
-                return self._run_live()
-            return self._run_once()
+            with stop_on_signals(self.stop_event, on_second=self._kill_everything_now):
+                try:
+                    if self.settings.keep_running:
+                        return self._run_live()
+                    return self._run_once()
+                finally:
+                    self.shutdown()
         except DemoInterrupted:
-            self.say("[yellow]interrupted: stopping everything the demo started[/]")
-            return 130
+            self.say("[yellow]interrupted: stopped everything the demo started[/]")
+            return ExitCode.INTERRUPTED
         except (DemoError, LakehouseError) as error:
             self.say(f"[red]demo failed:[/] {redact(str(error))}")
-            return 2
+            return ExitCode.BAD_CONFIGURATION if isinstance(error, DemoConfigurationError) else ExitCode.FAILED
         except Exception as error:  # a bug or an unexpected failure: say so, show where, stop everything
             self.say(f"[red]demo failed unexpectedly:[/] {type(error).__name__}: {redact(str(error))}")
             self.console.print_exception(max_frames=4)
-            return 2
-        finally:
-            self.shutdown()
-            if threading.current_thread() is threading.main_thread():
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+            return ExitCode.FAILED
 
-    def _run_once(self) -> int:
+    def _kill_everything_now(self) -> None:
+        """A second Ctrl-C: kill every process the demo started, then exit at once."""
+        for process in self.processes.values():
+            process.signal(signal.SIGKILL)
+        for component in (self.standin, self.broker):
+            child = getattr(component, "process", None) if component is not None else None
+            if child is not None and child.poll() is None:
+                child.kill()
+        os._exit(ExitCode.INTERRUPTED)
+
+    def _run_once(self) -> ExitCode:
         s = self.settings
         self.prepare()
         self.start_stack()
@@ -167,13 +180,15 @@ class DemoRun:
         if problems:
             for problem in problems:
                 self.say(f"[red]{problem}[/]")
+            if dbt_status != 0:
+                self.say("[red]dbt failed: the demo failed[/]")
+                return ExitCode.FAILED
             self.say("[red]silver does not match MongoDB: the demo failed[/]")
-            return 1
+            return ExitCode.DIFFERENCES_FOUND
         self.say(f"[green]silver matches MongoDB for all {len(mongo)} collections[/] ({self.mongo_kind})")
-        return 0
+        return ExitCode.OK
 
-    def _run_live(self) -> int:
-        s = self.settings
+    def _run_live(self) -> ExitCode:
         self.prepare()
         self.start_stack()
         self.load_dataset()
@@ -254,7 +269,7 @@ class DemoRun:
         finally:
             client.close()
         if not hello.get("setName") and hello.get("msg") != "isdbgrid":
-            raise DemoError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
+            raise DemoConfigurationError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
         return REAL_REPLICA_SET
 
     def environment(self) -> dict[str, str]:
@@ -589,4 +604,4 @@ class _DbtLogFollower:
         return f", latest {latest}" if latest else ""
 
 
-__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoError", "DemoInterrupted", "DemoRun"]
+__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoConfigurationError", "DemoError", "DemoInterrupted", "DemoRun"]
