@@ -1,0 +1,182 @@
+"""The demo's report, built from a recorded run and opened in a real headless Chromium.
+
+``fixtures/report/`` holds the ``summary.json`` and ``series.json`` of a real ``make demo``
+(scale 1, 60 s of changes, the full dbt build, the MongoDB stand-in). The page must render
+with the network cut off (host names resolve to nothing), every chart must have drawn its
+data (SVG paths in the rendered DOM, as many as the data has points or bars), no script may
+fail, and the screenshot must show a page, not a blank.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo.browser import find_chromium, rendered_dom, screenshot
+from demo.report import CHARTS, SERIES_FILE, SUMMARY_FILE, Stage, render_report, stage_rows, verification_rows, write_report
+from demo.run import DemoRun
+from demo.settings import DemoSettings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "report"
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def _inputs() -> tuple[dict[str, Any], dict[str, Any]]:
+    return json.loads((FIXTURES / SUMMARY_FILE).read_text()), json.loads((FIXTURES / SERIES_FILE).read_text())
+
+
+class ChartElements(HTMLParser):
+    """The elements inside each ``data-chart`` container of a rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []  # the chart each open element belongs to
+        self.charts: dict[str, list[tuple[str, dict[str, str]]]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        chart = values.get("data-chart") or (self.stack[-1] if self.stack else None)
+        if chart:
+            self.charts.setdefault(chart, []).append((tag, values))
+        if tag not in VOID_ELEMENTS:
+            self.stack.append(chart)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        chart = self.stack[-1] if self.stack else None
+        if chart:
+            self.charts.setdefault(chart, []).append((tag, {name: value or "" for name, value in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in VOID_ELEMENTS and self.stack:
+            self.stack.pop()
+
+
+def _line_points(d: str) -> int:
+    """Vertices of an SVG path drawn by plotly's line traces (M x,y L x,y ...)."""
+    return len(re.findall(r"[ML]", d))
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
+    """The report of the recorded run, its rendered DOM and Chromium's log."""
+    assert find_chromium(), "no Chromium: `make setup` installs Debian's chromium package"
+    work = tmp_path_factory.mktemp("report")
+    for name in (SUMMARY_FILE, SERIES_FILE):
+        shutil.copy(FIXTURES / name, work / name)
+    page = write_report(work)
+    dom, log = rendered_dom(page)
+    yield page, dom, log
+
+
+def test_the_report_is_one_file_that_needs_no_network(report_page: tuple[Path, str, str]) -> None:
+    page, _dom, _log = report_page
+    text = page.read_text()
+    assert not re.search(r"""<(script|link|img|iframe)[^>]+(src|href)=["']?(https?:)?//""", text, flags=re.IGNORECASE)
+    assert "@import" not in text and not re.search(r"url\(\s*['\"]?https?:", text)
+    assert "Plotly.newPlot" in text and len(text) > 3_000_000, "plotly.js is embedded, not fetched"
+
+
+def test_every_chart_with_data_is_drawn_in_the_browser(report_page: tuple[Path, str, str]) -> None:
+    _page, dom, _log = report_page
+    summary, series = _inputs()
+    expected = {chart_id: figure for chart_id, build in CHARTS if (figure := build(summary, series)) is not None}
+    assert set(expected) == {chart_id for chart_id, _ in CHARTS}, "the recorded run has data for every chart"
+    parser = ChartElements()
+    parser.feed(dom)
+    for chart_id, figure in expected.items():
+        elements = parser.charts.get(chart_id, [])
+        assert any(tag == "svg" and "main-svg" in attrs.get("class", "") for tag, attrs in elements), f"{chart_id}: plotly drew no SVG"
+        paths = [attrs.get("d", "") for tag, attrs in elements if tag == "path"]
+        lines = [d for tag, attrs in elements if tag == "path" and "js-line" in attrs.get("class", "") and (d := attrs.get("d", ""))]
+        for trace in figure.data:
+            if trace.type == "scatter":
+                # plotly drops collinear vertices, so a line has at most one per point; a
+                # chart of hundreds of points must still draw dozens.
+                assert lines, f"{chart_id}: no line drawn for {trace.name}"
+        if any(trace.type == "scatter" for trace in figure.data):
+            assert len(lines) == sum(1 for trace in figure.data if trace.type == "scatter"), chart_id
+            assert max(_line_points(d) for d in lines) >= min(20, max(len(trace.x) for trace in figure.data)), chart_id
+        bars = sum(len(trace.x if trace.type != "funnel" else trace.y) for trace in figure.data if trace.type in ("bar", "funnel"))
+        if bars:
+            drawn = [d for d in paths if d.startswith("M") and d not in ("M0,0Z", "")]
+            assert len(drawn) >= bars * 0.9, f"{chart_id}: {len(drawn)} bars drawn of {bars}"
+
+
+def test_no_script_fails_while_the_page_renders(report_page: tuple[Path, str, str]) -> None:
+    _page, dom, log = report_page
+    assert "Uncaught" not in log and "ReferenceError" not in log, log[-3000:]
+    assert "js-plotly-plot" in dom
+
+
+def _png_pixels(path: Path) -> tuple[int, int, bytes]:
+    """Width, height and the decompressed scanlines of a PNG (stdlib only)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    offset, idat, size = 8, b"", (0, 0)
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind, body = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        offset += 12 + length
+    return size[0], size[1], zlib.decompress(idat)
+
+
+def test_the_screenshot_shows_the_rendered_page(report_page: tuple[Path, str, str], tmp_path: Path) -> None:
+    page, _dom, _log = report_page
+    image = screenshot(page, tmp_path / "report.png", width=1400, height=1800)
+    width, height, pixels = _png_pixels(image)
+    assert (width, height) == (1400, 1800)
+    # A blank page compresses to a handful of byte values; a page of tables and charts does not.
+    assert len(set(pixels)) > 64
+
+
+def test_the_demo_writes_the_report_and_its_screenshot(tmp_path: Path) -> None:
+    """``DemoRun.write_report``, as the demo's end calls it (here with an empty lake)."""
+    summary, _series = _inputs()
+    settings = DemoSettings(work_dir=tmp_path / "demo", kafka_bootstrap_servers="127.0.0.1:1", standin_uri="mongodb://127.0.0.1:1")
+    settings.work_dir.mkdir(parents=True)
+    DemoRun(settings).write_report(summary)
+    assert (settings.work_dir / "report.html").stat().st_size > 3_000_000
+    assert json.loads((settings.work_dir / SERIES_FILE).read_text())["pipeline"]["lag"] == []
+    assert _png_pixels(settings.work_dir / "report.png")[:2] == (1400, 2600)
+
+
+def test_the_verdict_per_collection_comes_from_verification_when_present() -> None:
+    summary, _series = _inputs()
+    counted = verification_rows(summary)
+    assert [row.collection for row in counted] == list(summary["mongo"])
+    assert all(row.ok for row in counted) and "document counts" in counted[0].detail
+    mismatch = {**summary, "silver": {**summary["silver"], "orders": summary["mongo"]["orders"] - 1}}
+    assert [row.collection for row in verification_rows(mismatch) if not row.ok] == ["orders"]
+    verified = {**summary, "verification": {"orders": {"ok": False, "detail": "3 rows differ"}}}
+    assert [(row.collection, row.ok, row.detail) for row in verification_rows(verified)] == [("orders", False, "3 rows differ")]
+    assert "3 rows differ" in render_report(verified, {}) and "DIFFERENT" in render_report(verified, {})
+
+
+def test_throughput_per_stage_adds_up_from_the_recorded_series() -> None:
+    summary, series = _inputs()
+    stages = {stage.name: stage for stage in stage_rows(summary, series)}
+    assert list(stages) == ["snapshot", "MongoDB writes", "published to Kafka", "landed in bronze", "dbt build"]
+    bronze = stages["landed in bronze"]
+    assert bronze.items == sum(summary["bronze"].values()), "every bronze row is counted once by its commit time"
+    assert stages["MongoDB writes"].items == summary["lag"]["events"], "every change event is counted once by its cluster time"
+    assert all(stage.per_second and stage.per_second > 0 for stage in stages.values()), stages
+    assert Stage("x", "y", None, 3.0).per_second is None
+
+
+def test_a_report_without_series_still_renders() -> None:
+    summary, _series = _inputs()
+    text = render_report({**summary, "kpis": {}}, {})
+    assert "No data for this chart in this run." in text and "No gold KPIs" in text
