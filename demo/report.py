@@ -205,7 +205,7 @@ def lag_chart(series: Mapping[str, Any]) -> go.Figure | None:
     figure.add_scatter(name="MongoDB → bronze, max", x=times, y=[point["to_bronze_max"] for point in lag], mode="lines", line={"color": "#c0392b", "width": 1})
     figure.add_scatter(name="MongoDB → bronze, median", x=times, y=[point["to_bronze_p50"] for point in lag], mode="lines", line={"color": "#cd7f32", "width": 2})
     figure.add_scatter(name="MongoDB → Kafka, median", x=times, y=[point["to_kafka_p50"] for point in lag], mode="lines", line={"color": "#231f20", "width": 1.5})
-    figure.update_layout(_LAYOUT, title="End-to-end lag over the run", xaxis_title="MongoDB write time (UTC), per second", yaxis_title="seconds", hovermode="x unified")
+    figure.update_layout(_LAYOUT, title="End-to-end lag over the run, per second of MongoDB write time", yaxis_title="seconds", hovermode="x unified")
     return figure
 
 
@@ -219,7 +219,9 @@ def throughput_chart(series: Mapping[str, Any]) -> go.Figure | None:
         if points:
             # A second without events is a gap on the log axis, not a drop to an invisible zero.
             rates = [point[1] or None for point in points]
-            figure.add_scatter(name=label, x=_times(points), y=rates, mode="lines", line={"color": STAGE_COLOURS[key], "width": 1.5})
+            figure.add_scatter(
+                name=label, x=_times(points), y=rates, mode="lines+markers", marker={"size": 3}, line={"color": STAGE_COLOURS[key], "width": 1.5}
+            )
     # Log scale: the snapshot's thousands per second and the changes' tens share one chart.
     figure.update_layout(_LAYOUT, title="Throughput per stage", yaxis={"title": "events per second", "type": "log"}, hovermode="x unified")
     return figure
@@ -241,8 +243,8 @@ def backlog_chart(series: Mapping[str, Any]) -> go.Figure | None:
     figure.update_layout(
         _LAYOUT,
         title=f"What the services reported (/metrics every {series.get('sample_interval_seconds') or '?'} s)",
-        yaxis={"title": "records"},
-        yaxis2={"title": "seconds", "overlaying": "y", "side": "right", "showgrid": False},
+        yaxis={"title": "records", "rangemode": "tozero"},
+        yaxis2={"title": "seconds", "overlaying": "y", "side": "right", "showgrid": False, "rangemode": "tozero"},
         hovermode="x unified",
     )
     return figure
@@ -253,7 +255,7 @@ def funnel_chart(series: Mapping[str, Any]) -> go.Figure | None:
     if not funnel:
         return None
     figure = go.Figure(go.Funnel(y=[step.replace("_", " ") for step in funnel], x=list(funnel.values()), textinfo="value+percent initial", marker={"color": "#4c8c2b"}))
-    figure.update_layout(_LAYOUT, title="Web conversion funnel (gold.conversion_funnel)")
+    figure.update_layout(_LAYOUT, title="Web conversion funnel (conversion_funnel)")
     return figure
 
 
@@ -264,8 +266,10 @@ def revenue_chart(series: Mapping[str, Any]) -> go.Figure | None:
     figure = go.Figure()
     for channel in sorted({row["channel"] for row in monthly}):
         rows = [row for row in monthly if row["channel"] == channel]
-        figure.add_bar(name=channel, x=[row["month"] for row in rows], y=[row["revenue"] for row in rows])
-    figure.update_layout(_LAYOUT, title="Revenue per month and sales channel (gold.daily_revenue)", barmode="stack", yaxis_title="revenue")
+        figure.add_bar(name=channel, x=[row["month"][:7] for row in rows], y=[row["revenue"] for row in rows])
+    figure.update_layout(
+        _LAYOUT, title="Revenue per month and sales channel (daily_revenue)", barmode="stack", yaxis_title="revenue", xaxis={"type": "category"}
+    )
     return figure
 
 
@@ -277,7 +281,7 @@ def channels_chart(series: Mapping[str, Any]) -> go.Figure | None:
     figure = go.Figure()
     figure.add_bar(name="ad spend", x=names, y=[row["spend"] for row in channels], marker_color="#95a5a6")
     figure.add_bar(name="attributed revenue", x=names, y=[row["attributed_revenue"] for row in channels], marker_color="#4c8c2b")
-    figure.update_layout(_LAYOUT, title="Ad spend and attributed revenue per channel (gold.campaign_performance)", barmode="group")
+    figure.update_layout(_LAYOUT, title="Ad spend and attributed revenue per channel (campaign_performance)", barmode="group")
     return figure
 
 
@@ -344,7 +348,7 @@ def _kpi_cards(kpis: Mapping[str, Any]) -> str:
 def _chart_div(chart_id: str, figure: go.Figure | None) -> str:
     if figure is None:
         return f'<div class="chart empty" id="chart-{chart_id}"><p>No data for this chart in this run.</p></div>'
-    body = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{chart_id}", config={"displaylogo": False, "responsive": True})
+    body = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{chart_id}", config={"displayModeBar": False, "responsive": True})
     return f'<div class="chart" id="chart-{chart_id}" data-chart="{chart_id}">{body}</div>'
 
 
@@ -443,7 +447,7 @@ def render_report(summary: Mapping[str, Any], series: Mapping[str, Any]) -> str:
 <div class="grid"><div>{stages_table}</div>{_chart_div("throughput", figures["throughput"])}</div>
 </section>
 <section id="gold">
-<h2>Gold KPIs</h2>
+<h2>Gold KPIs and marts</h2>
 {_kpi_cards(summary.get("kpis") or {})}
 <div class="grid">{_chart_div("funnel", figures["funnel"])}{_chart_div("revenue", figures["revenue"])}{_chart_div("channels", figures["channels"])}</div>
 </section>

@@ -15,11 +15,13 @@ import shutil
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plotly.offline import get_plotlyjs
 
 from demo.browser import find_chromium, rendered_dom, screenshot
 from demo.report import CHARTS, SERIES_FILE, SUMMARY_FILE, Stage, render_report, stage_rows, verification_rows, write_report
@@ -34,26 +36,36 @@ def _inputs() -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads((FIXTURES / SUMMARY_FILE).read_text()), json.loads((FIXTURES / SERIES_FILE).read_text())
 
 
+@dataclass(frozen=True)
+class Element:
+    tag: str
+    attrs: dict[str, str]
+    ancestors: frozenset[str]  # the CSS classes of every enclosing element
+
+
 class ChartElements(HTMLParser):
     """The elements inside each ``data-chart`` container of a rendered page."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stack: list[str | None] = []  # the chart each open element belongs to
-        self.charts: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        self.stack: list[tuple[str | None, frozenset[str]]] = []  # (chart, classes of it and its ancestors)
+        self.charts: dict[str, list[Element]] = {}
+
+    def _element(self, tag: str, attrs: list[tuple[str, str | None]]) -> tuple[str | None, frozenset[str]]:
+        values = {name: value or "" for name, value in attrs}
+        chart, ancestors = self.stack[-1] if self.stack else (None, frozenset())
+        chart = values.get("data-chart") or chart
+        if chart:
+            self.charts.setdefault(chart, []).append(Element(tag, values, ancestors))
+        return chart, ancestors | set(values.get("class", "").split())
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        chart = values.get("data-chart") or (self.stack[-1] if self.stack else None)
-        if chart:
-            self.charts.setdefault(chart, []).append((tag, values))
+        opened = self._element(tag, attrs)
         if tag not in VOID_ELEMENTS:
-            self.stack.append(chart)
+            self.stack.append(opened)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        chart = self.stack[-1] if self.stack else None
-        if chart:
-            self.charts.setdefault(chart, []).append((tag, {name: value or "" for name, value in attrs}))
+        self._element(tag, attrs)
 
     def handle_endtag(self, tag: str) -> None:
         if tag not in VOID_ELEMENTS and self.stack:
@@ -94,21 +106,40 @@ def test_every_chart_with_data_is_drawn_in_the_browser(report_page: tuple[Path, 
     parser.feed(dom)
     for chart_id, figure in expected.items():
         elements = parser.charts.get(chart_id, [])
-        assert any(tag == "svg" and "main-svg" in attrs.get("class", "") for tag, attrs in elements), f"{chart_id}: plotly drew no SVG"
-        paths = [attrs.get("d", "") for tag, attrs in elements if tag == "path"]
-        lines = [d for tag, attrs in elements if tag == "path" and "js-line" in attrs.get("class", "") and (d := attrs.get("d", ""))]
-        for trace in figure.data:
-            if trace.type == "scatter":
-                # plotly drops collinear vertices, so a line has at most one per point; a
-                # chart of hundreds of points must still draw dozens.
-                assert lines, f"{chart_id}: no line drawn for {trace.name}"
-        if any(trace.type == "scatter" for trace in figure.data):
-            assert len(lines) == sum(1 for trace in figure.data if trace.type == "scatter"), chart_id
-            assert max(_line_points(d) for d in lines) >= min(20, max(len(trace.x) for trace in figure.data)), chart_id
-        bars = sum(len(trace.x if trace.type != "funnel" else trace.y) for trace in figure.data if trace.type in ("bar", "funnel"))
-        if bars:
-            drawn = [d for d in paths if d.startswith("M") and d not in ("M0,0Z", "")]
-            assert len(drawn) >= bars * 0.9, f"{chart_id}: {len(drawn)} bars drawn of {bars}"
+        assert any(e.tag == "svg" and "main-svg" in e.attrs.get("class", "") for e in elements), f"{chart_id}: plotly drew no SVG"
+        # Data, not legend swatches: lines in the scatter layer, bars and funnel steps in theirs.
+        vertices: dict[str, int] = {}  # per drawn trace (a gap in the data splits its line)
+        for e in elements:
+            if e.tag == "path" and "js-line" in e.attrs.get("class", "") and "scatterlayer" in e.ancestors:
+                (trace_id,) = [name for name in e.ancestors if re.fullmatch(r"trace[0-9a-f]+", name)]
+                vertices[trace_id] = vertices.get(trace_id, 0) + _line_points(e.attrs["d"])
+        bars = [
+            e.attrs["d"] for e in elements
+            if e.tag == "path" and "point" in e.ancestors and {"barlayer", "funnellayer"} & e.ancestors and len(e.attrs.get("d", "")) > 6
+        ]
+        scatter = [trace for trace in figure.data if trace.type == "scatter"]
+        assert len(vertices) == len(scatter), f"{chart_id}: {len(vertices)} lines drawn for {len(scatter)} traces"
+        # plotly drops collinear vertices, so a line has at most one per point; dozens of
+        # points still draw well over ten.
+        fewest = min((min(10, sum(value is not None for value in trace.y)) for trace in scatter), default=0)
+        assert all(count >= fewest for count in vertices.values()), f"{chart_id}: vertices per line {vertices}"
+        expected_bars = sum(len(trace.y if trace.type == "funnel" else trace.x) for trace in figure.data if trace.type in ("bar", "funnel"))
+        assert len(bars) >= expected_bars * 0.9, f"{chart_id}: {len(bars)} bars drawn of {expected_bars}"
+
+
+def test_a_page_that_needs_the_network_draws_nothing(tmp_path: Path) -> None:
+    """The check above has teeth: with plotly.js fetched instead of embedded, no chart draws
+    (host names resolve to nothing in the test browser)."""
+    summary, series = _inputs()
+    page = tmp_path / "fetching.html"
+    embedded = f"<script>{get_plotlyjs()}</script>"
+    text = render_report(summary, series)
+    assert embedded in text
+    page.write_text(text.replace(embedded, '<script src="https://cdn.example.com/plotly.min.js"></script>'))
+    dom, _log = rendered_dom(page)
+    parser = ChartElements()
+    parser.feed(dom)
+    assert parser.charts and not any(e.tag == "svg" for elements in parser.charts.values() for e in elements)
 
 
 def test_no_script_fails_while_the_page_renders(report_page: tuple[Path, str, str]) -> None:
