@@ -258,6 +258,13 @@ def _series_values(start: float, step: float, count: int) -> str:
 def test_the_alerts_fire_on_the_conditions_they_name(tmp_path: Path) -> None:
     """promtool's rule unit tests: each condition held long enough fires, a healthy one does not."""
     (tmp_path / "alerts.yaml").write_text(ALERTS_FILE.read_text())
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+
+    def fired(at: str, alert: str, labels: dict[str, str], summary: str) -> dict[str, Any]:
+        """One firing alert with its labels and annotations, templates rendered."""
+        annotations = {**rules[alert]["annotations"], "summary": summary}
+        return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": {**labels, **rules[alert]["labels"]}, "exp_annotations": annotations}]}
+
     stale = 'cdc_checkpoint_age_seconds{job="cdc-service", stream="db:shop"}'
     fresh = 'cdc_checkpoint_age_seconds{job="cdc-service", stream="db:crm"}'
     cases = {
@@ -276,27 +283,14 @@ def test_the_alerts_fire_on_the_conditions_they_name(tmp_path: Path) -> None:
                 ],
                 "alert_rule_test": [
                     {"eval_time": "10m", "alertname": "CdcCheckpointStale", "exp_alerts": []},  # 600 s reached, not yet for 5m
-                    {
-                        "eval_time": "20m",
-                        "alertname": "CdcCheckpointStale",
-                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "cdc-service", "stream": "db:shop"}}],
-                    },
-                    {
-                        "eval_time": "5m",
-                        "alertname": "CdcDeadLetters",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "cdc-service", "reason": "too_large"}}],
-                    },
+                    fired("20m", "CdcCheckpointStale", {"job": "cdc-service", "stream": "db:shop"}, "cdc-service stream db:shop has not checkpointed for 20m 0s"),
+                    fired("5m", "CdcDeadLetters", {"job": "cdc-service", "reason": "too_large"}, "cdc-service sent 1 events to the dead-letter topic (too_large)"),
                     {"eval_time": "10m", "alertname": "BronzeConsumerLagHigh", "exp_alerts": []},
-                    {
-                        "eval_time": "20m",
-                        "alertname": "BronzeConsumerLagHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "bronze-writer", "topic": "cdc.shop.orders"}}],
-                    },
-                    {
-                        "eval_time": "9m",
-                        "alertname": "LakehouseTargetDown",
-                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "bronze-writer", "instance": "bronze-writer:9400"}}],
-                    },
+                    fired("20m", "BronzeConsumerLagHigh", {"job": "bronze-writer", "topic": "cdc.shop.orders"}, "150k records of cdc.shop.orders wait in Kafka for bronze"),
+                    fired(
+                        "9m", "LakehouseTargetDown", {"job": "bronze-writer", "instance": "bronze-writer:9400"},
+                        "Prometheus cannot scrape bronze-writer (bronze-writer:9400)",
+                    ),
                 ],
             }
         ],
