@@ -12,7 +12,9 @@ Phases (each timed, each shown as it runs):
 5. the generator stops; the demo waits until bronze holds everything (see ``demo.observe``),
    measures the end-to-end lag, and stops the two services;
 6. ``spark-jobs dbt`` builds silver and gold, its output streamed into ``logs/dbt.log``;
-7. the summary: rows per layer per collection, lag, gold KPIs; ``summary.json``.
+7. the summary: rows per layer per collection, lag, gold KPIs; ``summary.json``;
+8. the report (``demo.report``): ``report.html`` with plots of the run, and its screenshot
+   ``report.png`` (headless Chromium).
 
 Everything started is stopped in ``finally``, also after Ctrl-C or an error. With
 ``keep_running`` the pipeline stays live instead (generator, services, dbt every N minutes).
@@ -38,6 +40,7 @@ from rich.console import Console
 from cdc_service.planning import server_hello
 from data_generator.config import COLLECTIONS
 from data_generator.mongo import MongoWriter
+from demo.browser import BrowserError, find_chromium, screenshot
 from demo.observe import (
     LandingState,
     bronze_documents,
@@ -50,6 +53,7 @@ from demo.observe import (
 from demo.processes import ManagedProcess, console_script
 from demo.settings import DemoSettings
 from demo.summary import gold_kpis, mismatches, render, write_summary
+from demo.timeseries import MetricsSampler
 from lakehouse_common.errors import LakehouseError
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
@@ -91,6 +95,7 @@ class DemoRun:
         self.mongo_uri = ""
         self.mongo_kind = STANDIN
         self.ports: dict[str, int] = {}
+        self.sampler: MetricsSampler | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -142,6 +147,7 @@ class DemoRun:
         self.start_stack()
         self.load_dataset()
         self.start_services()
+        self.start_sampler()
         self.wait_for_snapshot()
         started = time.monotonic()
         generator = self.start_generator(duration=s.duration_seconds)
@@ -152,6 +158,7 @@ class DemoRun:
         self.wait_until_caught_up(mongo)
         lag = end_to_end_lag(s.lake_root, s.database, COLLECTIONS)
         bronze = bronze_rows(s.lake_root, s.database, COLLECTIONS)
+        self.stop_sampler()
         self.stop_services()
         dbt_status = self.run_dbt()
         counts = lake_counts(s.lake_root)
@@ -177,6 +184,7 @@ class DemoRun:
         write_summary(s.summary_file, summary)
         render(self.console, summary)
         self.say(f"summary written to {s.summary_file}")
+        self.write_report(summary)
         if problems:
             for problem in problems:
                 self.say(f"[red]{problem}[/]")
@@ -485,6 +493,42 @@ class DemoRun:
                 self.say(f"  bronze holds {sum(documents.values()):,}/{sum(mongo.values()):,} documents, {unlanded:,} records unlanded")
             time.sleep(1.0)
 
+    def start_sampler(self) -> None:
+        """Scrape the services' /metrics every 2 s for the report (``demo.timeseries``)."""
+        self.sampler = MetricsSampler(
+            {name: f"http://127.0.0.1:{self.ports[name]}/metrics" for name in ("cdc-service", "bronze-writer")}
+        ).start()
+
+    def stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def write_report(self, summary: dict[str, Any]) -> None:
+        """``series.json``, ``report.html`` and, where Chromium is, ``report.png``.
+
+        The report shows the run; it never changes the verdict, so a failure here is said and
+        the demo's exit status stays the summary's.
+        """
+        from demo.report import report_inputs, write_report, write_series  # plotly: only needed here, at the end
+
+        s = self.settings
+        try:
+            series = report_inputs(s.lake_root, s.database, COLLECTIONS, self.sampler, summary["dbt_exit_code"] == 0)
+            write_series(s.work_dir, series)
+            report = write_report(s.work_dir, summary, series)
+        except (OSError, ValueError, DeltaError) as error:
+            self.say(f"[red]the report could not be written:[/] {redact(str(error))}")
+            return
+        if find_chromium() is None:
+            self.say(f"report written to {report} (no Chromium for its screenshot: `make setup` installs it)")
+            return
+        try:
+            image = screenshot(report, s.work_dir / "report.png")
+        except BrowserError as error:
+            self.say(f"report written to {report}; [yellow]its screenshot failed:[/] {error}")
+            return
+        self.say(f"report written to {report} (screenshot {image})")
+
     def stop_services(self) -> None:
         """Stop cdc-service and bronze-writer cleanly (SIGTERM: drain, checkpoint, close)."""
         for name, process in reversed(self._services()):
@@ -539,6 +583,7 @@ class DemoRun:
 
     def shutdown(self) -> None:
         """Stop every child (newest first), then the stand-in and the broker the demo started."""
+        self.stop_sampler()
         for name, process in reversed(list(self.processes.items())):
             if process.running():
                 code = process.stop(timeout=90 if name == "dbt" else 60)

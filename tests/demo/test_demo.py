@@ -62,6 +62,12 @@ def test_demo_builds_silver_equal_to_mongodb_and_stops_everything(
     for service in ("cdc-service", "bronze-writer", "dbt"):
         first = (settings.logs_dir / f"{service}.log").read_text().splitlines()[0]
         assert json.loads(first)["level"]
+    # The report: its inputs recorded during the run, the page, and its screenshot.
+    series = json.loads((settings.work_dir / "series.json").read_text())
+    assert series["pipeline"]["lag"] and series["pipeline"]["throughput"]["bronze"] and series["samples"]
+    assert series["gold"]["funnel"]["sessions"] == summary["kpis"]["sessions"]
+    assert (settings.work_dir / "report.html").stat().st_size > 3_000_000
+    assert (settings.work_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     # Everything the demo started has stopped.
     for pid_file in settings.work_dir.glob("*.pid"):
         assert not pid_alive(int(pid_file.read_text())), pid_file.name
