@@ -130,6 +130,7 @@ class BronzeWriter:
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._landed_next: dict[tuple[str, int], int] = {}
+        self._starts: dict[tuple[str, int], int] = {}  # where each partition was positioned (may be logical)
         self._last_loop = time.monotonic()
         self._rebalanced = False
         self._failure: BaseException | None = None
@@ -316,8 +317,26 @@ class BronzeWriter:
         if found:
             self._act(OffsetDiscontinuityError(found[0].describe(), found[0]), Stage.KAFKA)
             next_offset = found[0].low
-        if next_offset is not None:
-            self._consumer.seek(TopicPartition(topic, partition, next_offset))
+        self._reposition(topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None
+                         else next_offset)
+
+    def _reposition(self, topic: str, partition: int, offset: int) -> None:
+        """Move one partition: librdkafka cannot seek a partition whose fetch failed, but it can assign it again.
+
+        The other partitions keep their positions (everything consumed has just been landed).
+        """
+        assert self._consumer is not None
+        positions = self._consumer.position([TopicPartition(t, p) for t, p in sorted(self._assigned)])
+        for position in positions:
+            key = (position.topic, position.partition)
+            if key == (topic, partition):
+                position.offset = offset
+            elif position.offset < 0:  # nothing consumed since the assignment
+                position.offset = self._starts.get(key, OFFSET_BEGINNING)
+        self._starts[(topic, partition)] = offset
+        self._consumer.assign(positions)
+        if self._paused:
+            self._consumer.pause(positions)
 
     def _flush_reason(self) -> str | None:
         limits = self.settings.batch
@@ -423,6 +442,7 @@ class BronzeWriter:
         for partition in partitions:
             offset = starts[(partition.topic, partition.partition)]
             partition.offset = unknown if offset is None else offset
+            self._starts[(partition.topic, partition.partition)] = partition.offset
             if offset is not None:
                 self._landed_next[(partition.topic, partition.partition)] = offset
         consumer.assign(partitions)
