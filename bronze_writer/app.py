@@ -292,7 +292,9 @@ class BronzeWriter:
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
             elif error.code() == KafkaError._AUTO_OFFSET_RESET:
-                self._out_of_range(message.topic(), message.partition(), message.offset())
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                assert topic is not None and partition is not None and offset is not None  # a partition's error
+                self._out_of_range(topic, partition, offset)
             else:
                 self._act(KafkaException(error), Stage.KAFKA)
         return good

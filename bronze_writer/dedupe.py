@@ -84,7 +84,7 @@ class EventIdIndex:
             return ids
 
     def _remember(self, uri: str, ids: pl.Series) -> None:
-        size = ids.estimated_size()
+        size = int(ids.estimated_size())
         if size > self.max_cached_bytes:
             return
         with self._lock:
@@ -94,7 +94,7 @@ class EventIdIndex:
             self._bytes += size
             while self._bytes > self.max_cached_bytes and self._files:
                 _uri, evicted = self._files.popitem(last=False)
-                self._bytes -= evicted.estimated_size()
+                self._bytes -= int(evicted.estimated_size())
 
 
 def _read_ids(uri: str, storage_options: Mapping[str, str] | None) -> pl.Series:

@@ -80,7 +80,7 @@ def is_native_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
 
 
-def kafka_error_of(error: BaseException) -> KafkaError | None:
+def kafka_error_of(error: BaseException | KafkaError) -> KafkaError | None:
     if isinstance(error, KafkaError):
         return error
     if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
@@ -88,7 +88,7 @@ def kafka_error_of(error: BaseException) -> KafkaError | None:
     return None
 
 
-def classify(error: BaseException, stage: Stage) -> Action:
+def classify(error: BaseException | KafkaError, stage: Stage) -> Action:
     """The one decision of what an error means for the writer (table in the module docstring)."""
     if isinstance(error, _ALWAYS_STOP):
         return Action.STOP
@@ -101,6 +101,7 @@ def classify(error: BaseException, stage: Stage) -> Action:
         if kafka_error.code() == KafkaError._AUTO_OFFSET_RESET:
             return Action.RESET
         return Action.RETRY
+    assert isinstance(error, BaseException)  # a bare KafkaError is answered above
     if isinstance(error, PoisonMessageError):
         return Action.DEAD_LETTER
     if isinstance(error, TransientError):

@@ -396,9 +396,9 @@ def _with_schema(data: pa.Table, columns: Mapping[str, ColumnType]) -> pa.Table:
 
 __all__ = [
     "BSON_TYPE_METADATA",
-    "PAYLOAD_COLUMNS",
     "ENVELOPE",
     "ENVELOPE_NAMES",
+    "PAYLOAD_COLUMNS",
     "TYPE_NAMES",
     "ColumnType",
     "Kind",

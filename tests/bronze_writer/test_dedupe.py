@@ -120,10 +120,10 @@ def test_republished_delivery_failures_land_below_the_mark(lander: Lander, setti
     events = [change_event(n, {"_id": n}) for n in range(1, 41)]
     land(lander, records(events[:10], topic=TOPIC) + records(events[20:30], topic=TOPIC, first_offset=10))
     landed = land(lander, records(events[10:40], topic=TOPIC, first_offset=20))
-    commit = landed.commits[0]
-    assert (commit.rows, commit.duplicates_dropped, commit.ids_looked_up) == (20, 10, 20)
     rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
     assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 41)]
+    commit = landed.commits[0]
+    assert (commit.rows, commit.duplicates_dropped, commit.ids_looked_up) == (20, 10, 20)
 
 
 def _delivered(producer: Producer, topic: str, encoded: list[EncodedEvent], reports: dict[str, KafkaError | None]) -> None:
@@ -179,7 +179,7 @@ def test_at_least_once_delivery_failures_lose_nothing_on_a_real_broker(
     def landed() -> int:
         try:
             return read_bronze(uri).height
-        except Exception:  # not created yet
+        except Exception:  # noqa: BLE001 - not created yet
             return 0
 
     with WriterThread(settings):
@@ -232,7 +232,7 @@ def _end_offset(bootstrap: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "end-offsets"})
     try:
         return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
-    except Exception:  # the topic does not exist yet
+    except Exception:  # noqa: BLE001 - the topic does not exist yet
         return 0
     finally:
         consumer.close()
@@ -261,7 +261,7 @@ def test_an_interrupted_snapshot_then_run_loses_no_change(
     def bronze() -> pl.DataFrame:
         try:
             return read_bronze(uri)
-        except Exception:  # not created yet
+        except Exception:  # noqa: BLE001 - not created yet
             return pl.DataFrame()
 
     def inserted(document_ids: range) -> Callable[[], bool]:

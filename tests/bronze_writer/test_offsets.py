@@ -77,7 +77,7 @@ def _uri(settings: BronzeSettings, topic: str) -> str:
 def _rows(uri: str) -> pl.DataFrame:
     try:
         return read_bronze(uri)
-    except Exception:  # not created yet
+    except Exception:  # noqa: BLE001 - not created yet
         return pl.DataFrame({"__event_id": []}, schema={"__event_id": pl.String})
 
 
@@ -93,7 +93,7 @@ def _recreate(admin: AdminClient, topic: str, partitions: int = 1) -> None:
         try:
             admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
             return
-        except Exception:  # still being deleted
+        except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
@@ -136,7 +136,7 @@ def test_a_recreated_topic_stops_the_writer_with_the_reset_command_which_then_wo
 
     env = _writer_env(settings)
     env["PATH"] = f"{Path(BRONZE_WRITER).parent}:{env['PATH']}"  # the command as printed
-    stopped = subprocess.run([BRONZE_WRITER, "run"], env=env, capture_output=True, text=True, timeout=180)
+    stopped = subprocess.run([BRONZE_WRITER, "run"], env=env, capture_output=True, text=True, timeout=180, check=False)
     assert stopped.returncode == ExitCode.FAILED, stopped.stderr[-3000:]
     command = f"bronze-writer reset-offsets --topic {topic} --partition 0 --to earliest"
     assert command in stopped.stderr
@@ -147,7 +147,7 @@ def test_a_recreated_topic_stops_the_writer_with_the_reset_command_which_then_wo
     )  # fmt: skip
     assert _rows(uri).height == 20  # nothing landed from the new offsets, nothing filtered silently
 
-    reset = subprocess.run(command.split(), env=env, capture_output=True, text=True, timeout=120)
+    reset = subprocess.run(command.split(), env=env, capture_output=True, text=True, timeout=120, check=False)
     assert reset.returncode == ExitCode.OK, reset.stderr[-3000:]
     assert f"{topic}[0]: next offset 20 -> 0 (Kafka has 0 to 4)" in reset.stdout
     with WriterThread(settings):
@@ -197,9 +197,8 @@ def test_records_deleted_before_they_were_landed_are_reported(
     kafka_admin.delete_records([TopicPartition(topic, 0, 20)])[TopicPartition(topic, 0, 20)].result(30)
 
     failing = WriterThread(settings)
-    with pytest.raises(OffsetDiscontinuityError) as stopped:
-        with failing:
-            wait_until(lambda: failing.writer._failure is not None, timeout=120)  # noqa: SLF001 - it stops on its own
+    with pytest.raises(OffsetDiscontinuityError) as stopped, failing:
+        wait_until(lambda: failing.writer._failure is not None, timeout=120)  # it stops on its own
     assert stopped.value.discontinuity.kind is DiscontinuityKind.RETENTION
     assert (stopped.value.discontinuity.next_offset, stopped.value.discontinuity.low) == (10, 20)
     assert _rows(uri).height == 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 from bronze_support import change_event, collect, records
@@ -143,7 +144,7 @@ def test_int64_width_is_one_long_family() -> None:
     assert resolved.rescued == {}
 
 
-def _land_documents(tmp_path, documents: list[dict], messages: list | None = None):  # noqa: ANN001, ANN202
+def _land_documents(tmp_path: Path, documents: list[dict], messages: list | None = None) -> tuple[list[str], list[dict]]:
     from bronze_support import land, read_bronze
     from deltalake import DeltaTable
 
@@ -161,7 +162,7 @@ def _land_documents(tmp_path, documents: list[dict], messages: list | None = Non
     return columns, read_bronze(uri).sort("__kafka_offset").to_dicts()
 
 
-def test_new_names_differing_only_in_case_in_one_document_are_rescued(tmp_path) -> None:  # noqa: ANN001
+def test_new_names_differing_only_in_case_in_one_document_are_rescued(tmp_path: Path) -> None:
     """deltalake refused the batch ("duplicate field name") and the writer crash-looped on it."""
     columns, rows = _land_documents(tmp_path, [{"_id": 1, "qty": 2, "Qty": 1}])
     assert columns == ["_id", "Qty"]  # the smallest in code-point order gets the column, wherever it comes from
@@ -169,7 +170,7 @@ def test_new_names_differing_only_in_case_in_one_document_are_rescued(tmp_path) 
     assert _rescued(rows[0]) == {"qty": {"type": "int", "value": 2}}
 
 
-def test_new_names_differing_only_in_case_across_documents_are_rescued(tmp_path) -> None:  # noqa: ANN001
+def test_new_names_differing_only_in_case_across_documents_are_rescued(tmp_path: Path) -> None:
     columns, rows = _land_documents(tmp_path, [{"_id": 1, "status": "a"}, {"_id": 2, "Status": "b", "STATUS": None}])
     assert columns == ["_id", "Status"]
     assert [row["Status"] for row in rows] == [None, "b"]
@@ -177,7 +178,7 @@ def test_new_names_differing_only_in_case_across_documents_are_rescued(tmp_path)
     assert _rescued(rows[1]) == {}
 
 
-def test_a_field_name_with_a_nul_character_is_rescued_not_a_panic(tmp_path) -> None:  # noqa: ANN001
+def test_a_field_name_with_a_nul_character_is_rescued_not_a_panic(tmp_path: Path) -> None:
     """A third-party producer's record: Arrow's C interface panicked on the NUL (polars PanicException)."""
     from confluent_kafka import Message
 

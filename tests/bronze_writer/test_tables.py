@@ -87,6 +87,12 @@ def test_replays_and_redeliveries_add_no_rows(lander: Lander, settings: BronzeSe
     rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
     assert sorted(rows["__event_id"].to_list()) == [event_id(sequence) for sequence in range(1, 13)]
     assert DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).transaction_version(f"{TOPIC}-0") == 19
+    # Every drop is counted in the ingest log, the batch that committed nothing included (no table version).
+    log = read_bronze(lake.ingest_log_uri(settings.lake.root)).sort("committed_at")
+    assert log.select("table_version", "rows", "already_landed", "duplicates_dropped").rows() == [
+        (1, 10, 0, 0), (None, 0, 10, 0), (2, 2, 1, 7)
+    ]  # fmt: skip
+    assert json.loads(log["offset_ranges"][1]) == {f"{TOPIC}/0": [1, 10]}
 
 
 def test_many_events_for_one_document_in_one_batch_all_land_in_order(lander: Lander, settings: BronzeSettings) -> None:
@@ -252,3 +258,16 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> 
         assert not errors, errors
         rows = read_bronze(lake.bronze_table_uri(lake_settings.root, "shop", "orders"))
         assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 11)]
+
+
+def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander, settings: BronzeSettings) -> None:
+    from deltalake import write_deltalake
+
+    from bronze_writer.tables import INGEST_LOG_SCHEMA
+
+    older = INGEST_LOG_SCHEMA.remove(INGEST_LOG_SCHEMA.get_field_index("already_landed"))
+    older = older.remove(older.get_field_index("ids_looked_up"))
+    write_deltalake(lake.ingest_log_uri(settings.lake.root), older.empty_table())
+    land(lander, _batch(1, 3))
+    log = read_bronze(lake.ingest_log_uri(settings.lake.root))
+    assert log.select("rows", "already_landed", "ids_looked_up").rows() == [(3, 0, 0)]
