@@ -43,11 +43,15 @@ Headers
     other contract version.
 
 Ordering
-    Within a partition, event ids increase in publish order, compared as strings (resume
-    tokens are hex-encoded KeyStrings, ordered by cluster time). A consumer may therefore
-    drop any event whose id is not above the highest id it has already stored for that
-    partition: that is how re-deliveries after producer retries, service restarts and
-    replays are removed.
+    Within a partition, event ids normally increase in publish order, compared as strings
+    (resume tokens are hex-encoded KeyStrings, ordered by cluster time). Not always: a
+    producer republishing after delivery failures (some records of a partition failed while
+    later ones succeeded), an interrupted snapshot followed by the stream, or a foreign
+    record with a forged id put lower ids after higher ones. So an event is a duplicate only
+    when the consumer already stores that exact event id for the collection (or the same id
+    came earlier in what it processes); it must never drop an event for being at or below a
+    high-water mark. The order serves as an index only: an id above everything a partition
+    delivered needs no lookup (bronze_writer.dedupe applies this rule).
 
 Relaxed Extended JSON keeps every BSON value and type except the width of integers:
 an int64 that fits in 32 bits reads back as an int32 (MongoDB compares them as equal).
