@@ -1,15 +1,18 @@
 """One pipeline attempt: snapshot, then change streams, published to Kafka and checkpointed.
 
 An attempt owns everything it starts: the MongoDB client, the producer, a bounded queue,
-the stop event of its readers, the reader threads, the snapshot workers and the progress
-display. ``__enter__`` opens the clients and declares every resource in an ``ExitStack``;
-``__exit__`` unwinds them in order: stop the readers and copies, wait for the threads,
-close the progress display, abort or flush the producer, close the client.
+the stop event of its readers, the reader threads, the snapshot and chunk workers, the
+chunked copies in flight and the progress display. ``__enter__`` opens the clients and
+declares every resource in an ``ExitStack``; ``__exit__`` unwinds them in order: stop the
+readers and copies, wait for the threads, close the progress display, abort or flush the
+producer, close the client.
 
 Reader threads (one per change stream) and snapshot workers only read MongoDB and put raw
 batches on the attempt's queue; one loop publishes them, so the producer, the transaction
-and the checkpoints have a single owner. A reader blocked in a getMore can outlive its
-attempt's join (up to ``max_await_ms`` + 30 s): it still holds only its own attempt's
+and the checkpoints have a single owner. With a signal collection configured, one more
+reader follows it: its events are signals and watermarks, consumed by the loop, which runs
+the chunked copies while streaming (``cdc_service.incremental``). A reader blocked in a
+getMore can outlive its attempt's join (up to ``max_await_ms`` + 30 s): it still holds only its own attempt's
 queue and stop event, which is set, so nothing it reads reaches a later attempt.
 
 Any failure ends the attempt: the open transaction is aborted or the unacknowledged events
@@ -31,9 +34,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
+from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from cdc_service.actions import copy_refused
 from cdc_service.change_stream import (
     ChangeStreamReader,
     ReadBatch,
@@ -44,19 +50,46 @@ from cdc_service.change_stream import (
 from cdc_service.checkpoints import (
     Checkpoints,
     CollectionProgress,
+    CopyProgress,
     SnapshotState,
     StreamCheckpoint,
     load_checkpoints,
     stream_key,
 )
 from cdc_service.errors import HistoryLostError
+from cdc_service.incremental import (
+    ChunkRead,
+    ChunkTask,
+    CopyFailed,
+    FinishedChunk,
+    IncrementalCopies,
+    finished_entry,
+    read_between_watermarks,
+)
 from cdc_service.metrics import CdcMetrics
 from cdc_service.planning import build_info, covered_collections, mongo_client, plan_streams, server_hello
 from cdc_service.positions import Position, timestamp_text
 from cdc_service.publisher import EncodedBatch, EventPublisher, PublishResult, client_config, encode_batch
 from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
 from cdc_service.settings import CdcSettings, SnapshotMode, StreamLayout
-from cdc_service.snapshot import CopyTask, SnapshotBatch, SnapshotCopied, SnapshotProgress, copy_collection
+from cdc_service.signals import (
+    Signal,
+    SignalBox,
+    SignalError,
+    SignalType,
+    decode_document,
+    parse_signal,
+    value_of_text,
+    value_text,
+)
+from cdc_service.snapshot import (
+    CopyTask,
+    SnapshotBatch,
+    SnapshotCopied,
+    SnapshotProgress,
+    build_snapshot_events,
+    copy_collection,
+)
 from lakehouse_common.errors import FatalError
 from lakehouse_common.observability import Status
 
@@ -126,6 +159,8 @@ class StreamRuntime:
     dirty_collections: set[str] = field(default_factory=set)
     reader_started: bool = False
     topics: set[str] = field(default_factory=set)
+    signals: bool = False  # the signal collection's stream: consumed, never published
+    read_position: str | None = None  # event id of the last position the loop took from the reader
 
 
 class PipelineAttempt:
@@ -159,6 +194,15 @@ class PipelineAttempt:
         self._batch_started: list[float] = []
         self._clean_exit = False
         self._resources = ExitStack()
+        snapshot = settings.snapshot
+        self._copies = IncrementalCopies(
+            settings.name, snapshot.chunk_size, snapshot.chunk_max_bytes, metrics,
+            progress_log_interval_s=snapshot.progress_log_interval_s,
+        )
+        self._signal_box: SignalBox | None = None
+        self._chunk_workers: ThreadPoolExecutor | None = None
+        self._last_discovery = time.monotonic()
+        self._last_look = time.time()
 
     # -- resources -------------------------------------------------------------------------
 
@@ -216,8 +260,9 @@ class PipelineAttempt:
                 )
 
     def _shut_down_copies(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._chunk_workers):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the attempt -----------------------------------------------------------------------
 
@@ -247,6 +292,8 @@ class PipelineAttempt:
         self._claim_topics(specs)
         for spec in specs:
             self._add_stream(spec)
+        if settings.snapshot.signal_collection and not self.state.snapshot_only:
+            self._start_signals(settings.snapshot.signal_collection)
         self._commit(force=True)
         self.state.ready = Status(True)
         self._loop()
@@ -261,8 +308,8 @@ class PipelineAttempt:
     def _loop(self) -> None:
         settings = self.settings
         last_commit = time.monotonic()
-        last_discovery = time.monotonic()
-        last_look = time.time()
+        self._last_discovery = time.monotonic()
+        self._last_look = time.time()
         while not self.stop.is_set():
             self.state.loop_tick = time.monotonic()
             try:
@@ -279,16 +326,24 @@ class PipelineAttempt:
                 self._commit(force=True)
                 logger.info("snapshot finished; stream checkpoints recorded")
                 return
-            if self._layout is not StreamLayout.DEPLOYMENT and now - last_discovery >= settings.stream.discovery_interval_s:
-                last_discovery = now
-                look = time.time()
-                for spec in plan_streams(self.client, self._layout, self.namespaces):
-                    if spec.stream_id not in self.streams:
-                        logger.info("new stream in scope", extra={"stream": spec.stream_id})
-                        self._claim_topics([spec])
-                        self._add_stream(spec, seen_since=last_look)
-                last_look = look
+            self._schedule_copies()
+            if now - self._last_discovery >= settings.stream.discovery_interval_s:
+                self._discover()
         self._drain()
+
+    def _discover(self) -> None:
+        """New streams (database and collection layouts); with signals, collections new to the scope are copied."""
+        self._last_discovery = time.monotonic()
+        look = time.time()
+        if self._layout is not StreamLayout.DEPLOYMENT:
+            for spec in plan_streams(self.client, self._layout, self.namespaces):
+                if spec.stream_id not in self.streams:
+                    logger.info("new stream in scope", extra={"stream": spec.stream_id})
+                    self._claim_topics([spec])
+                    self._add_stream(spec, seen_since=self._last_look)
+        if self._signal_box is not None:
+            self._copy_new_collections()
+        self._last_look = look
 
     def _drain(self) -> None:
         """Stop reading, publish what was already read, flush and checkpoint, within the bound."""
@@ -313,7 +368,8 @@ class PipelineAttempt:
     def _add_stream(self, spec: StreamSpec, *, seen_since: float | None = None) -> None:
         """Start a stream: from its checkpoint, by a snapshot, or (snapshot mode never) from now,
         or for a collection found by discovery, from the previous look (``seen_since``), so its
-        first events are not missed."""
+        first events are not missed; with signals (and snapshot mode initial) its existing
+        documents are then copied in chunks while it streams."""
         runtime = StreamRuntime(spec)
         self.streams[spec.stream_id] = runtime
         forced = self.state.forced(spec.stream_id)
@@ -327,11 +383,15 @@ class PipelineAttempt:
             runtime.durable = checkpoint
             runtime.last_written = time.monotonic()
             self._start_reader(runtime, checkpoint.position)
-        elif self.settings.snapshot.mode is SnapshotMode.NEVER and not forced:
+        elif not forced and (self.settings.snapshot.mode is SnapshotMode.NEVER or (
+                seen_since is not None and self._signal_box is not None)):
             start = None if seen_since is None else Position.from_time((int(seen_since) - DISCOVERY_CLOCK_MARGIN_S, 0))
             self._start_reader(runtime, start)
             if start is not None:
                 runtime.pending, runtime.pending_kind = start, "start"
+            if self.settings.snapshot.mode is SnapshotMode.INITIAL:
+                for namespace in covered_collections(self.client, spec, self.namespaces):
+                    self._copies.begin(namespace, spec.stream_id, reason="new-collection")
         else:
             self._begin_snapshot(runtime, self._checkpoints.snapshots.get(spec.stream_id), resume=not forced)
 
@@ -339,23 +399,23 @@ class PipelineAttempt:
         assert self._options is not None
         reader = ChangeStreamReader(self.client, runtime.spec, self._options, position, stop=self.readers_stop)
         runtime.reader_started = True
-        self.spawn_reader(runtime.spec.stream_id, reader, fresh=position is None)
-        self.metrics.streams.set(sum(1 for r in self.streams.values() if r.reader_started))
+        self.spawn_reader(runtime.spec.stream_id, reader, fresh=position is None, encode=not runtime.signals)
+        self.metrics.streams.set(sum(1 for r in self.streams.values() if r.reader_started and not r.signals))
         logger.info(
             "streaming",
             extra={"stream": runtime.spec.stream_id, "from": position.describe() if position else "now"},
         )
 
-    def spawn_reader(self, stream_id: str, reader: StreamSource, *, fresh: bool) -> threading.Thread:
+    def spawn_reader(self, stream_id: str, reader: StreamSource, *, fresh: bool, encode: bool = True) -> threading.Thread:
         """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop."""
         thread = threading.Thread(
-            target=self._read_stream, args=(stream_id, reader, fresh), name=f"stream-{stream_id}", daemon=True
+            target=self._read_stream, args=(stream_id, reader, fresh, encode), name=f"stream-{stream_id}", daemon=True
         )
         self.threads.append(thread)
         thread.start()
         return thread
 
-    def _read_stream(self, stream_id: str, reader: StreamSource, fresh: bool) -> None:
+    def _read_stream(self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True) -> None:
         idle = self.settings.stream.idle_poll_interval_s
         value_format = self.settings.producer.value_format
         try:
@@ -372,7 +432,7 @@ class PipelineAttempt:
                 if batch.events or (batch.position is not None and batch.position != last_position):
                     last_position = batch.position or last_position
                     # Serialized here, off the publishing thread (the native codec releases the GIL).
-                    encoded = encode_batch(batch.events, value_format) if batch.events else None
+                    encoded = encode_batch(batch.events, value_format) if batch.events and encode else None
                     if not self._put(LiveBatch(stream_id, batch, encoded)):
                         return
                 if not batch.events and time.monotonic() - started < idle:
@@ -482,6 +542,237 @@ class PipelineAttempt:
             for runtime in self.streams.values()
         )
 
+    # -- copies while streaming (signals) ----------------------------------------------------
+
+    def _start_signals(self, namespace: str) -> None:
+        """Follow the signal collection (from its checkpoint, else from now) and take up the copies."""
+        self._signal_box = SignalBox(self.client, namespace)
+        self._copies.restore(self._checkpoints.copies, self._in_scope)
+        database, collection = namespace.split(".", 1)
+        runtime = StreamRuntime(StreamSpec(StreamLayout.COLLECTION, database, collection), signals=True)
+        self.streams[runtime.spec.stream_id] = runtime
+        checkpoint = self._checkpoints.streams.get(runtime.spec.stream_id)
+        if checkpoint is not None:
+            runtime.durable = checkpoint
+            runtime.last_written = time.monotonic()
+        self._start_reader(runtime, checkpoint.position if checkpoint else None)
+        self._copy_new_collections()
+
+    def _signals_lost(self, runtime: StreamRuntime, error: HistoryLostError) -> None:
+        logger.error(
+            "the signal collection's stream cannot resume: signals written since its checkpoint are not seen; "
+            "following it from now (send them again)",
+            extra={"stream": runtime.spec.stream_id, "code": error.code, "error": str(error)},
+        )
+        runtime.durable = None
+        self._start_reader(runtime, None)
+
+    def _in_scope(self, namespace: str) -> bool:
+        database, collection = namespace.split(".", 1)
+        return self.namespaces.collection_in_scope(database, collection)
+
+    def _stream_covering(self, namespace: str) -> StreamRuntime | None:
+        database, collection = namespace.split(".", 1)
+        for runtime in self.streams.values():
+            if not runtime.signals and runtime.spec.covers(database, collection):
+                return runtime
+        return None
+
+    def _streaming(self, stream_id: str) -> bool:
+        """A chunk needs the collection's stream and the signal collection's (its watermarks) running."""
+        runtime = self.streams.get(stream_id)
+        return runtime is not None and runtime.reader_started and any(
+            other.signals and other.reader_started for other in self.streams.values()
+        )
+
+    def _read_position(self, stream_id: str) -> str | None:
+        runtime = self.streams.get(stream_id)
+        return runtime.read_position if runtime is not None else None
+
+    def _copy_new_collections(self) -> None:
+        """Copy, in chunks, the collections a running stream reports that were never copied
+        (snapshot mode initial): newly in the include list, renamed into the scope, created
+        while the service ran."""
+        if self.settings.snapshot.mode is not SnapshotMode.INITIAL:
+            return
+        known = self._copies.known()
+        for state in self._checkpoints.snapshots.values():
+            known.update(state.collections)
+        for runtime in self.streams.values():
+            if runtime.snapshot is not None:
+                known.update(runtime.snapshot.collections)
+        for runtime in list(self.streams.values()):
+            if runtime.signals or not runtime.reader_started:
+                continue
+            for namespace in covered_collections(self.client, runtime.spec, self.namespaces):
+                if namespace not in known:
+                    self._copies.begin(namespace, runtime.spec.stream_id, reason="new-collection")
+                    known.add(namespace)
+
+    def _schedule_copies(self) -> None:
+        if self._signal_box is None:
+            return
+        for task in self._copies.schedule(self._streaming):
+            if self._chunk_workers is None:
+                self._chunk_workers = ThreadPoolExecutor(self.settings.snapshot.parallelism, thread_name_prefix="chunk")
+            self._chunk_workers.submit(self._read_chunk, task)
+
+    def _read_chunk(self, task: ChunkTask) -> None:
+        """A worker: watermarks and the chunk; a query MongoDB refuses fails that copy alone."""
+        if self.readers_stop.is_set() or self._signal_box is None:
+            return
+        try:
+            read = read_between_watermarks(self.client, self._signal_box, task)
+        except BaseException as error:  # noqa: BLE001 - handed to the loop, which decides
+            reason = copy_refused(error)
+            self._put(CopyFailed(task, reason) if reason is not None else SourceFailed(task.stream_id, error))
+            return
+        self._put(read)
+
+    def _background(self, work: Callable[[], None]) -> None:
+        """MongoDB writes nothing waits for (answers to signals, watermark clean-up), on a chunk worker."""
+        if self._chunk_workers is None:
+            self._chunk_workers = ThreadPoolExecutor(self.settings.snapshot.parallelism, thread_name_prefix="chunk")
+
+        def run() -> None:
+            try:
+                work()
+            except PyMongoError as error:
+                logger.warning("updating the signal collection failed", extra={"error": str(error)})
+
+        self._chunk_workers.submit(run)
+
+    def _publish_finished_chunks(self) -> None:
+        """Publish the chunks whose stream passed their high watermark, and make them durable at once."""
+        if self._signal_box is None:
+            return
+        chunks = self._copies.finished(self._read_position)
+        for chunk in chunks:
+            self._publish_chunk(chunk)
+        if chunks:
+            self._commit(force=True)
+
+    def _publish_chunk(self, chunk: FinishedChunk) -> None:
+        if not chunk.documents:
+            return
+        progress = chunk.progress
+        runtime = self.streams[progress.stream_id]
+        database, collection = progress.namespace.split(".", 1)
+        task = CopyTask(progress.stream_id, database, collection, chunk.high, progress.attempt, chunk.cluster_time)
+        events = build_snapshot_events(chunk.documents, task, chunk.ordinal, chunk.shard_key)
+        result = self.publisher.publish(encode_batch(events, self.settings.producer.value_format))
+        self._account(result, runtime)
+
+    def _copy_ended(self, progress: CopyProgress) -> None:
+        """A copy ended durably: remove its watermarks, answer its signal."""
+        box = self._signal_box
+        if box is None:
+            return
+        signal_id = progress.signal_id
+        done = signal_id is not None and self._copies.signal_done(signal_id)
+
+        def answer() -> None:
+            box.delete_watermarks_of(progress.copy_id)
+            if signal_id is not None:
+                box.finish(value_of_text(signal_id), finished_entry(progress), done=done)
+
+        self._background(answer)
+
+    def _on_signal_events(self, events: list[RawBSONDocument]) -> None:
+        """The signal collection's events: watermarks of chunks, and signal documents inserted."""
+        for event in events:
+            try:
+                if event["operationType"] != "insert":
+                    continue  # the service's own answers and clean-up, or an operator's edit
+                event_id = event["_id"]["_data"]
+                document_id = event["documentKey"]["_id"]
+                cluster_time = event.get("clusterTime")
+                document = event.get("fullDocument")
+            except (KeyError, TypeError) as error:
+                logger.warning("ignoring an unreadable event of the signal collection", extra={"error": str(error)})
+                continue
+            moment = (cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None
+            if self._copies.on_watermark(event_id, document_id, moment):
+                continue
+            if isinstance(document, RawBSONDocument):
+                self._on_signal(decode_document(document))
+
+    def _on_signal(self, document: dict[str, Any]) -> None:
+        try:
+            signal = parse_signal(document)
+        except SignalError as error:
+            self._reject_signal(document.get("_id"), str(document.get("type")), str(error))
+            return
+        if signal.type is SignalType.EXECUTE_SNAPSHOT:
+            self._execute_snapshot(signal)
+        else:
+            self._stop_snapshot(signal)
+
+    def _reject_signal(self, signal_id: Any, kind: str, reason: str) -> None:
+        label = kind if kind in {t.value for t in SignalType} else "unknown"
+        self.metrics.signals.labels(label, "rejected").inc()
+        logger.warning("signal rejected", extra={"signal": value_text(signal_id), "type": kind, "reason": reason})
+        if signal_id is not None and self._signal_box is not None:
+            self._signal_box.reject(signal_id, self.settings.name, reason)
+
+    def _execute_snapshot(self, signal: Signal) -> None:
+        """Accept a copy request (every collection in scope, streamed, not being copied) or reject it whole."""
+        assert self._signal_box is not None
+        if self._copies.handled(signal.id_text):
+            logger.info("signal executed already", extra={"signal": signal.id_text})
+            return
+        problems: list[str] = []
+        targets: list[tuple[str, StreamRuntime]] = []
+        for namespace in signal.collections:
+            runtime = self._stream_covering(namespace)
+            running = self._copies.progress(namespace)
+            if not self._in_scope(namespace):
+                problems.append(f"{namespace} is not captured by this service (outside its scope)")
+            elif runtime is None:
+                problems.append(f"{namespace}: no change stream covers it yet (does it exist? discovery runs every "
+                                f"{self.settings.stream.discovery_interval_s:g}s)")
+            elif running is not None and running.running:
+                problems.append(f"{namespace}: copy {running.copy_id} is running (chunk {running.chunks + 1}); "
+                                "stop it first with a stop-snapshot signal")
+            elif signal.filter is not None and (refusal := self._filter_refused(namespace, signal.filter)):
+                problems.append(f"{namespace}: {refusal}")
+            else:
+                targets.append((namespace, runtime))
+        if problems:
+            self._reject_signal(signal.id, signal.type.value, "; ".join(problems))
+            return
+        if not self._signal_box.accept(signal.id, self.settings.name):
+            self.metrics.signals.labels(signal.type.value, "ignored").inc()
+            logger.info("signal not executed: withdrawn, answered already or taken by another service",
+                        extra={"signal": signal.id_text})
+            return
+        query = value_text(signal.filter) if signal.filter is not None else None
+        for namespace, runtime in targets:
+            self._copies.begin(namespace, runtime.spec.stream_id, reason="signal", query=query, signal_id=signal.id_text)
+        self.metrics.signals.labels(signal.type.value, "accepted").inc()
+        logger.info("snapshot signal accepted: copying in chunks while streaming",
+                    extra={"signal": signal.id_text, "collections": list(signal.collections), "filter": query})
+
+    def _filter_refused(self, namespace: str, query: dict[str, Any]) -> str | None:
+        """Whether MongoDB refuses the filter (asked on an empty range of the _id index)."""
+        database, collection = namespace.split(".", 1)
+        try:
+            self.client[database][collection].find_one({"$and": [query, {"_id": {"$type": "minKey"}}]})
+        except PyMongoError as error:
+            reason = copy_refused(error)
+            if reason is None:
+                raise
+            return reason
+        return None
+
+    def _stop_snapshot(self, signal: Signal) -> None:
+        assert self._signal_box is not None
+        stopped = self._copies.cancel(signal.collections or None, f"stopped by signal {signal.id_text}")
+        if self._signal_box.accept(signal.id, self.settings.name):
+            self._signal_box.finish(signal.id, {"stopped": stopped}, done=True)
+        self.metrics.signals.labels(signal.type.value, "accepted").inc()
+        logger.info("stop-snapshot signal: copies stopped", extra={"signal": signal.id_text, "stopped": stopped})
+
     # -- publishing ------------------------------------------------------------------------
 
     def _handle(self, item: Any) -> None:
@@ -489,6 +780,9 @@ class PipelineAttempt:
             error = item.error
             if isinstance(error, HistoryLostError):
                 runtime = self.streams.get(item.stream_id)
+                if runtime is not None and runtime.signals:
+                    self._signals_lost(runtime, error)
+                    return
                 durable = runtime.durable if runtime else None
                 raise HistoryLostError(
                     describe_history_lost(error, durable),
@@ -501,6 +795,10 @@ class PipelineAttempt:
         if isinstance(item, LiveBatch):
             runtime = self.streams[item.stream_id]
             batch = item.batch
+            if runtime.signals:
+                self._on_signal_events(batch.events)
+            elif batch.events and self._copies.recording(item.stream_id):
+                self._copies.observe(item.stream_id, batch.events)
             if item.encoded is not None:
                 result = publisher.publish(
                     item.encoded, fallback_topics=self._fallback_topics(runtime),
@@ -508,11 +806,14 @@ class PipelineAttempt:
                 )
                 self._account(result, runtime)
                 runtime.pending_kind = "event"
+            elif runtime.signals and batch.events:
+                runtime.pending_kind = "event"
             elif runtime.pending_kind is None:
                 runtime.pending_kind = "heartbeat" if runtime.durable is not None else "start"
             if batch.position is not None:
                 runtime.pending = batch.position
                 runtime.pending_event_id = batch.position.event_id
+                runtime.read_position = batch.position.event_id
             now = time.time()
             if batch.last_cluster_time is not None:
                 runtime.pending_cluster_time = batch.last_cluster_time
@@ -539,6 +840,11 @@ class PipelineAttempt:
                 self._progress.finish(item.task.namespace, item.copied)
             if all(progress.done for progress in runtime.snapshot.collections.values()):
                 self._snapshot_complete(runtime)
+        elif isinstance(item, ChunkRead):
+            self._copies.on_read(item)
+        elif isinstance(item, CopyFailed):
+            self._copies.fail(item)
+        self._publish_finished_chunks()
 
     def _fallback_topics(self, runtime: StreamRuntime) -> Callable[[str | None], Iterable[str]]:
         """Where events without a collection go: the stream's own topic(s)."""
@@ -565,6 +871,7 @@ class PipelineAttempt:
         now = time.monotonic()
         records: dict[bytes, bytes | None] = {}
         written: list[tuple[StreamRuntime, StreamCheckpoint | None]] = []
+        records.update(self._copies.records())
         for runtime in self.streams.values():
             if runtime.snapshot_dirty and runtime.snapshot is not None:
                 records.update(runtime.snapshot.records(settings.name, runtime.dirty_collections))
@@ -598,6 +905,8 @@ class PipelineAttempt:
         for (operation, namespace), count in self._published_pending.items():
             self.metrics.events_published.labels(operation, namespace).inc(count)
         self._published_pending.clear()
+        for progress in self._copies.committed():
+            self._copy_ended(progress)
         start_readers: list[StreamRuntime] = []
         for runtime, durable in written:
             if durable is None:

@@ -23,7 +23,7 @@ from cdc_service.actions import Action, Decision, classify
 from cdc_service.errors import HistoryLostError
 from cdc_service.metrics import CdcMetrics
 from cdc_service.pipeline import PipelineAttempt, ServiceState
-from cdc_service.scope import NamespaceFilter
+from cdc_service.planning import namespace_filter
 from cdc_service.settings import CdcSettings
 from lakehouse_common.errors import LakehouseError
 from lakehouse_common.lifecycle import ExitCode
@@ -39,7 +39,7 @@ class CdcService:
     def __init__(self, settings: CdcSettings, *, metrics: CdcMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or CdcMetrics()
-        self.namespaces = NamespaceFilter(settings.scope)
+        self.namespaces = namespace_filter(settings)
         self.state = ServiceState()
         self.attempt: PipelineAttempt | None = None  # the current (or last) attempt
         self._stop = threading.Event()

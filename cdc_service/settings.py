@@ -223,12 +223,33 @@ class ProducerSettings(FrozenModel):
 
 
 class SnapshotSettings(FrozenModel):
-    """The initial copy."""
+    """Copies of existing documents: the initial one, and chunked ones while streaming (on signal)."""
 
     mode: SnapshotMode = Field(SnapshotMode.INITIAL, description="initial or never.")
     parallelism: int = Field(4, ge=1, description="Collections copied at once.")
     batch_size: int = Field(2000, ge=1, description="Documents per find batch.")
     progress_log_interval_s: float = Field(10.0, gt=0, description="Progress log period when not on a terminal.")
+    signal_collection: str | None = Field(
+        None,
+        description="Signal collection (db.collection) for snapshots on signal while streaming; none: off. "
+        "Needs insert/update/delete rights on it; it is never captured.",
+    )
+    chunk_size: int = Field(4096, ge=1, description="Documents per chunk of a copy on signal.")
+    chunk_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of documents per chunk at most (a chunk holds one document at least)."
+    )
+
+    @field_validator("signal_collection")
+    @classmethod
+    def _a_plain_namespace(cls, namespace: str | None) -> str | None:
+        if namespace is None:
+            return None
+        database, dot, collection = namespace.partition(".")
+        if not dot or not database or not collection:
+            raise ValueError(f"{namespace!r} is not a namespace: give <database>.<collection>")
+        if database in ("admin", "local", "config") or collection.startswith("system."):
+            raise ValueError(f"{namespace!r}: the signal collection cannot live in {database!r} or be a system collection")
+        return namespace
 
 
 class CdcSettings(ServiceSettings):
@@ -243,7 +264,7 @@ class CdcSettings(ServiceSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings, description="Change streams.")
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topics.")
     producer: ProducerSettings = Field(default_factory=ProducerSettings, description="Producer.")
-    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="Initial snapshot.")
+    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="Snapshots: initial and on signal.")
     on_history_lost: HistoryLostPolicy = Field(
         HistoryLostPolicy.FAIL, description="fail (stop with instructions) or resnapshot (copy affected collections again)."
     )
