@@ -121,7 +121,8 @@ def parse_signal(document: Mapping[str, Any]) -> Signal:
     except ValueError:
         known = ", ".join(repr(t.value) for t in SignalType)
         raise SignalError(f"type {kind!r} is not a signal this service executes ({known})") from None
-    data = document.get("data") or {}
+    data = document.get("data")
+    data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise SignalError("'data' must be a document")
     collections = data.get("data-collections") or []

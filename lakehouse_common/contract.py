@@ -30,12 +30,17 @@ Value
     ``txnNumber`` (inside a transaction), ``collectionUUID``, ``splitEvent`` never (the
     service reassembles fragments before publishing). Fields MongoDB omits stay omitted.
 
-    Snapshot records (the initial copy) use operation type ``snapshot`` and the shape of
-    an insert. Their event id is ``<position>.<attempt>.<ordinal>``: the resume token the
-    stream continues after, then the copy attempt and the record's ordinal within it, each
-    as an order-preserving variable-length number (``sortable_number``). It sorts after
-    every event before the snapshot, before every event the stream delivers after it, and
-    a later attempt above every record of an earlier one, for any number of attempts.
+    Snapshot records (copies of existing documents) use operation type ``snapshot`` and
+    the shape of an insert. Their event id is ``<position>.<attempt>.<ordinal>``: a stream
+    position, then the copy attempt and the record's ordinal within it, each as an
+    order-preserving variable-length number (``sortable_number``). It sorts after every
+    event up to the position, before every event after it, and a later attempt above every
+    record of an earlier one, for any number of attempts. The position is, for the initial
+    copy, the resume token the stream continues after; for a chunk of a copy made while
+    streaming (on signal), the chunk's high watermark: the event id of the watermark's
+    change event in the signal collection. Resume tokens order by cluster time first, across
+    collections, so a chunk's records sort after every change committed before its high
+    watermark and before every later one (``snapshot_event_id``, the one rule).
 
 Headers
     ``lakehouse.contract.version`` (``1``), ``lakehouse.value.format`` (``json`` or
@@ -347,11 +352,13 @@ class SnapshotEventId(NamedTuple):
 
 
 def snapshot_event_id(position: str, ordinal: int, *, attempt: int = 0) -> str:
-    """The event id of the ``ordinal``-th document copied by ``attempt`` of a snapshot taken at ``position``.
+    """The event id of the ``ordinal``-th document copied by ``attempt`` of a copy at ``position``.
 
     ``<position>.<attempt>.<ordinal>`` with both numbers in ``sortable_number`` form: the
     dot sorts below every character of a resume token, so the id sorts after every event
-    up to ``position`` and before every event after it; (attempt, ordinal) order is string order.
+    up to ``position`` and before every event after it; (attempt, ordinal) order is string
+    order. ``position`` is the token the stream continues after (the initial copy) or a
+    chunk's high watermark (a copy while streaming): see the module docstring.
     """
     return f"{position}.{sortable_number(attempt)}.{sortable_number(ordinal)}"
 

@@ -7,7 +7,9 @@ import uuid
 
 from cdc_service.checkpoints import (
     CollectionProgress,
+    CopyProgress,
     SnapshotState,
+    copy_key,
     fold_records,
     load_checkpoints,
     snapshot_key,
@@ -70,3 +72,17 @@ def test_a_record_of_the_former_single_record_format_still_loads() -> None:
     state = checkpoints.snapshots["coll:shop.orders"]
     assert state.collections == {"shop.orders": CollectionProgress(False, 99, 12)}
     assert state.cluster_time == (1, 2) and not state.completed
+
+
+def test_a_copy_record_reads_back_whole_and_the_last_one_per_collection_wins() -> None:
+    first = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", filter='{"open": true}', signal_id='"s1"')
+    later = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", bracket=3, last_id="DgAAABBfaWQABwAAAAA=",
+                         chunks=4, copied=4000, superseded=12, estimate=10_000, start_position="8265A1B2C3")
+    other = CopyProgress("shop.items/x", "coll:shop.items/x", "c2", 3, "new-collection", state="done")
+    records = [(copy_key("svc", p.namespace), p.to_json()) for p in (first, other, later)]
+    records.append((copy_key("another", "shop.orders"), first.to_json()))
+    restored = fold_records("svc", records).copies
+    assert restored == {"shop.orders": later, "shop.items/x": other}
+    assert len(later.to_json()) < CHECKPOINT_TOPIC_LIMIT // 1000
+    # Fields a later version adds are ignored by this one.
+    assert CopyProgress.from_dict({**json.loads(later.to_json()), "added_later": 1}) == later

@@ -16,11 +16,27 @@ import time
 from collections import Counter
 from typing import Any
 
+from datetime import UTC, datetime
+
+import bson
 import pytest
-from bson import ObjectId, json_util
+from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Timestamp, json_util
 from bson.raw_bson import RawBSONDocument
 
 from cdc_service.checkpoints import CopyState, load_checkpoints
+from cdc_service.incremental import (
+    BRACKETS,
+    ChunkContents,
+    ChunkRead,
+    ChunkTask,
+    ChunkWindow,
+    CopyCursor,
+    IncrementalCopies,
+    id_key,
+    read_chunk,
+)
+from cdc_service.metrics import CdcMetrics
+from cdc_service.signals import ROUND_TRIP_RAW
 from cdc_support import apply_events, read_topic
 from lakehouse_common.contract import parse_snapshot_event_id
 from local_stack.paths import PROJECT_ROOT
@@ -125,3 +141,300 @@ def test_a_signalled_copy_under_concurrent_writes_ends_in_mongodbs_state(cdc_env
     signal = mongo_database["cdc_signals"].find_one({"type": "execute-snapshot"})
     assert signal["status"] == "done" and signal["finished"][0]["published"] == progress.copied
     assert mongo_database["cdc_signals"].count_documents({"_id": {"$regex": "^wm:"}}) == 0  # watermarks cleaned up
+
+
+# ---------------------------------------------------------------- chunks in BSON order of _id
+
+
+def _every_id_type(real: bool) -> list[Any]:
+    ids = [
+        MinKey(), None, float("nan"), float("-inf"), -5, Int64(2), 2.5, Decimal128("3.25"), 10**12, float("inf"),
+        "", "a", "b", "ž", {}, {"a": 1}, {"a": 1, "b": 2}, {"z": 0}, Binary(b""), Binary(b"\x01"),
+        ObjectId(b"\x00" * 12), ObjectId(), False, True, datetime(1969, 1, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC),
+        Timestamp(0, 1), Timestamp(1_700_000_000, 3), MaxKey(),
+    ]
+    if real:  # the stand-in's $gt does not compare binary values of different subtypes; MongoDB does
+        ids.append(Binary(b"\x00" * 16, 4))
+    return ids
+
+
+def _read_all(collection: Any, limit: int, *, max_bytes: int = 1 << 30, query: dict[str, Any] | None = None) -> list[list[Any]]:
+    chunks: list[list[Any]] = []
+    cursor = CopyCursor()
+    while not cursor.exhausted:
+        contents = read_chunk(collection, cursor, limit=limit, max_bytes=max_bytes, query=query)
+        assert len(contents.documents) <= limit
+        assert contents.documents or contents.cursor.exhausted
+        chunks.append([bson.decode(document.raw)["_id"] for document in contents.documents])
+        cursor = contents.cursor
+    return chunks
+
+
+def _same(left: list[Any], right: list[Any]) -> bool:
+    return [bson.encode({"_id": value}) for value in left] == [bson.encode({"_id": value}) for value in right]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 1000])
+def test_chunks_cover_every_id_once_in_bson_order_across_types(mongo_endpoint, mongo_database, limit) -> None:
+    collection = mongo_database["mixed"]
+    ids = _every_id_type(mongo_endpoint.is_real)
+    random.Random(limit).shuffle(ids)
+    collection.insert_many([{"_id": value, "keep": index % 2 == 0} for index, value in enumerate(ids)])
+    raw = collection.with_options(codec_options=ROUND_TRIP_RAW)
+    chunks = _read_all(raw, limit)
+    read = [value for chunk in chunks for value in chunk]
+    assert sorted(bson.encode({"_id": v}) for v in read) == sorted(bson.encode({"_id": v}) for v in ids)  # each once
+    assert all(len(chunk) == limit for chunk in chunks[:-2])  # chunks are full but near the end
+    # Bracket by bracket in MongoDB's type order, and within each in the server's own order.
+    brackets = [_bracket_of(value) for value in read]
+    assert brackets == sorted(brackets)
+    expected = [document["_id"] for document in collection.find().sort("_id", 1)]
+    for bracket in set(brackets):
+        mine = [value for value in read if _bracket_of(value) == bracket]
+        assert _same(mine, [value for value in expected if _bracket_of(value) == bracket]), bracket
+
+
+def test_a_filter_narrows_every_chunk_and_a_byte_limit_still_takes_one_document(mongo_endpoint, mongo_database) -> None:
+    collection = mongo_database["mixed"]
+    ids = _every_id_type(mongo_endpoint.is_real)
+    collection.insert_many([{"_id": value, "keep": index % 2 == 0, "blob": "x" * 500} for index, value in enumerate(ids)])
+    raw = collection.with_options(codec_options=ROUND_TRIP_RAW)
+    kept = [value for index, value in enumerate(ids) if index % 2 == 0]
+    read = [value for chunk in _read_all(raw, 4, query={"keep": True}) for value in chunk]
+    assert sorted(bson.encode({"_id": v}) for v in read) == sorted(bson.encode({"_id": v}) for v in kept)
+    one_each = _read_all(raw, 100, max_bytes=10)  # every document is larger than the limit
+    assert all(len(chunk) == 1 for chunk in one_each[:-1])
+    assert sum(len(chunk) for chunk in one_each) == len(ids)
+
+
+def _bracket_of(value: Any) -> int:
+    for index, bracket in enumerate(BRACKETS):
+        if bracket.name == "NaN" and isinstance(value, float) and value != value:
+            return index
+        if bracket.name == "number" and isinstance(value, (int, float, Int64, Decimal128)) and not isinstance(value, bool):
+            return index
+    kinds = {type(None): "null", str: "string", dict: "object", bytes: "binData", Binary: "binData", ObjectId: "objectId",
+             bool: "bool", datetime: "date", Timestamp: "timestamp"}
+    name = "minKey" if isinstance(value, MinKey) else "maxKey" if isinstance(value, MaxKey) else kinds[type(value)]
+    return next(index for index, bracket in enumerate(BRACKETS) if bracket.name == name)
+
+
+# ---------------------------------------------------------------- the window rule
+
+
+def _window(documents: list[dict[str, Any]], changed: list[tuple[str, Any]], low: str = "0100", high: str = "0200") -> ChunkWindow:
+    raws = [RawBSONDocument(bson.encode(document), ROUND_TRIP_RAW) for document in documents]
+    task = ChunkTask("db.c", "coll:db.c", "copy", 1, "copy:1:n", CopyCursor(), 10, 1 << 20, None)
+    contents = ChunkContents(raws, [id_key(raw) for raw in raws], CopyCursor(len(BRACKETS), None))
+    window = ChunkWindow(task, low=low, high=high, read=ChunkRead(task, contents))
+    window.changed = [(event_id, None if key is None else bson.encode({"_id": key})) for event_id, key in changed]
+    return window
+
+
+def test_a_change_between_the_watermarks_takes_its_document_out_of_the_chunk() -> None:
+    documents = [{"_id": 1, "v": 0}, {"_id": "two", "v": 0}, {"_id": 3, "v": 0}]
+    window = _window(documents, [("0050", 1), ("0150", "two"), ("0250", 3)])
+    kept, superseded = window.kept()
+    assert [bson.decode(document.raw)["_id"] for document in kept] == [1, 3]  # before L: read; after H: sorts later
+    assert superseded == 1
+    assert window.ready("0200") and window.ready("0300") and not window.ready("01ff") and not window.ready(None)
+
+
+def test_a_drop_between_the_watermarks_takes_the_whole_chunk_out() -> None:
+    window = _window([{"_id": 1}, {"_id": 2}], [("0150", None)])
+    assert window.kept() == ([], 2)
+    assert _window([{"_id": 1}], [("0250", None)]).kept()[1] == 0
+
+
+def test_the_stream_notes_document_and_collection_events_of_the_chunk_in_flight() -> None:
+    copies = IncrementalCopies("svc", 10, 1 << 20, CdcMetrics())
+    copies.begin("db.c", "db:db", reason="signal")
+    [task] = copies.schedule(lambda stream_id: True)
+    assert copies.schedule(lambda stream_id: True) == []  # one chunk in flight per copy
+    events = [
+        {"_id": {"_data": "0110"}, "operationType": "update", "ns": {"db": "db", "coll": "c"}, "documentKey": {"_id": 7}},
+        {"_id": {"_data": "0120"}, "operationType": "insert", "ns": {"db": "db", "coll": "other"}, "documentKey": {"_id": 8}},
+        {"_id": {"_data": "0130"}, "operationType": "rename", "ns": {"db": "db", "coll": "x"}, "to": {"db": "db", "coll": "c"}},
+        {"_id": {"_data": "0140"}, "operationType": "createIndexes", "ns": {"db": "db", "coll": "c"}},
+    ]
+    copies.observe("db:db", [RawBSONDocument(bson.encode(event)) for event in events])
+    window = copies._in_flight["db.c"]  # noqa: SLF001 - the window's notes
+    assert window.changed == [("0110", bson.encode({"_id": 7})), ("0130", None)]
+    assert copies.on_watermark("0105", f"wm:{task.window}:low", (1, 1))
+    assert copies.on_watermark("0150", f"wm:{task.window}:high", (1, 2))
+    assert not copies.on_watermark("0160", "a signal", None)
+    raws = [RawBSONDocument(bson.encode({"_id": 7}), ROUND_TRIP_RAW)]
+    copies.on_read(ChunkRead(task, ChunkContents(raws, [id_key(raws[0])], CopyCursor(len(BRACKETS), None))))
+    assert copies.finished(lambda stream_id: "0149") == []  # the stream has not reached the high watermark
+    [finished] = copies.finished(lambda stream_id: "0150")
+    assert finished.documents == [] and finished.superseded == 1 and finished.high == "0150"
+    assert finished.progress.state == CopyState.DONE and finished.progress.start_position == "0105"
+    assert b"svc/copy/" in next(iter(copies.records()))
+    assert [progress.namespace for progress in copies.committed()] == ["db.c"]
+
+
+def test_id_keys_match_between_documents_and_their_events_document_keys() -> None:
+    stored = RawBSONDocument(bson.encode({"_id": {"a": 1}, "x": 2}), ROUND_TRIP_RAW)
+    key = RawBSONDocument(bson.encode({"_id": {"a": 1}}), ROUND_TRIP_RAW)
+    sharded = RawBSONDocument(bson.encode({"region": "eu", "_id": {"a": 1}}), ROUND_TRIP_RAW)
+    late = RawBSONDocument(bson.encode({"x": 2, "_id": {"a": 1}}), ROUND_TRIP_RAW)
+    assert id_key(stored) == id_key(key) == id_key(sharded) == id_key(late) == bson.encode({"_id": {"a": 1}})
+    assert id_key(RawBSONDocument(bson.encode({"_id": Int64(1)}))) != id_key(RawBSONDocument(bson.encode({"_id": 1})))
+
+
+# ---------------------------------------------------------------- signals by hand, scope changes, no service
+
+
+def _wait_for(predicate: Any, timeout: float = 120.0, message: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def _signal_env(cdc_env: Any, database: str, **extra: str) -> dict[str, str]:
+    return cdc_env(CDC_SNAPSHOT__MODE="never", CDC_SNAPSHOT__SIGNAL_COLLECTION=f"{database}.cdc_signals", **extra)
+
+
+def test_signal_documents_copy_a_filtered_part_refuse_bad_ones_and_stop_a_copy(cdc_env, run_service, mongo_database, kafka_broker) -> None:
+    items, signals = mongo_database["items"], mongo_database["cdc_signals"]
+    items.insert_many([{"_id": number, "status": "open" if number % 3 == 0 else "closed"} for number in range(300)])
+    mongo_database["big"].insert_many([{"_id": number} for number in range(5000)])
+    namespace = f"{mongo_database.name}.items"
+    service = run_service(_signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="50"))
+    service.streaming(2)
+    signals.insert_many([
+        {"_id": "bad-filter", "type": "execute-snapshot", "data": {"data-collections": [namespace], "filter": {"$bogus": 1}}},
+        {"_id": "out-of-scope", "type": "execute-snapshot", "data": {"data-collections": ["elsewhere.items"]}},
+        {"_id": "unknown", "type": "make-coffee"},
+        {"_id": "open-only", "type": "execute-snapshot", "data": {"data-collections": [namespace], "filter": {"status": "open"}}},
+    ])
+    done = _wait_for(lambda: (signals.find_one({"_id": "open-only", "status": "done"})), message="the filtered copy")
+    assert done["service"] == service.settings.name and done["finished"][0]["published"] == 100
+    rejected = {document["_id"]: document["reason"] for document in signals.find({"status": "rejected"})}
+    assert set(rejected) == {"bad-filter", "out-of-scope", "unknown"}
+    assert "refused" in rejected["bad-filter"] and "not captured" in rejected["out-of-scope"] and "make-coffee" in rejected["unknown"]
+
+    topic = f"{service.settings.topics.prefix}.{namespace}"
+    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=100)
+    assert sorted(r["event"]["documentKey"]["_id"] for r in records) == list(range(0, 300, 3))
+    assert service.exit_code is None  # bad signals never stop the service
+
+    # A copy stopped by a stop-snapshot signal ends as cancelled, and its signal says so.
+    big = f"{mongo_database.name}.big"
+    signals.insert_one({"_id": "big", "type": "execute-snapshot", "data": {"data-collections": [big]}})
+    _wait_for(lambda: service.service.metrics.copy_chunks.labels(big)._value.get() >= 2, message="two chunks")  # noqa: SLF001
+    signals.insert_one({"_id": "stop", "type": "stop-snapshot", "data": {"data-collections": [big]}})
+    stopped = _wait_for(lambda: signals.find_one({"_id": "big", "status": "done"}), message="the stopped copy")
+    assert stopped["finished"][0]["state"] == "cancelled" and stopped["finished"][0]["published"] < 5000
+    assert signals.find_one({"_id": "stop"})["finished"][0]["stopped"] == [big]
+    assert service.stop() == 0
+    metrics = service.service.metrics
+    assert metrics.signals.labels("execute-snapshot", "rejected")._value.get() == 2  # noqa: SLF001
+    assert metrics.copy_documents.labels(namespace)._value.get() == 100  # noqa: SLF001
+
+
+def test_a_collection_renamed_into_the_scope_is_copied_while_it_streams(cdc_env, run_service, mongo_database, kafka_broker) -> None:
+    """Its documents have no events under the new name (the stand-in's rename, like $out, writes none):
+    only the chunked copy brings them; changes made meanwhile keep their order."""
+    staging = mongo_database["staging"]
+    staging.insert_many([{"_id": number, "version": 0} for number in range(500)])
+    env = cdc_env(
+        CDC_SNAPSHOT__SIGNAL_COLLECTION=f"{mongo_database.name}.cdc_signals",
+        CDC_SNAPSHOT__CHUNK_SIZE="120",
+        CDC_SCOPE__EXCLUDE_COLLECTIONS=f'["{mongo_database.name}.staging"]',
+    )
+    mongo_database["other"].insert_one({"_id": 0})
+    service = run_service(env)
+    service.streaming(1)
+    mongo_database.client.admin.command("renameCollection", f"{mongo_database.name}.staging", to=f"{mongo_database.name}.items")
+    items = mongo_database["items"]
+    _wait_for(lambda: service.service.metrics.copies_running._value.get() == 1, message="the copy to start")  # noqa: SLF001
+    for number in range(0, 500, 7):
+        items.update_one({"_id": number}, {"$set": {"version": 1}})
+    items.delete_many({"_id": {"$gte": 480}})
+    namespace = f"{mongo_database.name}.items"
+    _wait_for(lambda: service.service.metrics.copies_running._value.get() == 0
+              and service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0, message="the copy")  # noqa: SLF001
+    time.sleep(2)
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", idle_s=3.0)
+    service.stop()
+    assert _published_state(records) == _mongo_state(items)
+    assert Counter(r["event"]["operationType"] for r in records)["snapshot"] >= 400
+    progress = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
+                                env["CDC_NAME"]).copies[namespace]
+    assert progress.reason == "new-collection" and progress.state == CopyState.DONE
+
+
+def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and_copies_offline(cdc_env, mongo_database, kafka_broker) -> None:
+    mongo_database["items"].insert_many([{"_id": number} for number in range(30)])
+    env = _signal_env(cdc_env, mongo_database.name)
+    filtered = _cdc(env, "snapshot", "--stream", f"coll:{mongo_database.name}.items", "--filter", '{"_id": 1}', "--accept-timeout", "1")
+    assert filtered.returncode == 1 and "need one" in filtered.stderr
+    copy = _cdc(env, "snapshot", "--stream", f"coll:{mongo_database.name}.items", "--accept-timeout", "1")
+    assert copy.returncode == 0, copy.stderr
+    assert "no running service accepted the signal" in copy.stdout and "copying offline" in copy.stdout
+    assert {d["status"] for d in mongo_database["cdc_signals"].find()} == {"withdrawn"}
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{mongo_database.name}.items", expect=30)
+    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 30}
+    streams = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
+                               env["CDC_NAME"]).streams
+    assert streams[f"coll:{mongo_database.name}.items"].kind == "snapshot"  # the offline copy, as before
+
+
+# ---------------------------------------------------------------- a crash in mid-copy
+
+
+def _log_events(path: Any, message: str) -> list[dict[str, Any]]:
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"message": "{message}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_sigkill_in_mid_copy_resumes_from_the_last_chunk(delivery, cdc_env, service_process, mongo_database, kafka_broker, tmp_path) -> None:
+    items, signals = mongo_database["items"], mongo_database["cdc_signals"]
+    ids = _mixed_ids(6000)
+    items.insert_many([{"_id": document_id, "version": 0} for document_id in ids])
+    env = _signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="100", CDC_PRODUCER__DELIVERY=delivery)
+    bootstrap = kafka_broker.bootstrap_servers
+    namespace = f"{mongo_database.name}.items"
+
+    def progress() -> Any:
+        return load_checkpoints({"bootstrap.servers": bootstrap}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]).copies.get(namespace)
+
+    first = service_process(env)
+    _wait_for(lambda: _log_events(tmp_path / "service-0.log", "streaming"), message="the service to stream")
+    time.sleep(1)
+    writer = Writer(items, ids, pause=0.005)
+    writer.start()
+    signals.insert_one({"_id": "copy", "type": "execute-snapshot", "data": {"data-collections": [namespace]}})
+    _wait_for(lambda: len(_log_events(tmp_path / "service-0.log", "copy chunk read")) >= 8, message="eight chunks read")
+    first.kill()  # SIGKILL in mid-copy: no drain, no last checkpoint
+    first.wait(10)
+    at_kill = progress()
+    durable = at_kill.chunks
+    assert at_kill.running and durable >= 5
+    second = service_process(env)
+    _wait_for(lambda: (signals.find_one({"_id": "copy"}) or {}).get("status") == "done", timeout=240, message="the copy")
+    writer.stop.set()
+    writer.join()
+    time.sleep(2)
+    isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
+    records = read_topic(bootstrap, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", isolation=isolation, idle_s=3.0, timeout_s=120)
+    second.terminate()
+    assert second.wait(60) == 0
+
+    [resumed] = _log_events(tmp_path / "service-1.log", "resuming a copy")
+    assert resumed["from_chunk"] == durable + 1
+    read_before = {event["chunk"] for event in _log_events(tmp_path / "service-0.log", "copy chunk read")}
+    read_after = [event["chunk"] for event in _log_events(tmp_path / "service-1.log", "copy chunk read")]
+    assert min(read_after) == durable + 1 and len(read_after) == len(set(read_after))
+    assert len(read_before & set(read_after)) <= 1  # at most the chunk in flight is read again
+    assert _published_state(records) == _mongo_state(items)
+    assert writer.writes > 50
