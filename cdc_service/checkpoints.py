@@ -258,7 +258,11 @@ def copy_key(service: str, namespace: str) -> bytes:
 def load_checkpoints(
     consumer_config: Mapping[str, str], topic: str, service: str, timeout: float = 30.0
 ) -> Checkpoints:
-    """Read the checkpoint topic to its end (committed records only); the last record per key wins."""
+    """Read the checkpoint topic to its end (committed records only); the last record per key wins.
+
+    The end is where the topic ended when reading began: a running service keeps writing,
+    and end-of-partition may then never come.
+    """
     config = {
         **consumer_config,
         "group.id": f"cdc-checkpoint-reader-{uuid.uuid4().hex[:8]}",
@@ -275,27 +279,31 @@ def load_checkpoints(
         if topic_metadata is None or topic_metadata.error is not None:
             return Checkpoints()
         partitions = []
+        ends: dict[int, int] = {}
         for partition in topic_metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
             if high > low:
                 partitions.append(TopicPartition(topic, partition, low))
+                ends[partition] = high
         if not partitions:
             return Checkpoints()
         consumer.assign(partitions)
-        remaining = {tp.partition for tp in partitions}
+        remaining = set(ends)
         deadline = time.monotonic() + timeout
         while remaining:
             if time.monotonic() > deadline:
                 raise TransientError(f"reading checkpoint topic {topic} timed out")
             message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(message.partition())
-                    continue
-                raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
-            records.append((message.key() or b"", message.value()))
+            if message is not None and message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
+                remaining.discard(message.partition())
+            elif message is not None:
+                records.append((message.key() or b"", message.value()))
+            # The position passes transaction markers too, which are never delivered.
+            for position in consumer.position([TopicPartition(topic, partition) for partition in remaining]):
+                if position.offset >= ends[position.partition]:
+                    remaining.discard(position.partition)
     finally:
         consumer.close()
     return fold_records(service, records)

@@ -295,12 +295,13 @@ def checkpoint_show(
                 {
                     "streams": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.streams.items())},
                     "snapshots": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.snapshots.items())},
+                    "copies": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.copies.items())},
                 },
                 indent=2,
             )
         )
         return
-    if not checkpoints.streams and not checkpoints.snapshots:
+    if not checkpoints.streams and not checkpoints.snapshots and not checkpoints.copies:
         typer.echo(f"no checkpoints for service {settings.name!r} in {settings.topics.checkpoint_topic}")
         return
     from rich.console import Console
@@ -327,6 +328,12 @@ def checkpoint_show(
         console.print(
             f"snapshot {stream_id}: {'complete' if state.completed else 'in progress'}, "
             f"{done}/{len(state.collections)} collections, at {state.position.describe()}"
+        )
+    for namespace, progress in sorted(checkpoints.copies.items()):
+        console.print(
+            f"copy {namespace} ({progress.reason}{', filtered' if progress.filter else ''}): {progress.state}, "
+            f"{progress.chunks} chunks, {progress.copied} published, {progress.superseded} superseded by the stream"
+            f"{', ' + progress.detail if progress.detail else ''}"
         )
 
 

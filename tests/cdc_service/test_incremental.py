@@ -141,6 +141,9 @@ def test_a_signalled_copy_under_concurrent_writes_ends_in_mongodbs_state(cdc_env
     signal = mongo_database["cdc_signals"].find_one({"type": "execute-snapshot"})
     assert signal["status"] == "done" and signal["finished"][0]["published"] == progress.copied
     assert mongo_database["cdc_signals"].count_documents({"_id": {"$regex": "^wm:"}}) == 0  # watermarks cleaned up
+    shown = _cdc(env, "checkpoint", "show", "--json")
+    assert json.loads(shown.stdout)["copies"][f"{mongo_database.name}.items"]["copied"] == progress.copied
+    assert f"copy {mongo_database.name}.items (signal): done" in _cdc(env, "checkpoint", "show").stdout
 
 
 # ---------------------------------------------------------------- chunks in BSON order of _id
