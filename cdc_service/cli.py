@@ -20,16 +20,16 @@ from confluent_kafka.admin import AdminClient
 
 from cdc_service.checkpoints import CopyState, load_checkpoints, snapshot_key, stream_key
 from cdc_service.metrics import CdcMetrics
+from cdc_service.planning import covered_collections, mongo_client, namespace_filter, plan_streams, server_hello
 from cdc_service.positions import Position, parse_time, timestamp_text
 from cdc_service.publisher import TopicManager, client_config
-from cdc_service.planning import covered_collections, mongo_client, namespace_filter, plan_streams, server_hello
 from cdc_service.replay import ReplayPlan, plan_from_bronze, plan_from_time, plan_from_token, write_plan, write_records
 from cdc_service.scope import StreamSpec, choose_layout
 from cdc_service.service import CdcService
 from cdc_service.settings import CdcSettings
 from cdc_service.signals import SignalBox, SignalStatus, value_text
-from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
 from lakehouse_common.cli import config_option, load_cli_settings
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
 from lakehouse_common.errors import ConfigError, LakehouseError
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
@@ -82,10 +82,12 @@ def snapshot(
         list[str] | None, typer.Option("--collection", help="Namespace <db>.<collection> to copy (running service); repeatable.")
     ] = None,
     query: Annotated[
-        str | None, typer.Option("--filter", help='Copy only the documents matching this query (Extended JSON), e.g. \'{"status": "open"}\'.')
+        str | None,
+        typer.Option("--filter", help='Copy only the documents matching this query (Extended JSON): \'{"status": "open"}\'.'),
     ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Do not ask a running service: copy at a fresh position as a process of its own (service stopped).")
+        bool,
+        typer.Option("--offline", help="Do not ask a running service: copy at a fresh position here (service stopped)."),
     ] = False,
     accept_timeout: Annotated[
         float, typer.Option(help="Seconds a running service has to accept the signal before the copy runs offline.")

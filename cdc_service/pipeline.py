@@ -56,6 +56,7 @@ from cdc_service.checkpoints import (
     load_checkpoints,
     stream_key,
 )
+from cdc_service.copy_requests import CopyRequests
 from cdc_service.errors import HistoryLostError
 from cdc_service.incremental import (
     ChunkRead,
@@ -73,14 +74,9 @@ from cdc_service.publisher import EncodedBatch, EventPublisher, PublishResult, c
 from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
 from cdc_service.settings import CdcSettings, SnapshotMode, StreamLayout
 from cdc_service.signals import (
-    Signal,
     SignalBox,
-    SignalError,
-    SignalType,
     decode_document,
-    parse_signal,
     value_of_text,
-    value_text,
 )
 from cdc_service.snapshot import (
     CopyTask,
@@ -200,6 +196,7 @@ class PipelineAttempt:
             progress_log_interval_s=snapshot.progress_log_interval_s,
         )
         self._signal_box: SignalBox | None = None
+        self._requests: CopyRequests | None = None
         self._chunk_workers: ThreadPoolExecutor | None = None
         self._last_discovery = time.monotonic()
         self._last_look = time.time()
@@ -548,6 +545,11 @@ class PipelineAttempt:
         """Follow the signal collection (from its checkpoint, else from now) and take up the copies."""
         self._signal_box = SignalBox(self.client, namespace)
         self._copies.restore(self._checkpoints.copies, self._in_scope)
+        self._requests = CopyRequests(
+            self.settings.name, self.client, self._signal_box, self._copies, self.metrics,
+            in_scope=self._in_scope, covering_stream=self._stream_covering,
+            discovery_interval_s=self.settings.stream.discovery_interval_s,
+        )
         database, collection = namespace.split(".", 1)
         runtime = StreamRuntime(StreamSpec(StreamLayout.COLLECTION, database, collection), signals=True)
         self.streams[runtime.spec.stream_id] = runtime
@@ -571,11 +573,11 @@ class PipelineAttempt:
         database, collection = namespace.split(".", 1)
         return self.namespaces.collection_in_scope(database, collection)
 
-    def _stream_covering(self, namespace: str) -> StreamRuntime | None:
+    def _stream_covering(self, namespace: str) -> str | None:
         database, collection = namespace.split(".", 1)
         for runtime in self.streams.values():
             if not runtime.signals and runtime.spec.covers(database, collection):
-                return runtime
+                return runtime.spec.stream_id
         return None
 
     def _streaming(self, stream_id: str) -> bool:
@@ -694,84 +696,8 @@ class PipelineAttempt:
             moment = (cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None
             if self._copies.on_watermark(event_id, document_id, moment):
                 continue
-            if isinstance(document, RawBSONDocument):
-                self._on_signal(decode_document(document))
-
-    def _on_signal(self, document: dict[str, Any]) -> None:
-        try:
-            signal = parse_signal(document)
-        except SignalError as error:
-            self._reject_signal(document.get("_id"), str(document.get("type")), str(error))
-            return
-        if signal.type is SignalType.EXECUTE_SNAPSHOT:
-            self._execute_snapshot(signal)
-        else:
-            self._stop_snapshot(signal)
-
-    def _reject_signal(self, signal_id: Any, kind: str, reason: str) -> None:
-        label = kind if kind in {t.value for t in SignalType} else "unknown"
-        self.metrics.signals.labels(label, "rejected").inc()
-        logger.warning("signal rejected", extra={"signal": value_text(signal_id), "type": kind, "reason": reason})
-        if signal_id is not None and self._signal_box is not None:
-            self._signal_box.reject(signal_id, self.settings.name, reason)
-
-    def _execute_snapshot(self, signal: Signal) -> None:
-        """Accept a copy request (every collection in scope, streamed, not being copied) or reject it whole."""
-        assert self._signal_box is not None
-        if self._copies.handled(signal.id_text):
-            logger.info("signal executed already", extra={"signal": signal.id_text})
-            return
-        problems: list[str] = []
-        targets: list[tuple[str, StreamRuntime]] = []
-        for namespace in signal.collections:
-            runtime = self._stream_covering(namespace)
-            running = self._copies.progress(namespace)
-            if not self._in_scope(namespace):
-                problems.append(f"{namespace} is not captured by this service (outside its scope)")
-            elif runtime is None:
-                problems.append(f"{namespace}: no change stream covers it yet (does it exist? discovery runs every "
-                                f"{self.settings.stream.discovery_interval_s:g}s)")
-            elif running is not None and running.running:
-                problems.append(f"{namespace}: copy {running.copy_id} is running (chunk {running.chunks + 1}); "
-                                "stop it first with a stop-snapshot signal")
-            elif signal.filter is not None and (refusal := self._filter_refused(namespace, signal.filter)):
-                problems.append(f"{namespace}: {refusal}")
-            else:
-                targets.append((namespace, runtime))
-        if problems:
-            self._reject_signal(signal.id, signal.type.value, "; ".join(problems))
-            return
-        if not self._signal_box.accept(signal.id, self.settings.name):
-            self.metrics.signals.labels(signal.type.value, "ignored").inc()
-            logger.info("signal not executed: withdrawn, answered already or taken by another service",
-                        extra={"signal": signal.id_text})
-            return
-        query = value_text(signal.filter) if signal.filter is not None else None
-        for namespace, runtime in targets:
-            self._copies.begin(namespace, runtime.spec.stream_id, reason="signal", query=query, signal_id=signal.id_text)
-        self.metrics.signals.labels(signal.type.value, "accepted").inc()
-        logger.info("snapshot signal accepted: copying in chunks while streaming",
-                    extra={"signal": signal.id_text, "collections": list(signal.collections), "filter": query})
-
-    def _filter_refused(self, namespace: str, query: dict[str, Any]) -> str | None:
-        """Whether MongoDB refuses the filter (asked on an empty range of the _id index)."""
-        database, collection = namespace.split(".", 1)
-        try:
-            self.client[database][collection].find_one({"$and": [query, {"_id": {"$type": "minKey"}}]})
-        except PyMongoError as error:
-            reason = copy_refused(error)
-            if reason is None:
-                raise
-            return reason
-        return None
-
-    def _stop_snapshot(self, signal: Signal) -> None:
-        assert self._signal_box is not None
-        stopped = self._copies.cancel(signal.collections or None, f"stopped by signal {signal.id_text}")
-        if self._signal_box.accept(signal.id, self.settings.name):
-            self._signal_box.finish(signal.id, {"stopped": stopped}, done=True)
-        self.metrics.signals.labels(signal.type.value, "accepted").inc()
-        logger.info("stop-snapshot signal: copies stopped", extra={"signal": signal.id_text, "stopped": stopped})
+            if isinstance(document, RawBSONDocument) and self._requests is not None:
+                self._requests.handle(decode_document(document))
 
     # -- publishing ------------------------------------------------------------------------
 
