@@ -367,15 +367,24 @@ class IncrementalCopies:
 
     # -- copies ------------------------------------------------------------------------
 
-    def restore(self, copies: Mapping[str, CopyProgress], in_scope: Callable[[str], bool]) -> None:
-        """Take up the checkpointed copies: running ones go on from their cursor."""
+    def restore(
+        self, copies: Mapping[str, CopyProgress], in_scope: Callable[[str], bool], covering: Callable[[str], str | None]
+    ) -> None:
+        """Take up the checkpointed copies: running ones go on from their cursor, on the stream covering them now."""
         for namespace, progress in copies.items():
             self._copies[namespace] = progress
             if not progress.running:
                 continue
+            stream_id = covering(namespace)
             if not in_scope(namespace):
                 self._end(namespace, CopyState.CANCELLED, "the collection is no longer in scope")
                 continue
+            if stream_id is None:
+                self._end(namespace, CopyState.CANCELLED, "no change stream covers the collection any more (dropped?)")
+                continue
+            if stream_id != progress.stream_id:  # the layout changed
+                progress = self._copies[namespace] = replace(progress, stream_id=stream_id)
+                self._dirty.add(namespace)
             self._started[namespace] = (time.monotonic(), progress.copied)
             self._metrics.copy_remaining.labels(namespace).set(self._remaining(progress))
             logger.info(

@@ -544,7 +544,7 @@ class PipelineAttempt:
     def _start_signals(self, namespace: str) -> None:
         """Follow the signal collection (from its checkpoint, else from now) and take up the copies."""
         self._signal_box = SignalBox(self.client, namespace)
-        self._copies.restore(self._checkpoints.copies, self._in_scope)
+        self._copies.restore(self._checkpoints.copies, self._in_scope, self._stream_covering)
         self._requests = CopyRequests(
             self.settings.name, self.client, self._signal_box, self._copies, self.metrics,
             in_scope=self._in_scope, covering_stream=self._stream_covering,

@@ -23,7 +23,7 @@ from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Timestamp,
 from bson.raw_bson import RawBSONDocument
 from cdc_support import apply_events, read_topic
 
-from cdc_service.checkpoints import CopyState, load_checkpoints
+from cdc_service.checkpoints import CopyProgress, CopyState, load_checkpoints
 from cdc_service.incremental import (
     BRACKETS,
     ChunkContents,
@@ -455,3 +455,23 @@ def test_sigkill_in_mid_copy_resumes_from_the_last_chunk(
     assert len(read_before & set(read_after)) <= 1  # at most the chunk in flight is read again
     assert _published_state(records) == _mongo_state(items)
     assert writer.writes > 50
+
+
+def test_checkpointed_copies_go_on_on_the_stream_covering_them_now_or_end_with_the_reason() -> None:
+    running = {
+        name: CopyProgress(name, f"coll:{name}", f"c{index}", 1, "signal", chunks=3)
+        for index, name in enumerate(["db.moved", "db.dropped", "db.excluded", "db.same"])
+    }
+    finished = CopyProgress("db.done", "coll:db.done", "c9", 2, "signal", state="done")
+    copies = IncrementalCopies("svc", 10, 1 << 20, CdcMetrics())
+    copies.restore(
+        {**running, "db.done": finished},
+        in_scope=lambda namespace: namespace != "db.excluded",
+        covering=lambda namespace: {"db.moved": "db:db", "db.same": "coll:db.same", "db.excluded": "db:db"}.get(namespace),
+    )
+    assert copies.progress("db.moved").stream_id == "db:db" and copies.running("db.moved")
+    assert copies.running("db.same") and copies.progress("db.done") == finished
+    assert "dropped" in copies.progress("db.dropped").detail and not copies.running("db.dropped")
+    assert "scope" in copies.progress("db.excluded").detail
+    assert {task.namespace for task in copies.schedule(lambda stream_id: True)} == {"db.moved", "db.same"}
+    assert copies.known() == {"db.moved", "db.dropped", "db.excluded", "db.same", "db.done"}
