@@ -48,9 +48,18 @@ class CopyRequests:
         self.in_scope = in_scope
         self.covering_stream = covering_stream
         self.discovery_interval_s = discovery_interval_s
+        self._read_pending: set[str] = set()
 
-    def handle(self, document: dict[str, Any]) -> None:
-        """One signal document inserted in the signal collection."""
+    def handle(self, document: dict[str, Any], *, pending: bool = False) -> None:
+        """One signal document: inserted in the signal collection (its change event), or
+        ``pending`` (read from the collection when the signal stream opened; an insert made
+        while it opened comes both ways, and runs once)."""
+        identity = value_text(document.get("_id"))
+        if pending:
+            self._read_pending.add(identity)
+        elif identity in self._read_pending:
+            self._read_pending.discard(identity)
+            return
         try:
             signal = parse_signal(document)
         except SignalError as error:

@@ -348,8 +348,9 @@ class IncrementalCopies:
     """
 
     def __init__(self, settings_name: str, chunk_size: int, chunk_max_bytes: int, metrics: CdcMetrics,
-                 *, progress_log_interval_s: float = 10.0) -> None:
+                 *, progress_log_interval_s: float = 10.0, snapshot_attempt: Callable[[str], int] = lambda namespace: 0) -> None:
         self._service = settings_name
+        self._snapshot_attempt = snapshot_attempt
         self._chunk_size = chunk_size
         self._chunk_max_bytes = chunk_max_bytes
         self._metrics = metrics
@@ -412,13 +413,18 @@ class IncrementalCopies:
     def begin(
         self, namespace: str, stream_id: str, *, reason: str, query: str | None = None, signal_id: str | None = None
     ) -> CopyProgress:
-        """A new copy of ``namespace``; it starts with the next ``schedule``."""
+        """A new copy of ``namespace``; it starts with the next ``schedule``.
+
+        Its attempt number is above every earlier copy's and snapshot's of the namespace: its
+        records' ids (``<position>.<attempt>.<ordinal>``) are then unique even where a chunk's
+        high watermark and a snapshot's position are the same token.
+        """
         previous = self._copies.get(namespace)
         progress = CopyProgress(
             namespace=namespace,
             stream_id=stream_id,
             copy_id=uuid.uuid4().hex[:12],
-            attempt=(previous.attempt if previous else 0) + 1,
+            attempt=max(previous.attempt if previous else 0, self._snapshot_attempt(namespace)) + 1,
             reason=reason,
             filter=query,
             signal_id=signal_id,
@@ -441,6 +447,15 @@ class IncrementalCopies:
         for namespace in cancelled:
             self._end(namespace, CopyState.CANCELLED, detail)
         return cancelled
+
+    def reopen_windows(self) -> None:
+        """Drop the chunks in flight (their watermarks may never come back); ``schedule`` begins them again."""
+        for namespace, window in list(self._in_flight.items()):
+            del self._in_flight[namespace]
+            self._windows.pop(window.task.window, None)
+            self._stale.setdefault(namespace, []).extend(
+                [watermark_id(window.task.window, "low"), watermark_id(window.task.window, "high")]
+            )
 
     def fail(self, failed: CopyFailed) -> None:
         window = self._in_flight.get(failed.task.namespace)

@@ -133,6 +133,13 @@ class LiveBatch:
 
 
 @dataclass
+class PendingSignals:
+    """Signal documents nobody answered yet, read once the signal stream is open (see ``_read_pending_signals``)."""
+
+    documents: list[dict[str, Any]]
+
+
+@dataclass
 class SourceFailed:
     stream_id: str
     error: BaseException
@@ -157,6 +164,10 @@ class StreamRuntime:
     topics: set[str] = field(default_factory=set)
     signals: bool = False  # the signal collection's stream: consumed, never published
     read_position: str | None = None  # event id of the last position the loop took from the reader
+    # The stream reads from a known point: started at a position, or (started at "now") its
+    # reader reported where "now" was. Before that, a change it would miss could fall inside a
+    # chunk's window (or a watermark would never come back), so no chunk starts.
+    opened: bool = False
 
 
 class PipelineAttempt:
@@ -193,9 +204,10 @@ class PipelineAttempt:
         snapshot = settings.snapshot
         self._copies = IncrementalCopies(
             settings.name, snapshot.chunk_size, snapshot.chunk_max_bytes, metrics,
-            progress_log_interval_s=snapshot.progress_log_interval_s,
+            progress_log_interval_s=snapshot.progress_log_interval_s, snapshot_attempt=self._snapshot_attempt,
         )
         self._signal_box: SignalBox | None = None
+        self._signals_wanted = bool(settings.snapshot.signal_collection) and not state.snapshot_only
         self._requests: CopyRequests | None = None
         self._chunk_workers: ThreadPoolExecutor | None = None
         self._last_discovery = time.monotonic()
@@ -289,7 +301,8 @@ class PipelineAttempt:
         self._claim_topics(specs)
         for spec in specs:
             self._add_stream(spec)
-        if settings.snapshot.signal_collection and not self.state.snapshot_only:
+        if self._signals_wanted:
+            assert settings.snapshot.signal_collection is not None
             self._start_signals(settings.snapshot.signal_collection)
         self._commit(force=True)
         self.state.ready = Status(True)
@@ -365,8 +378,9 @@ class PipelineAttempt:
     def _add_stream(self, spec: StreamSpec, *, seen_since: float | None = None) -> None:
         """Start a stream: from its checkpoint, by a snapshot, or (snapshot mode never) from now,
         or for a collection found by discovery, from the previous look (``seen_since``), so its
-        first events are not missed; with signals (and snapshot mode initial) its existing
-        documents are then copied in chunks while it streams."""
+        first events are not missed. With signals (and snapshot mode initial) a stream new to a
+        service that ran before (a collection added to the include list, found by discovery)
+        starts at once and its existing documents are copied in chunks while it streams."""
         runtime = StreamRuntime(spec)
         self.streams[spec.stream_id] = runtime
         forced = self.state.forced(spec.stream_id)
@@ -380,39 +394,68 @@ class PipelineAttempt:
             runtime.durable = checkpoint
             runtime.last_written = time.monotonic()
             self._start_reader(runtime, checkpoint.position)
-        elif not forced and (self.settings.snapshot.mode is SnapshotMode.NEVER or (
-                seen_since is not None and self._signal_box is not None)):
+        elif not forced and (self.settings.snapshot.mode is SnapshotMode.NEVER or self._copied_while_streaming(spec, seen_since)):
             start = None if seen_since is None else Position.from_time((int(seen_since) - DISCOVERY_CLOCK_MARGIN_S, 0))
             self._start_reader(runtime, start)
             if start is not None:
                 runtime.pending, runtime.pending_kind = start, "start"
-            if self.settings.snapshot.mode is SnapshotMode.INITIAL:
+            if self.settings.snapshot.mode is SnapshotMode.INITIAL and seen_since is not None:
                 for namespace in covered_collections(self.client, spec, self.namespaces):
                     self._copies.begin(namespace, spec.stream_id, reason="new-collection")
+            # At start, _start_signals copies the stream's collections once the checkpointed copies are taken up.
         else:
             self._begin_snapshot(runtime, self._checkpoints.snapshots.get(spec.stream_id), resume=not forced)
+
+    def _copied_while_streaming(self, spec: StreamSpec, seen_since: float | None) -> bool:
+        """Whether a stream without checkpoint skips the snapshot: its collections are copied in chunks while it streams.
+
+        So it is for a stream found by discovery, and at start for a stream new to a service
+        that ran before (a collection added to the include list), unless a snapshot of it was
+        interrupted (that one resumes). A service's first start takes the initial snapshot.
+        """
+        if self.settings.snapshot.mode is not SnapshotMode.INITIAL or not self._signals_wanted:
+            return False
+        if seen_since is not None:
+            return True
+        previous = self._checkpoints.snapshots.get(spec.stream_id)
+        return bool(self._checkpoints.streams) and (previous is None or previous.completed)
 
     def _start_reader(self, runtime: StreamRuntime, position: Position | None) -> None:
         assert self._options is not None
         reader = ChangeStreamReader(self.client, runtime.spec, self._options, position, stop=self.readers_stop)
         runtime.reader_started = True
-        self.spawn_reader(runtime.spec.stream_id, reader, fresh=position is None, encode=not runtime.signals)
+        runtime.opened = position is not None
+        if position is not None:
+            runtime.read_position = position.event_id
+        # Followed from now, the signal stream has not seen the signals written before: read them once it is open.
+        after_open = self._read_pending_signals if runtime.signals and position is None else None
+        self.spawn_reader(
+            runtime.spec.stream_id, reader, fresh=position is None, encode=not runtime.signals, after_open=after_open
+        )
         self.metrics.streams.set(sum(1 for r in self.streams.values() if r.reader_started and not r.signals))
         logger.info(
             "streaming",
             extra={"stream": runtime.spec.stream_id, "from": position.describe() if position else "now"},
         )
 
-    def spawn_reader(self, stream_id: str, reader: StreamSource, *, fresh: bool, encode: bool = True) -> threading.Thread:
-        """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop."""
+    def spawn_reader(
+        self, stream_id: str, reader: StreamSource, *, fresh: bool, encode: bool = True,
+        after_open: Callable[[], Any] | None = None,
+    ) -> threading.Thread:
+        """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop
+        (``after_open``: what the thread reads and hands on once the stream is open)."""
         thread = threading.Thread(
-            target=self._read_stream, args=(stream_id, reader, fresh, encode), name=f"stream-{stream_id}", daemon=True
+            target=self._read_stream, args=(stream_id, reader, fresh, encode, after_open), name=f"stream-{stream_id}",
+            daemon=True,
         )
         self.threads.append(thread)
         thread.start()
         return thread
 
-    def _read_stream(self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True) -> None:
+    def _read_stream(
+        self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True,
+        after_open: Callable[[], Any] | None = None,
+    ) -> None:
         idle = self.settings.stream.idle_poll_interval_s
         value_format = self.settings.producer.value_format
         try:
@@ -420,6 +463,8 @@ class PipelineAttempt:
                 start = reader.open()
                 if start is not None:
                     self._put(LiveBatch(stream_id, ReadBatch([], start)))
+            if after_open is not None and not self._put(after_open()):
+                return
             last_position = reader.position
             while not self.readers_stop.is_set():
                 started = time.monotonic()
@@ -479,11 +524,14 @@ class PipelineAttempt:
             )
             logger.info("snapshot starting", extra={"stream": spec.stream_id, "position": start.position.describe(),
                                                    "collections": len(namespaces)})
-        # Each attempt is recorded before it copies anything: its ids sort above the last one's.
+        # Each attempt is recorded before it copies anything: its ids sort above the last one's, the
+        # chunked copies' too (one attempt counter per collection, so no two records share an id).
         state = replace(
             state,
             collections={
-                name: progress if progress.done else CollectionProgress(False, progress.attempt + 1, 0)
+                name: progress if progress.done else CollectionProgress(
+                    False, max(progress.attempt, self._copy_attempt(name)) + 1, 0
+                )
                 for name, progress in state.collections.items()
             },
         )
@@ -522,6 +570,16 @@ class PipelineAttempt:
             )
         except BaseException as error:  # noqa: BLE001 - handed to the loop
             self._put(SourceFailed(task.stream_id, error))
+
+    def _snapshot_attempt(self, namespace: str) -> int:
+        """The highest attempt any snapshot of this service began for ``namespace`` (0: none)."""
+        states = [*self._checkpoints.snapshots.values(), *(r.snapshot for r in self.streams.values() if r.snapshot)]
+        return max((state.collections[namespace].attempt for state in states if namespace in state.collections), default=0)
+
+    def _copy_attempt(self, namespace: str) -> int:
+        """The highest attempt any chunked copy of this service began for ``namespace`` (0: none)."""
+        copies = [self._copies.progress(namespace), self._checkpoints.copies.get(namespace)]
+        return max((progress.attempt for progress in copies if progress is not None), default=0)
 
     def _snapshot_complete(self, runtime: StreamRuntime) -> None:
         assert runtime.snapshot is not None
@@ -562,12 +620,18 @@ class PipelineAttempt:
 
     def _signals_lost(self, runtime: StreamRuntime, error: HistoryLostError) -> None:
         logger.error(
-            "the signal collection's stream cannot resume: signals written since its checkpoint are not seen; "
-            "following it from now (send them again)",
+            "the signal collection's stream cannot resume: following it from now; signals nobody answered are "
+            "read from the collection, and chunks in flight begin again (their watermarks may be gone)",
             extra={"stream": runtime.spec.stream_id, "code": error.code, "error": str(error)},
         )
         runtime.durable = None
+        self._copies.reopen_windows()
         self._start_reader(runtime, None)
+
+    def _read_pending_signals(self) -> PendingSignals:
+        """On a reader thread, once the signal stream is open: the signals written before it that nobody answered."""
+        assert self._signal_box is not None
+        return PendingSignals(self._signal_box.pending(self.settings.name))
 
     def _in_scope(self, namespace: str) -> bool:
         database, collection = namespace.split(".", 1)
@@ -581,10 +645,10 @@ class PipelineAttempt:
         return None
 
     def _streaming(self, stream_id: str) -> bool:
-        """A chunk needs the collection's stream and the signal collection's (its watermarks) running."""
+        """A chunk needs the collection's stream and the signal collection's (its watermarks) open."""
         runtime = self.streams.get(stream_id)
-        return runtime is not None and runtime.reader_started and any(
-            other.signals and other.reader_started for other in self.streams.values()
+        return runtime is not None and runtime.opened and any(
+            other.signals and other.opened for other in self.streams.values()
         )
 
     def _read_position(self, stream_id: str) -> str | None:
@@ -720,6 +784,7 @@ class PipelineAttempt:
         publisher = self.publisher
         if isinstance(item, LiveBatch):
             runtime = self.streams[item.stream_id]
+            runtime.opened = True
             batch = item.batch
             if runtime.signals:
                 self._on_signal_events(batch.events)
@@ -770,6 +835,9 @@ class PipelineAttempt:
             self._copies.on_read(item)
         elif isinstance(item, CopyFailed):
             self._copies.fail(item)
+        elif isinstance(item, PendingSignals) and self._requests is not None:
+            for document in item.documents:
+                self._requests.handle(document, pending=True)
         self._publish_finished_chunks()
 
     def _fallback_topics(self, runtime: StreamRuntime) -> Callable[[str | None], Iterable[str]]:

@@ -14,6 +14,10 @@ The documents::
     {_id: <any>, type: "stop-snapshot",
      data: {"data-collections": ["shop.orders"]}}         # optional: all running copies
 
+A signal is *pending* while it has no ``status``: one written while no service followed the
+collection (before the first start, or while the signal stream could not resume) is read
+from the collection once the service follows it, and executed then.
+
 The service answers in the same document, so whoever wrote it can follow it: ``status``
 becomes ``accepted`` (with ``service`` and ``accepted_at``) or ``rejected`` (with
 ``reason``), and ``done`` once every copy it asked for has finished, ``finished`` listing per
@@ -201,11 +205,22 @@ class SignalBox:
 
     # -- the service -------------------------------------------------------------------
 
+    @staticmethod
+    def _unanswered(service: str) -> dict[str, Any]:
+        """Signals nobody answered, or that this service accepted before a crash."""
+        return {"$or": [{"status": {"$exists": False}}, {"status": SignalStatus.ACCEPTED.value, "service": service}]}
+
+    def pending(self, service: str) -> list[dict[str, Any]]:
+        """The signal documents still to execute, in the collection's natural order (the watermarks left out)."""
+        return [
+            document for document in self.collection.find(self._unanswered(service))
+            if parse_watermark_id(document.get("_id")) is None
+        ]
+
     def accept(self, signal_id: Any, service: str) -> bool:
         """Take the signal (compare-and-set); False when it was withdrawn or is another's."""
-        unanswered = {"$or": [{"status": {"$exists": False}}, {"status": SignalStatus.ACCEPTED.value, "service": service}]}
         taken = self.collection.find_one_and_update(
-            {"_id": signal_id, **unanswered},
+            {"_id": signal_id, **self._unanswered(service)},
             {"$set": {"status": SignalStatus.ACCEPTED.value, "service": service, "accepted_at": datetime.now(UTC)}},
         )
         return taken is not None

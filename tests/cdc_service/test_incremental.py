@@ -380,6 +380,101 @@ def test_a_collection_renamed_into_the_scope_is_copied_while_it_streams(
     assert progress.reason == "new-collection" and progress.state == CopyState.DONE
 
 
+def test_signals_written_before_the_service_follows_the_collection_are_executed_once(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    """Followed from now, the signal stream cannot see what was written before it opened: the
+    service reads the unanswered signals from the collection then (and an insert seen both
+    ways runs once)."""
+    items, signals = mongo_database["items"], mongo_database["cdc_signals"]
+    items.insert_many([{"_id": number} for number in range(120)])
+    namespace = f"{mongo_database.name}.items"
+    signals.insert_many([
+        {"_id": "early", "type": "execute-snapshot", "data": {"data-collections": [namespace]}},
+        {"_id": "odd", "type": "make-coffee"},
+        {"_id": "answered", "type": "execute-snapshot", "data": {"data-collections": [namespace]}, "status": "withdrawn"},
+    ])
+    service = run_service(_signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="50"))
+    done = _wait_for(lambda: signals.find_one({"_id": "early", "status": "done"}), message="the early signal's copy")
+    assert done["finished"][0]["published"] == 120
+    assert signals.find_one({"_id": "odd"})["status"] == "rejected"
+    assert signals.find_one({"_id": "answered"})["status"] == "withdrawn"  # answered signals are never executed
+    records = read_topic(kafka_broker.bootstrap_servers, f"{service.settings.topics.prefix}.{namespace}", expect=120)
+    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 120}
+    assert service.stop() == 0
+    metrics = service.service.metrics
+    assert metrics.signals.labels("execute-snapshot", "accepted")._value.get() == 1  # noqa: SLF001
+    assert metrics.signals.labels("unknown", "rejected")._value.get() == 1  # noqa: SLF001
+
+
+def test_a_collection_added_to_the_include_list_is_copied_in_chunks_while_the_others_stream(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    """After a restart with a longer include list, the new collection streams at once and its
+    documents are copied in chunks (no snapshot first), under concurrent writes."""
+    database = mongo_database.name
+    first, added = mongo_database["first"], mongo_database["added"]
+    first.insert_many([{"_id": number, "version": 0} for number in range(50)])
+    ids = list(range(1500))
+    added.insert_many([{"_id": number, "version": 0, "payload": "y" * 50} for number in ids])
+    env = cdc_env(
+        CDC_SNAPSHOT__SIGNAL_COLLECTION=f"{database}.cdc_signals",
+        CDC_SNAPSHOT__CHUNK_SIZE="200",
+        CDC_SCOPE__INCLUDE_COLLECTIONS=f'["{database}.first"]',
+    )
+    service = run_service(env)
+    service.streaming(1)
+    first.update_one({"_id": 1}, {"$set": {"version": 1}})
+    assert service.stop() == 0
+
+    wider = {**env, "CDC_SCOPE__INCLUDE_COLLECTIONS": f'["{database}.first", "{database}.added"]'}
+    service = run_service(wider)
+    namespace = f"{database}.added"
+    writer = Writer(added, ids)
+    writer.start()
+    try:
+        _wait_for(lambda: service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0  # noqa: SLF001
+                  and service.service.metrics.copies_running._value.get() == 0, message="the added collection's copy")  # noqa: SLF001
+        first.update_one({"_id": 2}, {"$set": {"version": 2}})  # the other stream went on meanwhile
+    finally:
+        writer.stop.set()
+        writer.join()
+    time.sleep(2)
+    prefix = env["CDC_TOPICS__PREFIX"]
+    records = read_topic(kafka_broker.bootstrap_servers, f"{prefix}.{namespace}", idle_s=3.0, timeout_s=120)
+    first_records = read_topic(kafka_broker.bootstrap_servers, f"{prefix}.{database}.first", idle_s=3.0)
+    service.stop()
+    assert _published_state(records) == _mongo_state(added)
+    assert _published_state(first_records) == _mongo_state(first)
+    assert Counter(r["event"]["operationType"] for r in first_records)["snapshot"] == 50  # not copied again
+    progress = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
+                                env["CDC_NAME"]).copies[namespace]
+    assert progress.reason == "new-collection" and progress.state == CopyState.DONE and progress.chunks >= 1500 // 200
+    assert writer.writes > 50
+
+
+def test_an_offline_snapshot_after_a_copy_on_signal_numbers_its_attempt_above_the_copy(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    """One attempt counter per collection for both kinds of copy: a snapshot's records and a
+    chunk's never share an id, even where its position and a chunk's high watermark are one token."""
+    items, signals = mongo_database["items"], mongo_database["cdc_signals"]
+    items.insert_many([{"_id": number} for number in range(40)])
+    env = _signal_env(cdc_env, mongo_database.name)
+    namespace = f"{mongo_database.name}.items"
+    service = run_service(env)
+    service.streaming(1)
+    signals.insert_one({"_id": "copy", "type": "execute-snapshot", "data": {"data-collections": [namespace]}})
+    _wait_for(lambda: signals.find_one({"_id": "copy", "status": "done"}), message="the copy on signal")
+    assert service.stop() == 0
+    offline = _cdc(env, "snapshot", "--offline", "--stream", f"coll:{namespace}")
+    assert offline.returncode == 0, offline.stderr
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", expect=80)
+    attempts = Counter(parse_snapshot_event_id(r["headers"].event_id).attempt for r in records)
+    assert attempts == {1: 40, 2: 40}, attempts  # the copy on signal, then the offline snapshot above it
+    assert len({r["headers"].event_id for r in records}) == 80
+
+
 def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and_copies_offline(
     cdc_env, mongo_database, kafka_broker
 ) -> None:
