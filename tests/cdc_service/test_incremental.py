@@ -279,6 +279,27 @@ def test_the_stream_notes_document_and_collection_events_of_the_chunk_in_flight(
     assert [progress.namespace for progress in copies.committed()] == ["db.c"]
 
 
+def test_chunks_in_flight_begin_again_when_their_watermarks_may_be_lost() -> None:
+    """The signal stream followed from now again (its history lost): a window whose watermarks
+    it may never see is dropped, and the chunk begins again with a new window."""
+    copies = IncrementalCopies("svc", 10, 1 << 20, CdcMetrics())
+    copies.begin("db.c", "coll:db.c", reason="signal")
+    [first] = copies.schedule(lambda stream_id: True)
+    copies.reopen_windows()
+    assert copies.on_watermark("0105", f"wm:{first.window}:low", (1, 1))  # a watermark of the old window: ignored
+    [again] = copies.schedule(lambda stream_id: True)
+    assert again.chunk == first.chunk and again.window != first.window
+    assert set(again.stale_watermarks) == {f"wm:{first.window}:low", f"wm:{first.window}:high"}
+    assert copies._in_flight["db.c"].low is None  # noqa: SLF001 - the new window saw nothing yet
+
+
+def test_a_copy_numbers_its_attempt_above_every_snapshot_of_the_collection() -> None:
+    copies = IncrementalCopies("svc", 10, 1 << 20, CdcMetrics(), snapshot_attempt=lambda namespace: 4)
+    assert copies.begin("db.c", "coll:db.c", reason="signal").attempt == 5
+    copies.cancel(["db.c"], "stopped")
+    assert copies.begin("db.c", "coll:db.c", reason="signal").attempt == 6
+
+
 def test_id_keys_match_between_documents_and_their_events_document_keys() -> None:
     stored = RawBSONDocument(bson.encode({"_id": {"a": 1}, "x": 2}), ROUND_TRIP_RAW)
     key = RawBSONDocument(bson.encode({"_id": {"a": 1}}), ROUND_TRIP_RAW)
