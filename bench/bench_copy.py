@@ -8,14 +8,17 @@ by the copy over the seconds the service reports for it in the signal document (
 signal's acceptance to the last chunk's durable commit). The machine's load (``uptime``)
 is recorded before and after, since the cores are shared.
 
-Size: ``CDC_BENCH_COPY_DOCUMENTS`` (default 200,000 documents of about 500 bytes), chunks of
+Size: ``CDC_BENCH_COPY_DOCUMENTS`` (default 50,000 documents of about 500 bytes; the
+stand-in scans its whole oplog on every getMore, so a bigger collection measures the stand-in), chunks of
 ``CDC_BENCH_COPY_CHUNK`` documents (default 4096, the setting's default), writes per second
-``CDC_BENCH_COPY_WRITES`` (default 200). Results go to ``build/bench/copy.json``.
+``CDC_BENCH_COPY_WRITES`` (default 200). Results go to ``build/bench/copy.json``,
+the service's JSON log (its ``copy progress`` lines) to ``build/bench/copy-service.log``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -32,12 +35,13 @@ from pymongo import MongoClient
 
 from cdc_service.service import CdcService
 from cdc_service.settings import CdcSettings
+from lakehouse_common.json_logging import JsonFormatter
 from lakehouse_common.settings import load_settings
 from local_stack.kafka import start_kafka
 from local_stack.mongo import STANDIN_DESCRIPTION, start_mongo_standin
 from local_stack.paths import PROJECT_ROOT
 
-DEFAULT_DOCUMENTS = 200_000
+DEFAULT_DOCUMENTS = 50_000
 DEFAULT_CHUNK = 4096
 DEFAULT_WRITES_PER_S = 200
 
@@ -103,10 +107,17 @@ def main(results_dir: Path) -> dict[str, Any]:
     documents = int(os.environ.get("CDC_BENCH_COPY_DOCUMENTS", DEFAULT_DOCUMENTS))
     chunk = int(os.environ.get("CDC_BENCH_COPY_CHUNK", DEFAULT_CHUNK))
     writes_per_s = int(os.environ.get("CDC_BENCH_COPY_WRITES", DEFAULT_WRITES_PER_S))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    log_handler = logging.FileHandler(results_dir / "copy-service.log", mode="w")
+    log_handler.setFormatter(JsonFormatter("cdc-service"))
+    root = logging.getLogger()
+    root.addHandler(log_handler)
+    root.setLevel(logging.INFO)
     work_dir = Path(tempfile.mkdtemp(prefix="bench-copy-", dir=PROJECT_ROOT / "build"))
     broker = start_kafka(work_dir / "kafka", heap="1g")
     standin = start_mongo_standin(work_dir / "mongo", heap="2g")
     client: MongoClient = MongoClient(standin.uri)
+    writer: _Writer | None = None
     try:
         orders = client["shop"]["orders"]
         payload = "x" * 420
@@ -161,6 +172,11 @@ def main(results_dir: Path) -> dict[str, Any]:
             "cores": os.cpu_count(),
         }
     finally:
+        if writer is not None:
+            writer.stop.set()
+            writer.join()
+        root.removeHandler(log_handler)
+        log_handler.close()
         client.close()
         standin.stop()
         broker.stop()
