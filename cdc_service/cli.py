@@ -137,7 +137,13 @@ def _snapshot_through_service(
         signal_id = box.send(wanted, query)
         typer.echo(f"signal {signal_id} written to {box.namespace}: copy {', '.join(wanted)}"
                    f"{' where ' + query_text if query_text else ''}; waiting up to {accept_timeout:g}s for the running service")
-        answer = _wait_for_answer(box, signal_id, accept_timeout)
+        try:
+            answer = _wait_for_answer(box, signal_id, accept_timeout)
+        except KeyboardInterrupt:
+            # Interrupted before any service answered: no copy starts later behind the operator's back.
+            withdrawn = box.withdraw(signal_id)
+            typer.echo(f"interrupted; signal {signal_id} " + ("withdrawn" if withdrawn else "was answered already"), err=True)
+            return ExitCode.INTERRUPTED
         if answer is None and box.withdraw(signal_id):
             if query is not None or collections:
                 typer.echo(f"no running service accepted the signal within {accept_timeout:g}s (withdrawn); "

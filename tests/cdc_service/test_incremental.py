@@ -515,6 +515,30 @@ def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and
     assert streams[f"coll:{mongo_database.name}.items"].kind == "snapshot"  # the offline copy, as before
 
 
+def test_a_snapshot_command_interrupted_before_any_service_answered_withdraws_its_signal(
+    cdc_env, mongo_database, kafka_broker
+) -> None:
+    """Ctrl-C while waiting for the running service: the signal is withdrawn, so no service
+    starts that copy later (a pending signal is executed whenever a service reads it)."""
+    mongo_database["items"].insert_one({"_id": 1})
+    env = _signal_env(cdc_env, mongo_database.name)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "cdc_service.cli", "snapshot", "--stream", f"coll:{mongo_database.name}.items",
+         "--accept-timeout", "600"],
+        env={**__import__("os").environ, **env}, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: mongo_database["cdc_signals"].find_one(), message="the signal")
+        command.send_signal(__import__("signal").SIGINT)
+        _, stderr = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 130, stderr
+    assert "withdrawn" in stderr
+    assert [d["status"] for d in mongo_database["cdc_signals"].find()] == ["withdrawn"]
+
+
 # ---------------------------------------------------------------- a crash in mid-copy
 
 
