@@ -168,6 +168,10 @@ class StreamRuntime:
     # reader reported where "now" was. Before that, a change it would miss could fall inside a
     # chunk's window (or a watermark would never come back), so no chunk starts.
     opened: bool = False
+    # A copy asked for again (``snapshot --stream``) of a stream that has a checkpoint still in
+    # the oplog: once the copy is durable the stream goes on from that checkpoint, not from the
+    # copy's position, so no change made in between is skipped (a copy cannot show a delete).
+    replay_from: StreamCheckpoint | None = None
 
 
 class PipelineAttempt:
@@ -524,6 +528,7 @@ class PipelineAttempt:
             )
             logger.info("snapshot starting", extra={"stream": spec.stream_id, "position": start.position.describe(),
                                                    "collections": len(namespaces)})
+            runtime.replay_from = self._resumable_checkpoint(spec)
         # Each attempt is recorded before it copies anything: its ids sort above the last one's, the
         # chunked copies' too (one attempt counter per collection, so no two records share an id).
         state = replace(
@@ -581,15 +586,40 @@ class PipelineAttempt:
         copies = [self._copies.progress(namespace), self._checkpoints.copies.get(namespace)]
         return max((progress.attempt for progress in copies if progress is not None), default=0)
 
+    def _resumable_checkpoint(self, spec: StreamSpec) -> StreamCheckpoint | None:
+        """The stream's checkpoint, if the oplog still has it (a copy taken again goes on from there)."""
+        checkpoint = self._checkpoints.streams.get(spec.stream_id)
+        if checkpoint is None:
+            return None
+        assert self._options is not None
+        reader = ChangeStreamReader(self.client, spec, self._options, checkpoint.position)
+        try:
+            reader.open()
+        except HistoryLostError:
+            logger.warning(
+                "the stream's checkpoint is no longer in the oplog: it goes on from the new copy's position "
+                "(documents deleted since the checkpoint stay in the lake until silver closes them by absence)",
+                extra={"stream": spec.stream_id, "checkpoint": checkpoint.position.describe()},
+            )
+            return None
+        finally:
+            reader.close()
+        return checkpoint
+
     def _snapshot_complete(self, runtime: StreamRuntime) -> None:
         assert runtime.snapshot is not None
         runtime.snapshot = replace(runtime.snapshot, completed=True)
         runtime.snapshot_dirty = True
-        runtime.pending = runtime.snapshot.position
+        resume = runtime.replay_from
+        runtime.pending = resume.position if resume else runtime.snapshot.position
         runtime.pending_kind = "snapshot"
-        runtime.pending_event_id = runtime.snapshot.position.event_id
-        runtime.pending_cluster_time = runtime.snapshot.cluster_time
-        logger.info("snapshot complete", extra={"stream": runtime.spec.stream_id})
+        runtime.pending_event_id = resume.event_id if resume else runtime.snapshot.position.event_id
+        runtime.pending_cluster_time = resume.cluster_time if resume else runtime.snapshot.cluster_time
+        logger.info(
+            "snapshot complete",
+            extra={"stream": runtime.spec.stream_id,
+                   "streams_from": "its previous checkpoint (changes since are replayed)" if resume else "the copy's position"},
+        )
 
     def _snapshots_finished(self) -> bool:
         return all(

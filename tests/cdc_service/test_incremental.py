@@ -597,6 +597,49 @@ def test_sigkill_in_mid_copy_resumes_from_the_last_chunk(
     assert writer.writes > 50
 
 
+def test_a_copy_killed_mid_way_then_an_offline_snapshot_then_run_loses_no_change_and_shares_no_id(
+    cdc_env, service_process, mongo_database, kafka_broker, tmp_path
+) -> None:
+    """Issue 10's rule with copies on signal: bronze dedupes exactly by event id, so a record
+    may repeat (at least once) but no two different records may share an id. SIGKILL in
+    mid-copy, `snapshot --offline` of the stream, then `run`: the copy goes on, and the
+    topic replayed once per id gives MongoDB's state."""
+    items, signals = mongo_database["items"], mongo_database["cdc_signals"]
+    ids = list(range(3000))
+    items.insert_many([{"_id": number, "version": 0} for number in ids])
+    env = _signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="100")
+    namespace = f"{mongo_database.name}.items"
+    first = service_process(env)
+    _wait_for(lambda: _log_events(tmp_path / "service-0.log", "streaming"), message="the service to stream")
+    writer = Writer(items, ids, pause=0.005)
+    writer.start()
+    signals.insert_one({"_id": "copy", "type": "execute-snapshot", "data": {"data-collections": [namespace]}})
+    _wait_for(lambda: len(_log_events(tmp_path / "service-0.log", "copy chunk read")) >= 5, message="five chunks read")
+    first.kill()
+    first.wait(10)
+    offline = _cdc(env, "snapshot", "--offline", "--stream", f"coll:{namespace}")
+    assert offline.returncode == 0, offline.stderr
+    second = service_process(env)
+    _wait_for(lambda: (signals.find_one({"_id": "copy"}) or {}).get("status") == "done", timeout=240, message="the copy")
+    writer.stop.set()
+    writer.join()
+    time.sleep(2)
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}",
+                         isolation="read_uncommitted", idle_s=3.0, timeout_s=120)
+    second.terminate()
+    assert second.wait(60) == 0
+    by_id: dict[str, list[bytes]] = {}
+    for record in records:
+        by_id.setdefault(record["headers"].event_id, []).append(record["value"])
+    shared = {event_id for event_id, values in by_id.items() if len(set(values)) > 1}
+    assert not shared, sorted(shared)[:5]  # an id names one record only
+    once = list({record["headers"].event_id: record for record in records}.values())  # bronze's exact dedupe
+    assert _published_state(once) == _mongo_state(items)
+    attempts = {parse_snapshot_event_id(r["headers"].event_id).attempt for r in once if r["headers"].operation == "snapshot"}
+    assert attempts == {1, 2}  # the copy on signal, then the offline snapshot above it (the copy kept its number)
+    assert writer.writes > 50
+
+
 def test_checkpointed_copies_go_on_on_the_stream_covering_them_now_or_end_with_the_reason() -> None:
     running = {
         name: CopyProgress(name, f"coll:{name}", f"c{index}", 1, "signal", chunks=3)
