@@ -202,14 +202,29 @@ def vacuum(
     table: TableOption = None,
     retention_hours: Annotated[int | None, typer.Option(help="Override maintenance.vacuum_retention_hours.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the files without deleting them.")] = False,
+    claims: Annotated[
+        bool, typer.Option(help="Also collect claims (default unless --table is given); see maintenance.claim_*.")
+    ] = True,
+    claim_retention_hours: Annotated[
+        int | None, typer.Option(help="Override maintenance.claim_retention_hours.")
+    ] = None,
 ) -> None:
-    """Delete files that no version within the retention needs (deltalake vacuum)."""
-    from bronze_writer.maintenance import vacuum_table
+    """Delete files that no version within the retention needs (deltalake vacuum), and claims no record needs."""
+    from bronze_writer.maintenance import collect_claims, vacuum_table
 
     settings = _settings(config)
     for uri in _tables(settings, table):
         removed = vacuum_table(uri, settings, retention_hours, dry_run)
         typer.echo(f"{uri}: {len(removed)} files {'would be ' if dry_run else ''}removed")
+    if claims and not table:
+        result = collect_claims(settings, claim_retention_hours, dry_run)
+        verb = "would be deleted" if dry_run else "deleted"
+        typer.echo(
+            f"claims: {result.deleted} landed ({result.deleted_bytes} bytes) and {result.orphans_deleted} orphans "
+            f"({result.orphans_deleted_bytes} bytes) {verb}; {result.kept} landed kept, {result.orphans_kept} never "
+            f"marked landed kept ({result.orphans_kept_bytes} bytes"
+            + (f", oldest {result.oldest_orphan.isoformat()}" if result.oldest_orphan else "") + ")"
+        )
 
 
 __all__ = ["app"]

@@ -114,6 +114,18 @@ class MaintenanceSettings(FrozenModel):
     compact_interval_seconds: float = Field(0, ge=0, description="Compact every bronze table this often (0: never).")
     vacuum_interval_seconds: float = Field(0, ge=0, description="Vacuum every bronze table this often (0: never).")
     vacuum_retention_hours: int = Field(168, ge=0, description="Keep files removed less than this long ago.")
+    claim_retention_hours: int = Field(
+        168,
+        ge=0,
+        description="Vacuum deletes a claim (an event too large for its topic, kept under <lake root>/claims) once "
+        "bronze has marked it landed and both claim and mark are older than this: it covers re-reads of the record.",
+    )
+    orphan_claim_retention_hours: int | None = Field(
+        None,
+        ge=0,
+        description="Vacuum also deletes claims bronze never marked landed once they are this old; set it above the "
+        "CDC topics' retention (no record can reference them then). Unset: they are kept, and counted.",
+    )
 
 
 class BronzeSettings(ServiceSettings):

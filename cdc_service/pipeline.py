@@ -556,6 +556,9 @@ class PipelineAttempt:
             self.metrics.events_skipped.inc(result.skipped)
         if result.dead_lettered:
             self.metrics.dead_letters.labels("unpublishable").inc(result.dead_lettered)
+        if result.claimed:
+            self.metrics.claimed_events.inc(result.claimed)
+            self.metrics.claimed_bytes.inc(result.claimed_bytes)
         if result.produced:
             self._batch_started.append(time.monotonic())
 

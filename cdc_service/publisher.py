@@ -7,11 +7,15 @@ failure reported, which is when its checkpoint may be written. In exactly-once m
 events and the checkpoint records share one Kafka transaction instead.
 
 The per-event work left in Python is one ``produce`` call: the batch is serialized by the
-native codec in one call, topics come from a per-namespace cache, and oversize events go, as
-a reference, to the dead-letter topic. An event is oversize when it exceeds the smaller of
-its topic's ``max.message.bytes`` and the producer's own ``message.max.bytes``; should
-``produce()`` still refuse a record for its size, that record is dead-lettered the same way
-instead of failing the pipeline (which would fail again on the same event, forever).
+native codec in one call, topics come from a per-namespace cache, and oversize events take
+the claim check: the event is written to the lake's claim store (lakehouse_common.claims)
+under its content address, durably, and only then is the record produced, carrying the
+reference (contract: Claim checks), which bronze-writer resolves. An event is oversize when
+it exceeds the smaller of its topic's ``max.message.bytes`` and the producer's own
+``message.max.bytes``; should ``produce()`` still refuse a record for its size, that record
+takes the claim check the same way instead of failing the pipeline (which would fail again
+on the same event, forever). With ``claims.enabled`` false, or when even the reference
+would not fit, an oversize event is dead-lettered as a reference instead.
 
 Every record, event, fan-out copy, dead letter or checkpoint, goes through ``_send``: when
 librdkafka's local queue is full it waits for room instead of raising ``BufferError``.
@@ -35,6 +39,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from cdc_service.actions import record_too_large
 from cdc_service.errors import DeliveryFailedError, ProducerFencedError
 from cdc_service.settings import CdcSettings
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import (
     CONTRACT_VERSION,
     HEADER_CONTRACT_VERSION,
@@ -43,6 +48,8 @@ from lakehouse_common.contract import (
     HEADER_VALUE_FORMAT,
     EncodedEvent,
     ValueFormat,
+    claim_headers,
+    claim_record_value,
     encode_events,
     headers_for,
     topic_collision_key,
@@ -68,6 +75,8 @@ class PublishResult:
     produced: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    claimed: int = 0  # produced as claim references (counted in produced too)
+    claimed_bytes: int = 0
     by_operation: dict[tuple[str, str], int] = field(default_factory=dict)
     published: dict[tuple[str, str], int] = field(default_factory=dict)
     last_event_id: str | None = None
@@ -237,6 +246,8 @@ class EventPublisher:
         self._failures: list[str] = []
         self._in_transaction = False
         self.pending_events = 0
+        self._claims: ClaimStore | None = None  # opened at the first oversize event
+        self._claimed = (0, 0)  # events and bytes claimed so far
         if self.exactly_once:
             try:
                 self.producer.init_transactions(60)
@@ -297,6 +308,7 @@ class EventPublisher:
         for the first time (out of scope: skipped).
         """
         result = PublishResult()
+        claimed_before = self._claimed
         if not isinstance(events, EncodedBatch):
             if not events:
                 return result
@@ -337,9 +349,11 @@ class EventPublisher:
                 continue
             topic, limit = route
             if len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > limit:
-                self.dead_letter_oversize(event, topic, limit)
-                result.dead_lettered += 1
-                published[(operation, database, collection)] -= 1
+                if self.publish_oversize(event, topic, limit):
+                    produced += 1
+                else:
+                    result.dead_lettered += 1
+                    published[(operation, database, collection)] -= 1
                 continue
             operation_header = operation_headers.get(operation)
             if operation_header is None:
@@ -354,6 +368,8 @@ class EventPublisher:
                     continue
             produced += 1
         result.produced = produced
+        result.claimed = self._claimed[0] - claimed_before[0]
+        result.claimed_bytes = self._claimed[1] - claimed_before[1]
         result.by_operation = {(op, f"{db}.{coll}"): n for (op, db, coll), n in read.items()}
         result.published = {(op, f"{db}.{coll}"): n for (op, db, coll), n in published.items() if n > 0}
         if encoded:
@@ -378,15 +394,14 @@ class EventPublisher:
                 self.producer.poll(0.05)
 
     def _send_event(self, event: EncodedEvent, topic: str, limit: int, headers: list[Any]) -> bool:
-        """Produce one event; False when Kafka refused it for its size and it was dead-lettered instead."""
+        """Produce one event; when Kafka refuses it for its size, take the oversize path (False: dead-lettered)."""
         try:
             self._send(topic, event.value, event.key, headers)
             return True
         except KafkaException as error:
             if not record_too_large(error):
                 raise
-            self.dead_letter_oversize(event, topic, limit, detail=str(error))
-            return False
+            return self.publish_oversize(event, topic, limit, detail=str(error))
 
     def _first_route(self, event: EncodedEvent, in_scope: Any) -> tuple[str, int] | None:
         if event.database is None or event.collection is None:
@@ -396,7 +411,34 @@ class EventPublisher:
             return None
         return self.route(event.database, event.collection)
 
-    # -- dead letters ----------------------------------------------------------------------
+    # -- oversize events and dead letters --------------------------------------------------
+
+    def publish_oversize(self, event: EncodedEvent, topic: str, limit: int, *, detail: str = "") -> bool:
+        """An event too large for its topic: claimed and referenced (True), or dead-lettered as a reference (False).
+
+        The claim is durable before its reference is produced, so no checkpoint can cover a
+        record whose event is not in the claim store. A claim store that cannot take it
+        raises (``TransientError``: the attempt restarts from its checkpoint and tries again).
+        """
+        reference_bytes = len(event.key or b"") + RECORD_OVERHEAD_BYTES + 256
+        if not self.settings.claims.enabled or reference_bytes > limit:
+            if self.settings.claims.enabled:
+                detail = detail or f"even its claim reference ({reference_bytes} bytes with the key) exceeds the topic's limit"
+            self.dead_letter_oversize(event, topic, limit, detail=detail)
+            return False
+        if self._claims is None:
+            self._claims = ClaimStore(self.settings.claims.root, self.settings.claims.revealed_options())
+        started = time.monotonic()
+        reference = self._claims.put(event.value)
+        self._send(topic, claim_record_value(reference), event.key, claim_headers(event, self.value_format))
+        self._claimed = (self._claimed[0] + 1, self._claimed[1] + len(event.value))
+        logger.info(
+            "event too large for its topic: kept in the claim store, its reference published",
+            extra={"topic": topic, "event_id": event.event_id, "operation": event.operation, "value_bytes": len(event.value),
+                   "limit_bytes": limit, "claim": self._claims.uri(reference.digest),
+                   "claim_write_seconds": round(time.monotonic() - started, 3)},
+        )
+        return True
 
     def dead_letter_oversize(self, event: EncodedEvent, topic: str, limit: int, *, detail: str = "") -> None:
         """A reference to an event too large for its topic: what, where, how large, how to find it."""

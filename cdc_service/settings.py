@@ -222,6 +222,37 @@ class ProducerSettings(FrozenModel):
     transaction_timeout_ms: int = Field(60_000, ge=1000, description="transaction.timeout.ms (exactly_once).")
 
 
+class ClaimSettings(FrozenModel):
+    """Where events too large for their topic are kept (claim checks; lakehouse_common.claims)."""
+
+    enabled: bool = Field(
+        True,
+        description="Keep an event too large for its topic in the claim store and publish a reference to it, which "
+        "bronze-writer resolves; false: dead-letter a reference only (the event never reaches bronze).",
+    )
+    root: str = Field(
+        "build/lake",
+        description="The lake root claims are written under (<root>/claims/): the bronze writer's lake.root "
+        "(BRONZE_LAKE__ROOT), a local path or an object-store URI (s3://...).",
+    )
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Storage options of that root, as deltalake takes them (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, ...); secret.",
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _supported_store(cls, root: str) -> str:
+        if "://" in root and not root.lower().startswith(("file://", "s3://", "s3a://")):
+            raise ValueError("use a local path, file://, s3:// or s3a://")
+        return root
+
+    def revealed_options(self) -> dict[str, str]:
+        """The storage options with their secrets, for the object-store client only."""
+        return {key: value.get_secret_value() for key, value in self.storage_options.items()}
+
+
 class SnapshotSettings(FrozenModel):
     """The initial copy."""
 
@@ -244,6 +275,7 @@ class CdcSettings(ServiceSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topics.")
     producer: ProducerSettings = Field(default_factory=ProducerSettings, description="Producer.")
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="Initial snapshot.")
+    claims: ClaimSettings = Field(default_factory=ClaimSettings, description="Claim store for oversized events.")
     on_history_lost: HistoryLostPolicy = Field(
         HistoryLostPolicy.FAIL, description="fail (stop with instructions) or resnapshot (copy affected collections again)."
     )
@@ -280,6 +312,7 @@ class CdcSettings(ServiceSettings):
 
 __all__ = [
     "CdcSettings",
+    "ClaimSettings",
     "DeliveryMode",
     "FullDocumentMode",
     "HistoryLostPolicy",

@@ -21,7 +21,8 @@ from bronze_writer.app import BronzeWriter
 from bronze_writer.decode import Records
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.settings import BronzeSettings
-from lakehouse_common.contract import EncodedEvent, ValueFormat, encode_events, headers_for
+from lakehouse_common.claims import ClaimStore
+from lakehouse_common.contract import EncodedEvent, ValueFormat, claim_headers, claim_record_value, encode_events, headers_for
 
 BASE_SECONDS = 1_700_000_000
 
@@ -78,6 +79,31 @@ def records(
         )
         for index, encoded in enumerate(encode_events(list(events), value_format))
     ]
+
+
+def claim_records(
+    events: Sequence[bytes],
+    store: ClaimStore,
+    value_format: ValueFormat = ValueFormat.JSON,
+    *,
+    topic: str = "cdc.shop.orders",
+    partition: int = 0,
+    first_offset: int = 0,
+) -> list[Message]:
+    """The records cdc_service publishes for events too large for their topic: claims kept in ``store``, references."""
+    messages = []
+    for index, encoded in enumerate(encode_events(list(events), value_format)):
+        reference = store.put(encoded.value)
+        messages.append(Message(
+            topic=topic,
+            partition=partition,
+            offset=first_offset + index,
+            key=encoded.key,
+            value=claim_record_value(reference),
+            headers=claim_headers(encoded, value_format),
+            timestamp=(1, (BASE_SECONDS + first_offset + index) * 1000),
+        ))
+    return messages
 
 
 def collect(messages: Sequence[Message]) -> Records:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bronze_support import change_event, land, read_bronze, records, wait_until
+from bronze_support import change_event, claim_records, land, read_bronze, records, wait_until
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
@@ -16,7 +16,8 @@ from bronze_writer.lander import Lander
 from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common import lake
-from lakehouse_common.errors import ConfigError
+from lakehouse_common.contract import parse_claim_reference
+from lakehouse_common.errors import ClaimNotFoundError, ConfigError
 from lakehouse_common.settings import load_settings
 
 TOPIC = "cdc.shop.orders"
@@ -113,3 +114,55 @@ def test_scheduled_compaction_and_vacuum(landed_lake: str, monkeypatch: pytest.M
     assert len(DeltaTable(uri).file_uris()) == 1
     assert {path.name for path in Path(uri).glob("*.parquet")} == {Path(p).name for p in DeltaTable(uri).file_uris()}
     assert read_bronze(uri).height == 40
+
+
+def test_vacuum_collects_the_claims_bronze_landed_once_their_retention_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "lake"
+    monkeypatch.setenv("BRONZE_LAKE__ROOT", str(root))
+    lander = Lander(load_settings(BronzeSettings), BronzeMetrics())
+    landed = claim_records([change_event(1, {"_id": 1, "blob": "z" * 50_000})], lander.claims, topic=TOPIC)
+    land(lander, landed)
+    orphan = lander.claims.put(b"an event whose record never reached bronze")
+
+    def claims_on_disk() -> int:
+        return sum(1 for path in (root / "claims").rglob("*") if path.is_file() and len(path.name) == 64)
+
+    kept = CliRunner().invoke(app, ["vacuum", "--claim-retention-hours", "1"])
+    assert kept.exit_code == 0, kept.output
+    assert "claims: 0 landed (0 bytes) and 0 orphans (0 bytes) deleted; 1 landed kept, 1 never marked landed kept" in kept.output
+    assert CliRunner().invoke(app, ["vacuum", "--table", "shop.orders", "--claim-retention-hours", "0"]).output.count("claims") == 0
+    dry = CliRunner().invoke(app, ["vacuum", "--claim-retention-hours", "0", "--dry-run"])
+    assert "1 landed" in dry.output and "would be deleted" in dry.output and claims_on_disk() == 2
+
+    done = CliRunner().invoke(app, ["vacuum", "--claim-retention-hours", "0"])
+    assert done.exit_code == 0 and "claims: 1 landed" in done.output and claims_on_disk() == 1
+    bronze = read_bronze(lake.bronze_table_uri(str(root), "shop", "orders"))
+    assert bronze["blob"].to_list() == ["z" * 50_000]  # bronze holds the event; the claim is no longer needed
+
+    monkeypatch.setenv("BRONZE_MAINTENANCE__ORPHAN_CLAIM_RETENTION_HOURS", "0")
+    orphans = CliRunner().invoke(app, ["vacuum"])
+    assert "and 1 orphans" in orphans.output and claims_on_disk() == 0
+    with pytest.raises(ClaimNotFoundError):
+        lander.claims.get(orphan)
+
+
+def test_scheduled_vacuum_collects_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bronze_writer.maintenance import Maintenance
+
+    monkeypatch.setenv("BRONZE_LAKE__ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("BRONZE_MAINTENANCE__VACUUM_INTERVAL_SECONDS", "0.01")
+    monkeypatch.setenv("BRONZE_MAINTENANCE__CLAIM_RETENTION_HOURS", "0")
+    settings = load_settings(BronzeSettings)
+    metrics = BronzeMetrics()
+    lander = Lander(settings, metrics)
+    batch = claim_records([change_event(1, {"_id": 1, "blob": "z" * 50_000})], lander.claims, topic=TOPIC)
+    land(lander, batch)
+    reference = parse_claim_reference(batch[0].value())
+    maintenance = Maintenance(settings, metrics)
+    time.sleep(0.02)
+    wait_until(lambda: (maintenance.run_due(lander.tables()), metrics.maintenance.labels("claims")._value.get() >= 1)[1], 30)
+    maintenance.shutdown()
+    with pytest.raises(ClaimNotFoundError):
+        lander.claims.get(reference)
