@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -96,6 +97,8 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
     A batch holding an undecodable event is encoded one event at a time, to keep the
     good ones and hand the bad ones to the dead-letter topic.
     """
+    if not isinstance(events, bytes):
+        events = _owned_bytes(events)
     try:
         return EncodedBatch(encode_events(events, value_format))
     except BaseException as error:  # noqa: BLE001 - a native panic is a BaseException; a record must not crash us
@@ -112,6 +115,19 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
             reason = str(error) if isinstance(error, PoisonMessageError) else f"{type(error).__name__}: {error}"
             batch.rejected.append((raw, reason))
     return batch
+
+
+def _owned_bytes(events: Sequence[bytes | RawBSONDocument]) -> Sequence[bytes | RawBSONDocument]:
+    """The batch with every document's bytes as ``bytes``, which is all the codec takes.
+
+    pymongo 4.18+ hands documents of 4 KB and more, decoded from a reply, as memoryview
+    slices of it (``RawBSONDocument.raw``); the codec refuses those, which made every such
+    event undecodable. The check runs in C (``map``); only a batch holding one is copied.
+    """
+    raws = list(map(getattr, events, repeat("raw"), events))
+    if memoryview not in set(map(type, raws)):
+        return events
+    return [bytes(raw) if type(raw) is memoryview else raw for raw in raws]
 
 
 def _interrupt(error: BaseException) -> bool:

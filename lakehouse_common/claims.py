@@ -82,7 +82,10 @@ def _open(root: str, storage_options: Mapping[str, str]) -> tuple[ObjectStore, P
     """An object_store client for ``root`` (and the local directory, when it is one)."""
     if "://" not in root or root.startswith("file://"):
         directory = Path(root.removeprefix("file://")).absolute()
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TransientError(f"cannot create the claim store's directory {directory}: {error}") from error
         return LocalStore(directory, automatic_cleanup=True), directory
     if not root.lower().startswith(_S3_SCHEMES):
         raise ConfigError(f"the claim store supports local directories and s3:// roots, not {root.split('://')[0]}://")
