@@ -228,8 +228,13 @@ def test_the_lake_volume_follows_the_persistence_values(rendered: dict[str, list
     assert not _kind(rendered["production-values"], "PersistentVolumeClaim")
     assert lake_volume(rendered["production-values"])["persistentVolumeClaim"]["claimName"] == "lakehouse-lake"
     assert "emptyDir" in lake_volume(rendered["minimal-values"])
+    # cdc-service keeps events too large for their topic in the lake (claim checks), where bronze-writer reads them.
     cdc = _pod_spec(_named(rendered["default-values"], "Deployment", "-cdc-service"))
-    assert "lake" not in {volume["name"] for volume in cdc["volumes"]}, "cdc-service never touches the lake"
+    assert lake_volume(rendered["default-values"]) in cdc["volumes"]
+    assert {"name": "lake", "mountPath": "/data"} in cdc["containers"][0]["volumeMounts"]
+    (config,) = [c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-cdc-service")]
+    bronze_config = next(c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-bronze-writer"))
+    assert config["data"]["CDC_CLAIMS__ROOT"] == bronze_config["data"]["BRONZE_LAKE__ROOT"] == "/data/lake"
 
 
 def test_service_monitor_and_network_policy_only_when_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
