@@ -81,22 +81,30 @@ class Batch:
         self.topics: dict[str, Records] = {}
         self.rows = 0
         self.bytes = 0
+        self.full = False  # records were left for the next batch: hand this one over now
         self.started: float | None = None
 
-    def add(self, messages: list[Message]) -> None:
+    def add(self, messages: list[Message], max_bytes: int) -> list[TopicPartition]:
+        """Take these records; claims that would take the batch past ``max_bytes`` are left for the
+        next batch: returns where to read their partitions again (``Records.extend``)."""
         if self.started is None:
             self.started = time.monotonic()
         by_topic: dict[str, list[Message]] = defaultdict(list)
         for message in messages:
             by_topic[message.topic()].append(message)
+        again = []
         for topic, group in by_topic.items():
             records = self.topics.get(topic)
             if records is None:
                 records = self.topics[topic] = Records()
-            before = records.bytes
-            records.extend(group)
-            self.bytes += records.bytes - before
-        self.rows += len(messages)
+            before_bytes, before_rows = records.bytes, len(records)
+            limit = max_bytes - (self.bytes - before_bytes)  # what the other topics leave to this one
+            deferred = records.extend(group, limit, batch_holds_records=self.rows > 0)
+            self.bytes += records.bytes - before_bytes
+            self.rows += len(records) - before_rows
+            again += [TopicPartition(topic, partition, offset) for partition, offset in deferred.items()]
+        self.full = self.full or bool(again)
+        return again
 
     def age(self) -> float:
         return 0.0 if self.started is None else time.monotonic() - self.started
@@ -272,7 +280,7 @@ class BronzeWriter:
             if messages:
                 good = self._without_errors(messages)
                 if good:
-                    self._batch.add(good)
+                    self._read_again(self._batch.add(good, limits.max_bytes))
                     self.metrics.buffered_bytes.set(self._batch.bytes)
             reason = self._flush_reason()
             if reason is not None:
@@ -298,6 +306,19 @@ class BronzeWriter:
             else:
                 self._act(KafkaException(error), Stage.KAFKA)
         return good
+
+    def _read_again(self, positions: list[TopicPartition]) -> None:
+        """Move partitions back to records the batch left out (claims over its byte limit).
+
+        They must be read again before anything after them is landed: a seek, or, where
+        librdkafka refuses one, a new assignment.
+        """
+        assert self._consumer is not None
+        for position in positions:
+            try:
+                self._consumer.seek(position)
+            except KafkaException:
+                self._reposition(position.topic, position.partition, position.offset)
 
     def _out_of_range(self, topic: str, partition: int, requested: int) -> None:
         """Kafka no longer has the offset the consumer asked for: land what is held, then find out why."""
@@ -347,7 +368,7 @@ class BronzeWriter:
             return None
         if batch.rows >= limits.max_rows:
             return "rows"
-        if batch.bytes >= limits.max_bytes:
+        if batch.bytes >= limits.max_bytes or batch.full:
             return "bytes"
         if batch.age() >= limits.max_latency_seconds:
             return "latency"

@@ -147,19 +147,38 @@ class Records:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(self, messages: Sequence[Message]) -> None:
-        """Append records of this topic (the only per-record Python: reading Message fields)."""
+    def extend(self, messages: Sequence[Message], limit: int | None = None, *, batch_holds_records: bool = False) -> dict[int, int]:
+        """Append records of this topic (the only per-record Python: reading Message fields).
+
+        Claims count at their resolved size. With ``limit`` (the most bytes these records may
+        hold), the claim that would exceed it and every later record of its partition are left
+        out, unless the batch would hold nothing: returns, per partition, the offset to read
+        again (the caller seeks there). A reference weighs a few bytes in Kafka but its event
+        up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
+        """
         values = [message.value() for message in messages]
-        self.values += values
-        self.partitions += [message.partition() for message in messages]
-        self.offsets += [message.offset() for message in messages]
-        self.timestamps += [message.timestamp()[1] for message in messages]
-        self.keys += [message.key() for message in messages]
+        partitions = [message.partition() for message in messages]
+        offsets = [message.offset() for message in messages]
         # Records with the contract's usual headers keep a shared copy of them; only the others
         # keep their own (header objects retained per record would cost more than the parsing).
         headers = [_kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)]
+        sizes = _claim_sizes(headers, values)
+        deferred: dict[int, int] = {}
+        if sizes is not None and limit is not None:
+            taken = batch_holds_records or len(self) > 0
+            keep = _within_room(limit - self.bytes, values, sizes, partitions, offsets, deferred, taken=taken)
+            if deferred:
+                messages = [messages[row] for row in keep]
+                values, headers, sizes = [values[row] for row in keep], [headers[row] for row in keep], [sizes[row] for row in keep]
+                partitions, offsets = [partitions[row] for row in keep], [offsets[row] for row in keep]
+        self.values += values
+        self.partitions += partitions
+        self.offsets += offsets
+        self.timestamps += [message.timestamp()[1] for message in messages]
+        self.keys += [message.key() for message in messages]
         self.headers += headers
-        self.bytes += sum([len(value) for value in values if value]) + _claimed_bytes(headers, values)
+        self.bytes += sum([len(value) for value in values if value]) + (sum(sizes) if sizes else 0)
+        return deferred
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
@@ -175,7 +194,8 @@ class Records:
             [self.values[row] for row in keep],
             [self.headers[row] for row in keep],
         )
-        kept.bytes = sum(len(value) for value in kept.values if value)
+        sizes = _claim_sizes(kept.headers, kept.values)
+        kept.bytes = sum(len(value) for value in kept.values if value) + (sum(sizes) if sizes else 0)
         return kept
 
     def dead_letter(self, topic: str, row: int, error: BaseException) -> DeadLetter:
@@ -193,22 +213,51 @@ class Records:
         )
 
 
-def _claimed_bytes(headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]) -> int:
-    """What the claims among these records will weigh once resolved, so batch limits count it.
+def _claim_sizes(
+    headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]
+) -> list[int] | None:
+    """Per record, what its claim will weigh once resolved (0 for other records); None without claims.
 
     Records with the usual headers share one of a few tuples (or have none), which ``count``
     finds in C: a batch without claims costs no Python per record.
     """
     if sum(map(headers.count, _SHARED_HEADERS)) == len(headers):
-        return 0
-    total = 0
+        return None
+    sizes = []
     for entries, value in zip(headers, values, strict=True):
-        if contract.is_claim(entries):
+        size = 0
+        if entries is not None and contract.is_claim(entries):
             try:
-                total += contract.parse_claim_reference(value, entries[0][1]).size  # type: ignore[index]
+                size = contract.parse_claim_reference(value, entries[0][1]).size
             except ContractError:
                 pass  # dead-lettered when resolved
-    return total
+        sizes.append(size)
+    return sizes if any(sizes) else None
+
+
+def _within_room(
+    room: int,
+    values: list[bytes | None],
+    sizes: list[int],
+    partitions: list[int],
+    offsets: list[int],
+    deferred: dict[int, int],
+    *,
+    taken: bool,
+) -> list[int]:
+    """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""
+    keep = []
+    for row, (value, size, partition) in enumerate(zip(values, sizes, partitions, strict=True)):
+        if partition in deferred:
+            continue
+        weight = size + (len(value) if value else 0)
+        if size and taken and weight > room:
+            deferred[partition] = offsets[row]
+            continue
+        keep.append(row)
+        room -= weight
+        taken = True
+    return keep
 
 
 def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[list[DeadLetter], list[str]]:

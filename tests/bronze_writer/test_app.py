@@ -14,11 +14,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-from bronze_support import WriterThread, change_event, event_id, landed_offsets, produce, read_bronze, wait_until
+from bronze_support import (
+    WriterThread,
+    change_event,
+    claim_records,
+    event_id,
+    landed_offsets,
+    produce,
+    read_bronze,
+    wait_until,
+)
 from confluent_kafka import Consumer, Producer, TopicPartition
+from deltalake import DeltaTable
 
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common import contract, lake
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import ValueFormat, encode_events
 from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import KafkaBroker
@@ -257,3 +268,25 @@ def test_a_second_stop_signal_exits_at_once_with_interrupted(
         if process.poll() is None:
             process.kill()
             process.wait(30)
+
+
+def test_claims_are_landed_in_batches_their_resolved_size_keeps_within_the_byte_limit(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_bytes": 400_000, "max_latency_seconds": 2})
+    store = ClaimStore(settings.lake.root)
+    events = [change_event(n, {"_id": n, "blob": "b" * 300_000}) for n in range(1, 7)]
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    for message in claim_records(events, store, topic=cdc_topic):  # six claims of 300 KB, a few hundred bytes in Kafka
+        producer.produce(cdc_topic, value=message.value(), key=message.key(), headers=message.headers(), partition=0)
+    produce(kafka_broker.bootstrap_servers, cdc_topic, [change_event(7, {"_id": 7})], partition=0)
+    assert producer.flush(30) == 0
+    uri = _table_uri(settings, cdc_topic)
+    with WriterThread(settings) as running:
+        wait_until(_all_landed(uri, cdc_topic, _end_offsets(kafka_broker.bootstrap_servers, cdc_topic, 3)), 120)
+        metrics = running.writer.metrics
+    rows = read_bronze(uri)
+    assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 8)]
+    assert rows.filter(pl.col("_id") == 3)["blob"].to_list() == ["b" * 300_000]
+    assert metrics.flushes.labels("bytes")._value.get() >= 5  # noqa: SLF001 - one claim per batch
+    assert DeltaTable(uri).version() >= 6

@@ -13,7 +13,7 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 from bson.datetime_ms import DatetimeMS
 from confluent_kafka import Message
 
-from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN, decode_guarded, decode_topic
+from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN, Records, decode_guarded, decode_topic
 from bronze_writer.schema import TYPE_NAMES, Kind
 from lakehouse_common import contract
 from lakehouse_common.claims import ClaimStore, claim_path
@@ -273,3 +273,22 @@ def test_a_reader_that_predates_claims_dead_letters_them_instead_of_landing_garb
     assert decoded.frame["__event_id"].to_list() == [event_id(1)]
     (letter,) = decoded.dead_letters
     assert letter.offset == 1 and letter.error_type in ("MissingEventFieldError", "UndecodableEventError")
+
+
+def test_claims_over_the_batch_limit_wait_for_the_next_batch_with_the_rest_of_their_partition(tmp_path) -> None:
+    store = ClaimStore(str(tmp_path / "lake"))
+    large = [change_event(n, dict(LARGE, _id=n)) for n in range(2, 6)]  # four claims of ~300 KB
+    first = records([change_event(1, {"_id": 1})])[0]
+    claims = claim_records(large, store, first_offset=1)
+    after = records([change_event(9, {"_id": 9})], first_offset=5)[0]
+    other = records([change_event(10, {"_id": 10})], partition=1, first_offset=0)[0]
+    batch = Records()
+    again = batch.extend([first, claims[0], claims[1], other, claims[2], after, claims[3]], 700_000)
+    assert again == {0: 3}  # the third claim would pass 700 KB: it and everything after it on partition 0 wait
+    assert list(zip(batch.partitions, batch.offsets, strict=True)) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert 600_000 < batch.bytes <= 700_000
+
+    alone = Records()
+    assert alone.extend(claims[2:], 1000) == {0: 4}  # an empty batch takes one claim, however large
+    assert alone.offsets == [3] and alone.bytes > 300_000
+    assert Records().extend(claims, None) == {}  # without a limit, everything is taken
