@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lakehouse_codec
 import polars as pl
@@ -157,8 +157,9 @@ class Records:
         up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
         """
         values = [message.value() for message in messages]
-        partitions = [message.partition() for message in messages]
-        offsets = [message.offset() for message in messages]
+        # A consumed record always has its partition and offset (confluent-kafka types them optional).
+        partitions = cast(list[int], [message.partition() for message in messages])
+        offsets = cast(list[int], [message.offset() for message in messages])
         # Records with the contract's usual headers keep a shared copy of them; only the others
         # keep their own (header objects retained per record would cost more than the parsing).
         headers = [_kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)]

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore.exceptions import (
@@ -55,6 +55,9 @@ from obstore.store import LocalStore, ObjectStore, S3Store
 
 from lakehouse_common.contract import CLAIM_ALGORITHM, ClaimReference
 from lakehouse_common.errors import ClaimCorruptError, ClaimNotFoundError, ConfigError, TransientError
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +231,8 @@ class ClaimStore:
     ) -> ClaimCollection:
         """Delete the claims no record can need any more (the rule in the module docstring)."""
         now = now or datetime.now(UTC)
-        claims: dict[str, dict[str, Any]] = {}
-        markers: dict[str, dict[str, Any]] = {}
+        claims: dict[str, ObjectMeta] = {}
+        markers: dict[str, ObjectMeta] = {}
         try:
             for chunk in obstore.list(self._store, _PREFIX):
                 for meta in chunk:

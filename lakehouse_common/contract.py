@@ -292,7 +292,7 @@ def claim_headers(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[
 
 def is_claim(headers: Sequence[tuple[str, bytes | None]] | None) -> bool:
     """Whether a record's value is a claim reference (the marker is the first header)."""
-    return bool(headers) and headers[0][0] == HEADER_CLAIM  # type: ignore[index]
+    return headers is not None and len(headers) > 0 and headers[0][0] == HEADER_CLAIM
 
 
 def parse_claim_reference(value: bytes | None, marker: bytes | None = CLAIM_ALGORITHM.encode()) -> ClaimReference:
