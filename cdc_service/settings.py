@@ -233,7 +233,7 @@ class ClaimSettings(FrozenModel):
     root: str = Field(
         "build/lake",
         description="The lake root claims are written under (<root>/claims/): the bronze writer's lake.root "
-        "(BRONZE_LAKE__ROOT), a local path or an object-store URI (s3://...).",
+        "(BRONZE_LAKE__ROOT), a local path or an object-store URI (s3://..., gs://..., az://...).",
     )
     storage_options: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -244,8 +244,9 @@ class ClaimSettings(FrozenModel):
     @field_validator("root")
     @classmethod
     def _supported_store(cls, root: str) -> str:
-        if "://" in root and not root.lower().startswith(("file://", "s3://", "s3a://")):
-            raise ValueError("use a local path, file://, s3:// or s3a://")
+        schemes = ("file", "s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure")
+        if "://" in root and root.split("://", 1)[0].lower() not in schemes:
+            raise ValueError(f"use a local path or one of {', '.join(scheme + '://' for scheme in schemes)}")
         return root
 
     def revealed_options(self) -> dict[str, str]:

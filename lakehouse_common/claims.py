@@ -51,7 +51,7 @@ from obstore.exceptions import (
     UnauthenticatedError,
     UnknownConfigurationKeyError,
 )
-from obstore.store import LocalStore, ObjectStore, S3Store
+from obstore.store import LocalStore, ObjectStore, S3Store, from_url
 
 from lakehouse_common.contract import CLAIM_ALGORITHM, ClaimReference
 from lakehouse_common.errors import ClaimCorruptError, ClaimNotFoundError, ConfigError, TransientError
@@ -82,7 +82,11 @@ def claim_path(digest: str) -> str:
 
 
 def _open(root: str, storage_options: Mapping[str, str]) -> tuple[ObjectStore, Path | None]:
-    """An object_store client for ``root`` (and the local directory, when it is one)."""
+    """An object_store client for ``root`` (and the local directory, when it is one).
+
+    deltalake takes object_store's HTTP client options among its storage options; obstore
+    wants them apart, and (on S3) every other key with its ``aws_`` prefix.
+    """
     if "://" not in root or root.startswith("file://"):
         directory = Path(root.removeprefix("file://")).absolute()
         try:
@@ -90,8 +94,7 @@ def _open(root: str, storage_options: Mapping[str, str]) -> tuple[ObjectStore, P
         except OSError as error:
             raise TransientError(f"cannot create the claim store's directory {directory}: {error}") from error
         return LocalStore(directory, automatic_cleanup=True), directory
-    if not root.lower().startswith(_S3_SCHEMES):
-        raise ConfigError(f"the claim store supports local directories and s3:// roots, not {root.split('://')[0]}://")
+    s3 = root.lower().startswith(_S3_SCHEMES)
     config: dict[str, Any] = {}
     client: dict[str, Any] = {}
     for key, value in storage_options.items():
@@ -100,12 +103,16 @@ def _open(root: str, storage_options: Mapping[str, str]) -> tuple[ObjectStore, P
         if bare in _CLIENT_OPTIONS:
             client[bare] = value.strip().lower() in ("1", "true", "yes", "on") if bare in _BOOLEAN_CLIENT_OPTIONS else value
         elif name not in _DELTALAKE_ONLY:
-            config[name if name.startswith("aws_") else f"aws_{name}"] = value
+            config[f"aws_{name}" if s3 and not name.startswith("aws_") else name] = value
     try:
-        return S3Store.from_url(root, config=config, client_options=client), None  # type: ignore[arg-type]
+        if s3:
+            return S3Store.from_url(root, config=config, client_options=client), None  # type: ignore[arg-type]
+        return from_url(root, config=config or None, client_options=client or None), None  # type: ignore[arg-type]
     except UnknownConfigurationKeyError as error:
         raise ConfigError(f"a storage option is not valid for the claim store: {error}") from None
     except BaseError as error:
+        raise ConfigError(f"cannot open the claim store at {root}: {error}") from None
+    except ValueError as error:  # obstore refuses a scheme it does not know
         raise ConfigError(f"cannot open the claim store at {root}: {error}") from None
 
 
@@ -136,7 +143,14 @@ class ClaimStore:
 
     def __init__(self, root: str, storage_options: Mapping[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
-        self._store, self._directory = _open(self.root, storage_options or {})
+        self._options = dict(storage_options or {})
+        self._client: tuple[ObjectStore, Path | None] | None = None
+
+    def _open(self) -> tuple[ObjectStore, Path | None]:
+        """The client, made at first use: a lake that never meets a claim never needs the store."""
+        if self._client is None:
+            self._client = _open(self.root, self._options)
+        return self._client
 
     def uri(self, digest: str) -> str:
         """Where a claim is, for messages (the root holds no credentials; the options do)."""
@@ -152,16 +166,17 @@ class ClaimStore:
         """
         reference = ClaimReference.of(value)
         path = claim_path(reference.digest)
+        store, directory = self._open()
         try:
-            obstore.put(self._store, path, value)
+            obstore.put(store, path, value)
         except (PermissionDeniedError, UnauthenticatedError) as error:
             raise ConfigError(f"the claim store at {self.root} refused to store a claim: {error}") from None
         except BaseError as error:
             raise TransientError(f"cannot store claim {self.uri(reference.digest)}: {error}") from error
         except OSError as error:  # the local directory: full, read-only, gone
             raise TransientError(f"cannot store claim {self.uri(reference.digest)}: {error}") from error
-        if self._directory is not None:
-            self._fsync(self._directory / path)
+        if directory is not None:
+            self._fsync(directory / path)
         return reference
 
     @staticmethod
@@ -186,8 +201,9 @@ class ClaimStore:
     def get(self, reference: ClaimReference) -> bytes:
         """The claimed bytes, checked against the reference's size and SHA-256."""
         uri = self.uri(reference.digest)
+        store, _ = self._open()
         try:
-            result = obstore.get(self._store, claim_path(reference.digest))
+            result = obstore.get(store, claim_path(reference.digest))
             size = result.meta["size"]
             if size != reference.size:
                 raise ClaimCorruptError(f"claim {uri} holds {size} bytes, its reference names {reference.size}")
@@ -210,10 +226,11 @@ class ClaimStore:
     def mark_landed(self, digests: Iterable[str], detail: Mapping[str, Any] | None = None) -> int:
         """Record that bronze landed these claims' events (after the batch is durable); returns how many."""
         body = json.dumps({"landed_at": datetime.now(UTC).isoformat(), **(detail or {})}).encode()
+        store, _ = self._open()
         count = 0
         for digest in sorted(set(digests)):
             try:
-                obstore.put(self._store, claim_path(digest) + LANDED_SUFFIX, body)
+                obstore.put(store, claim_path(digest) + LANDED_SUFFIX, body)
             except (BaseError, OSError) as error:
                 raise TransientError(f"cannot mark claim {self.uri(digest)} landed: {error}") from error
             count += 1
@@ -231,10 +248,11 @@ class ClaimStore:
     ) -> ClaimCollection:
         """Delete the claims no record can need any more (the rule in the module docstring)."""
         now = now or datetime.now(UTC)
+        store, _ = self._open()
         claims: dict[str, ObjectMeta] = {}
         markers: dict[str, ObjectMeta] = {}
         try:
-            for chunk in obstore.list(self._store, _PREFIX):
+            for chunk in obstore.list(store, _PREFIX):
                 for meta in chunk:
                     name = meta["path"].rsplit("/", 1)[-1]
                     if name.endswith(LANDED_SUFFIX):
@@ -276,7 +294,7 @@ class ClaimStore:
         if not dry_run:
             for path in doomed:  # a claim before its marker: an interruption leaves a stray marker, never an orphan
                 try:
-                    obstore.delete(self._store, path)
+                    obstore.delete(store, path)
                 except (BaseError, OSError) as error:
                     raise TransientError(f"cannot delete {self.root}/{path}: {error}") from error
         logger.info(
