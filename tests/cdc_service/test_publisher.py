@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import bson
 import pytest
@@ -22,6 +23,7 @@ from lakehouse_common import lake
 from lakehouse_common.claims import LANDED_SUFFIX, ClaimStore, claim_path
 from lakehouse_common.contract import (
     HEADER_CLAIM,
+    ClaimReference,
     ValueFormat,
     claim_headers,
     decode_value,
@@ -107,6 +109,27 @@ def test_oversize_events_are_kept_in_the_claim_store_and_their_references_publis
     reference = parse_claim_reference(claimed["value"])
     assert ClaimStore(str(tmp_path / "lake")).get(reference) == encoded.value  # the event, byte for byte
     assert read_topic(kafka_broker.bootstrap_servers, settings.topics.dead_letter_topic, idle_s=0.5) == []
+
+
+def test_in_exactly_once_mode_a_claim_is_referenced_only_by_a_committed_transaction(kafka_broker, tmp_path) -> None:
+    settings = _settings(kafka_broker, topics={"max_message_bytes": 20_000}, claims={"root": str(tmp_path / "lake")},
+                         producer={"delivery": "exactly_once"})
+    topic = f"{settings.topics.prefix}.shop.customers"
+    big = dict(EVENTS["insert"], fullDocument={"_id": 1, "blob": "x" * 50_000}, documentKey={"_id": 1})
+    (encoded,) = encode_events([raw(big)], ValueFormat.JSON)
+    publisher = EventPublisher(settings)
+    publisher.topics.ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
+    assert publisher.publish([raw(big)]).claimed == 1
+    publisher.abort()  # the attempt failed: its claim stays behind, an orphan no committed record references
+    assert read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5) == []
+    claims = ClaimStore(str(tmp_path / "lake"))
+    assert claims.get(ClaimReference.of(encoded.value)) == encoded.value
+
+    assert publisher.publish([raw(big)]).claimed == 1  # the next attempt publishes it again: same claim
+    publisher.commit({b"checkpoint": b"{}"}, settings.topics.checkpoint_topic, 30)
+    (record,) = read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5, expect=1)
+    assert parse_claim_reference(record["value"]) == ClaimReference.of(encoded.value)
+    assert claims.collect(timedelta(0), dry_run=True).orphans_kept == 1  # bronze has not landed it yet
 
 
 def test_a_claim_store_that_cannot_take_the_event_stops_the_batch_before_its_reference(kafka_broker, tmp_path) -> None:
