@@ -14,8 +14,13 @@ JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStan
 
 HELM_VERSION := v3.22.0
 HELM := $(CACHE)/bin/helm
+# SeaweedFS, the local stack's S3-compatible object store (local_stack/object_store.py). Its
+# releases are not semver tags, so the module proxy serves it by pseudo-version (the commit).
+WEED_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+WEED := $(CACHE)/bin/weed
+WEED_STAMP := $(CACHE)/bin/.weed-$(WEED_VERSION)
 
-setup: $(STAMPS)/jvm $(HELM)
+setup: $(STAMPS)/jvm $(HELM) $(WEED_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +43,15 @@ $(STAMPS)/jvm: $(STAMPS)/python $(JVM_INPUTS)
 # Helm from source through the Go module proxy (no binary downloads), cached in .cache/bin.
 $(HELM):
 	GOBIN=$(abspath $(CACHE)/bin) GOFLAGS=-buildvcs=false go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# SeaweedFS from source through the Go module proxy. Its go.mod has a replace directive, which
+# `go install pkg@version` refuses, so the module is downloaded and built as the main module.
+$(WEED_STAMP):
+	@mkdir -p $(CACHE)/bin
+	@rm -f $(CACHE)/bin/.weed-*
+	cd "$$(go mod download -json github.com/seaweedfs/seaweedfs@$(WEED_VERSION) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
+	  && GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o $(abspath $(WEED)) ./weed
+	@touch $@
 
 test: setup
 	@mkdir -p build/test-results
