@@ -62,7 +62,7 @@ bench: setup
 	$(BIN)/python -m bench.run $(BENCH)
 
 stack-up: setup
-	$(BIN)/lakehouse-stack up
+	$(BIN)/lakehouse-stack up $(ARGS)
 
 stack-down:
 	$(BIN)/lakehouse-stack down
