@@ -103,6 +103,6 @@ def test_exactly_once_under_sigkill_at_random_points(
     expected = sorted(event_id(n) for n in range(1, sequence + 1))
     assert rows.height == len(expected), f"seed {seed}: {rows.height} rows for {len(expected)} events"
     assert sorted(rows["__event_id"].to_list()) == expected, f"seed {seed}"
-    marks = lake.read_high_water_marks(uri)
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert {mark.partition: mark.offset for mark in marks.values()} == {p: end - 1 for p, end in ends.items()}
     assert set(outcomes) == set(MODES)
