@@ -267,3 +267,10 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType, request: pytest.Fixture
     finally:
         dbt_logger.removeHandler(handler)
         dbt_logger.setLevel(previous_level)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test of each lake builds it (three dbt runs): give it longer than the suite's per-test timeout."""
+    for item in items:
+        if "built_lake" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(3600))
