@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from bson import json_util
 
 from data_generator import COLLECTIONS, BronzeFixtureWriter, ChangeEventEncoder, GeneratorConfig, SalesMarketingGenerator
@@ -35,6 +36,7 @@ def _silver_ids(root: str, options: dict[str, str]) -> dict[str, set[str]]:
     }
 
 
+@pytest.mark.timeout(3600)  # two whole dbt builds through the Thrift Server
 def test_dbt_builds_silver_and_gold_on_the_cluster_full_then_incremental(
     spark_cluster: SparkCluster, object_store: ObjectStore, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
