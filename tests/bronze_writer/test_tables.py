@@ -270,7 +270,8 @@ def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander,
 
     older = INGEST_LOG_SCHEMA.remove(INGEST_LOG_SCHEMA.get_field_index("already_landed"))
     older = older.remove(older.get_field_index("ids_looked_up"))
-    write_deltalake(lake.ingest_log_uri(settings.lake.root), older.empty_table())
+    uri = lake.ingest_log_uri(settings.lake.root)
+    write_deltalake(uri, older.empty_table(), storage_options=storage_options(uri))
     land(lander, _batch(1, 3))
     log = read_bronze(lake.ingest_log_uri(settings.lake.root))
     assert log.select("rows", "already_landed", "ids_looked_up").rows() == [(3, 0, 0)]
