@@ -22,7 +22,13 @@ PROMTOOL := $(CACHE)/bin/promtool
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-setup: $(STAMPS)/jvm $(HELM) $(PROMTOOL) $(CHROMIUM)
+# SeaweedFS, the local stack's S3-compatible object store (local_stack/object_store.py). Its
+# releases are not semver tags, so the module proxy serves it by pseudo-version (the commit).
+WEED_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+WEED := $(CACHE)/bin/weed
+WEED_STAMP := $(CACHE)/bin/.weed-$(WEED_VERSION)
+
+setup: $(STAMPS)/jvm $(HELM) $(PROMTOOL) $(CHROMIUM) $(WEED_STAMP)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +62,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
+# SeaweedFS from source through the Go module proxy. Its go.mod has a replace directive, which
+# `go install pkg@version` refuses, so the module is downloaded and built as the main module.
+$(WEED_STAMP):
+	@mkdir -p $(CACHE)/bin
+	@rm -f $(CACHE)/bin/.weed-*
+	cd "$$(go mod download -json github.com/seaweedfs/seaweedfs@$(WEED_VERSION) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
+	  && GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o $(abspath $(WEED)) ./weed
+	@touch $@
+
 test: setup
 	@mkdir -p build/test-results
 	$(BIN)/pytest --junitxml=build/test-results/junit.xml $(PYTEST_ARGS)
@@ -65,7 +80,7 @@ bench: setup
 	$(BIN)/python -m bench.run $(BENCH)
 
 stack-up: setup
-	$(BIN)/lakehouse-stack up
+	$(BIN)/lakehouse-stack up $(ARGS)
 
 stack-down:
 	$(BIN)/lakehouse-stack down

@@ -26,6 +26,24 @@ from lakehouse_common.contract import EncodedEvent, ValueFormat, claim_headers, 
 
 BASE_SECONDS = 1_700_000_000
 
+# Lake root -> its storage options, registered by the ``lake`` fixture, so the readers below
+# open tables on the object store as well as on a local directory.
+_LAKES: dict[str, dict[str, str]] = {}
+
+
+def use_lake(root: str, storage_options: dict[str, str]) -> None:
+    _LAKES[root.rstrip("/")] = storage_options
+
+
+def storage_options(uri: str) -> dict[str, str]:
+    """The options of the registered lake ``uri`` lies in ({} for a local one)."""
+    roots = [root for root in _LAKES if uri == root or uri.startswith(root + "/")]
+    return dict(_LAKES[max(roots, key=len)]) if roots else {}
+
+
+def open_table(uri: str, version: int | None = None) -> DeltaTable:
+    return DeltaTable(uri, version=version, storage_options=storage_options(uri))
+
 
 def event_id(sequence: int) -> str:
     """Ids ordered like resume tokens: fixed-width hex (the stand-in's format)."""
@@ -135,7 +153,7 @@ def produce(
 
 def read_bronze(uri: str) -> pl.DataFrame:
     """A table's rows (Polars reader; pyarrow's dataset reader can abort the process at exit)."""
-    return pl.read_delta(uri)
+    return pl.read_delta(uri, storage_options=storage_options(uri))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2) -> None:
@@ -149,7 +167,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, interval: f
 
 def landed_offsets(uri: str, topic: str, partitions: int) -> dict[int, int | None]:
     try:
-        table = DeltaTable(uri)
+        table = open_table(uri)
     except Exception:  # not created yet
         return {}
     return {partition: table.transaction_version(f"{topic}-{partition}") for partition in range(partitions)}

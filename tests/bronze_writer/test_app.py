@@ -219,6 +219,7 @@ def _writer_process(settings: BronzeSettings, log_path: Path, **extra: str) -> s
         "BRONZE_CONSUMER__GROUP_ID": settings.consumer.group_id,
         "BRONZE_CONSUMER__SESSION_TIMEOUT_MS": "6000",
         "BRONZE_LAKE__ROOT": settings.lake.root,
+        "BRONZE_LAKE__STORAGE_OPTIONS": json.dumps(settings.lake.deltalake_options()),
         "BRONZE_HTTP__HOST": "127.0.0.1",
         "BRONZE_HTTP__PORT": "0",
         **extra,
