@@ -20,12 +20,12 @@ from bronze_support import (
     claim_records,
     event_id,
     landed_offsets,
+    open_table,
     produce,
     read_bronze,
     wait_until,
 )
 from confluent_kafka import Consumer, Producer, TopicPartition
-from deltalake import DeltaTable
 
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common import contract, lake
@@ -275,7 +275,7 @@ def test_claims_are_landed_in_batches_their_resolved_size_keeps_within_the_byte_
     kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
 ) -> None:
     settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_bytes": 400_000, "max_latency_seconds": 2})
-    store = ClaimStore(settings.lake.root)
+    store = ClaimStore(settings.lake.root, settings.lake.deltalake_options())
     events = [change_event(n, {"_id": n, "blob": "b" * 300_000}) for n in range(1, 7)]
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
     for message in claim_records(events, store, topic=cdc_topic):  # six claims of 300 KB, a few hundred bytes in Kafka
@@ -290,4 +290,4 @@ def test_claims_are_landed_in_batches_their_resolved_size_keeps_within_the_byte_
     assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 8)]
     assert rows.filter(pl.col("_id") == 3)["blob"].to_list() == ["b" * 300_000]
     assert metrics.flushes.labels("bytes")._value.get() >= 5  # noqa: SLF001 - one claim per batch
-    assert DeltaTable(uri).version() >= 6
+    assert open_table(uri).version() >= 6
