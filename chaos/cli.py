@@ -14,6 +14,7 @@ differs, or a service exited on its own; 2 on bad settings; 130 when interrupted
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -43,7 +44,8 @@ def main(
         if value is not None:
             overrides[key] = value
     settings = load_cli_settings(ChaosSettings, None, None, **overrides)
-    raise typer.Exit(ChaosRun(settings, Console()).run())
+    console = Console() if sys.stdout.isatty() else Console(width=140)  # a log file keeps whole lines
+    raise typer.Exit(ChaosRun(settings, console).run())
 
 
 if __name__ == "__main__":

@@ -217,8 +217,7 @@ class ChaosRun:
             for lane in lanes:
                 self._verify(lane)
             if s.silver:
-                for lane in lanes:
-                    self._verify_silver(lane)
+                self._verify_silver(lanes)
         result = self._result(lanes, load_before)
         s.result_file.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
         render(self.console, result)
@@ -323,9 +322,11 @@ class ChaosRun:
             self.broker.restart()
             fault.broker_restart_seconds = round(time.monotonic() - restarting, 2)
         elif victim is Victim.PAUSE:
+            # Past the delivery timeout by a random margin: records queued early in the pause
+            # time out while those queued in its last seconds may still be delivered.
             self.broker.pause()
             try:
-                self._wait(s.delivery_timeout_ms / 1000 + s.pause_margin_seconds, lanes, cycle)
+                self._wait(s.delivery_timeout_ms / 1000 + self.rng.uniform(0.2, s.pause_margin_seconds), lanes, cycle)
             finally:
                 self.broker.resume()
         else:
@@ -430,26 +431,39 @@ class ChaosRun:
             except Exception as error:  # the diagnosis is extra: never lose the verdict to it
                 lane.result["diagnosis"] = {"error": f"{type(error).__name__}: {error}"}
 
-    def _verify_silver(self, lane: LaneRun) -> None:
-        self.say(f"{lane.name}: building silver (spark-jobs dbt: {json.loads(lane.environment['SPARK_JOBS_DBT__COMMANDS'])[0]})...")
+    def _verify_silver(self, lanes: list[LaneRun]) -> None:
+        """``spark-jobs dbt`` for every lane at once (their lakes and metastores are separate), then compare."""
+        command = json.loads(lanes[0].environment["SPARK_JOBS_DBT__COMMANDS"])[0]
+        self.say(f"{', '.join(lane.name for lane in lanes)}: building silver (spark-jobs dbt: {command})...")
         started = time.monotonic()
-        process = ManagedProcess(
-            f"dbt-{lane.name}", [console_script("spark-jobs"), "dbt"], lane.services.environment,
-            lane.lane.logs_dir / "dbt.log", PROJECT_ROOT,
-        )
+        processes = {
+            lane.name: ManagedProcess(
+                f"dbt-{lane.name}", [console_script("spark-jobs"), "dbt"], lane.services.environment,
+                lane.lane.logs_dir / "dbt.log", PROJECT_ROOT,
+            )
+            for lane in lanes
+        }
+        finished: dict[str, float] = {}
         try:
-            while process.poll() is None:
+            while len(finished) < len(processes):
                 self._check_stop()
+                for name, process in processes.items():
+                    if name not in finished and process.poll() is not None:
+                        finished[name] = time.monotonic() - started
                 time.sleep(0.5)
         finally:
-            code = process.stop()
-        lane.result["dbt_exit_code"] = code
-        lane.result["dbt_seconds"] = round(time.monotonic() - started, 1)
-        silver = compare_silver(str(lane.lane.lake_root.resolve()), lane.result["_mongo"])
-        lane.result["silver_state"] = {collection: diff.as_dict() for collection, diff in silver.items()}
-        mismatches = sum(diff.mismatches for diff in silver.values())
-        colour = "green" if code == 0 and mismatches == 0 else "red"
-        self.say(f"[{colour}]{lane.name}: dbt exited {code} in {lane.result['dbt_seconds']:.0f}s; silver differs for {mismatches} documents[/]")
+            codes = {name: process.stop() for name, process in processes.items()}
+        for lane in lanes:
+            lane.result["dbt_exit_code"] = codes[lane.name]
+            lane.result["dbt_seconds"] = round(finished[lane.name], 1)
+            silver = compare_silver(str(lane.lane.lake_root.resolve()), lane.result["_mongo"])
+            lane.result["silver_state"] = {collection: diff.as_dict() for collection, diff in silver.items()}
+            mismatches = sum(diff.mismatches for diff in silver.values())
+            colour = "green" if codes[lane.name] == 0 and mismatches == 0 else "red"
+            self.say(
+                f"[{colour}]{lane.name}: dbt exited {codes[lane.name]} after {lane.result['dbt_seconds']:.0f}s; "
+                f"silver differs for {mismatches} documents[/]"
+            )
 
     # ------------------------------------------------------------------ the result
 

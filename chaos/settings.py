@@ -29,7 +29,7 @@ class ChaosSettings(ServiceSettings):
     )
     modes: list[DeliveryMode] = Field(
         default_factory=lambda: [DeliveryMode.AT_LEAST_ONCE, DeliveryMode.EXACTLY_ONCE],
-        description="cdc-service delivery modes to run, one after the other (JSON list in the environment).",
+        description="cdc-service delivery modes to run, one lane each (JSON list in the environment).",
     )
     parallel: bool = Field(
         True, description="Run the delivery modes side by side through the same faults (false: one mode after the other)."
@@ -63,7 +63,7 @@ class ChaosSettings(ServiceSettings):
         5000, ge=1000, description="cdc-service's producer delivery timeout during the run; a broker pause outlasts it."
     )
     pause_margin_seconds: float = Field(
-        3.0, gt=0, description="A broker pause lasts the delivery timeout plus this much."
+        3.0, gt=0.2, description="A broker pause lasts the delivery timeout plus up to this much (at random)."
     )
     settle_quiet_seconds: float = Field(
         60.0, gt=0, description="After the last fault: give up waiting for missing writes once bronze has not grown for this long."
