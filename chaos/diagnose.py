@@ -39,6 +39,10 @@ def _event_key(collection: str, event: dict[str, Any]) -> WriteKey | None:
     return None if seq is None else (operation, collection, int(seq))
 
 
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 def kafka_positions(bootstrap: str, topics: dict[str, str], timeout: float = 120.0) -> dict[WriteKey, list[Position]]:
     """Every write's positions in the committed records of ``topics`` (topic -> collection)."""
     consumer = Consumer(
@@ -71,16 +75,17 @@ def kafka_positions(bootstrap: str, topics: dict[str, str], timeout: float = 120
                 if error.code() == KafkaError._PARTITION_EOF:
                     remaining.discard((message.topic(), message.partition()))
                 continue
-            value = message.value()
-            if value is None:
+            value, topic = message.value(), str(message.topic())
+            headers = message.headers()
+            if value is None or not isinstance(headers, list):
                 continue
             try:
-                event = decode_value(value, parse_headers(message.headers()).value_format)
+                event = decode_value(value, parse_headers([(name, _bytes(raw)) for name, raw in headers]).value_format)
             except ContractError:
                 continue
-            key = _event_key(topics[message.topic()], event)
+            key = _event_key(topics[topic], event)
             if key is not None:
-                positions[key].append((message.topic(), message.partition(), message.offset()))
+                positions[key].append((topic, int(message.partition() or 0), int(message.offset() or 0)))
     finally:
         consumer.close()
     return positions
