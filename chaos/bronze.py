@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from chaos.canonical import id_from_lake
-from lakehouse_common.lake import bronze_table_uri
+from lakehouse_common.lake import bronze_table_uri, dead_letter_uri
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,14 @@ def read_events(lake_root: str, database: str, collection: str) -> list[dict[str
     except TableNotFoundError:
         return []
     return _rows(table.to_pyarrow_table(columns=COLUMNS))
+
+
+def dead_letter_count(lake_root: str) -> int:
+    """Rows of the lake's dead-letter table (0 when there is none): the workload's events must never land there."""
+    try:
+        return DeltaTable(dead_letter_uri(lake_root)).to_pyarrow_dataset().count_rows()
+    except TableNotFoundError:
+        return 0
 
 
 def _local_path(uri: str) -> str:
@@ -183,4 +191,4 @@ class BronzeWatch:
             self._thread.join(timeout=30)
 
 
-__all__ = ["CHANGE_OPERATIONS", "COLUMNS", "BronzeWatch", "WriteKey", "read_events", "write_key"]
+__all__ = ["CHANGE_OPERATIONS", "COLUMNS", "BronzeWatch", "WriteKey", "dead_letter_count", "read_events", "write_key"]

@@ -35,7 +35,7 @@ from typing import Any
 
 from rich.console import Console
 
-from chaos.bronze import BronzeWatch, read_events
+from chaos.bronze import BronzeWatch, dead_letter_count, read_events
 from chaos.diagnose import diagnose, kafka_positions, summarize_verdicts
 from chaos.faults import Victim, schedule
 from chaos.pipeline import SERVICES, Incarnation, Lane, Services, service_environment
@@ -413,6 +413,7 @@ class ChaosRun:
                 "bronze_state": {collection: diff.as_dict() for collection, diff in bronze_state.items()},
                 "mongo_documents": {collection: len(documents) for collection, documents in mongo.items()},
                 "bronze_rows": {collection: len(rows) for collection, rows in events.items()},
+                "dead_letters": dead_letter_count(root),
             }
         )
         lane.result["_mongo"] = mongo
