@@ -14,8 +14,15 @@ JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStan
 
 HELM_VERSION := v3.22.0
 HELM := $(CACHE)/bin/helm
+# Prometheus 3.16's promtool (its Go module is tagged v0.316.0, like the prom/prometheus:v3.16.0
+# image of docker-compose.yml): tests/deploy checks the alerts and the dashboard's queries with it.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(CACHE)/bin/promtool
+# Debian's Chromium: the demo's report screenshot and its headless-browser test.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-setup: $(STAMPS)/jvm $(HELM)
+setup: $(STAMPS)/jvm $(HELM) $(PROMTOOL) $(CHROMIUM)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +45,16 @@ $(STAMPS)/jvm: $(STAMPS)/python $(JVM_INPUTS)
 # Helm from source through the Go module proxy (no binary downloads), cached in .cache/bin.
 $(HELM):
 	GOBIN=$(abspath $(CACHE)/bin) GOFLAGS=-buildvcs=false go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# remove_all_sd leaves out the service-discovery plugins (cloud SDKs, client-go): less than
+# half the compile time; the compose configuration uses static targets only.
+$(PROMTOOL):
+	GOBIN=$(abspath $(CACHE)/bin) GOFLAGS=-buildvcs=false go install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+# From Debian's packages when missing (the CI machine starts without it).
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
 
 test: setup
 	@mkdir -p build/test-results

@@ -8,31 +8,41 @@ is full while two are still in the pipeline, every assigned partition is paused
 (backpressure): memory stays within three batches plus librdkafka's prefetch bound.
 On start and on every assignment each partition is positioned from its bronze table's app
 transaction, never from Kafka's committed offsets; those are committed after each Delta
-commit, for lag monitoring only. SIGTERM and SIGINT only set the stop event; the loop then
-lands what it holds, commits, and closes the consumer.
+commit, for lag monitoring only. Before a partition is read, its offsets are checked against
+what bronze landed (bronze_writer.offsets), and a position found out of range while running
+is checked the same way: a discontinuity is never silent.
+
+``run()`` declares its resources in one ``ExitStack`` (signal handlers, HTTP server,
+maintenance, the two stage threads, the consumer), so they unwind in reverse order however
+it ends. SIGTERM and SIGINT only set the stop event (``stop_on_signals``); the loop then
+lands what it holds, commits, and closes the consumer; a second signal exits at once. Every
+error goes through ``_act``, which matches on ``bronze_writer.errors.classify``'s action.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import ExitStack, contextmanager
+from types import TracebackType
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from bronze_writer.decode import DecodedTopic, Records
+from bronze_writer.errors import Action, OffsetDiscontinuityError, Stage, classify, describe
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.maintenance import Maintenance
 from bronze_writer.metrics import BronzeMetrics
+from bronze_writer.offsets import Discontinuity, KafkaInspector, inspect_partitions
 from bronze_writer.settings import BronzeSettings
-from lakehouse_common.errors import FatalError
+from lakehouse_common.errors import ConfigError, FatalError
+from lakehouse_common.lifecycle import stop_on_signals
 from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact_mapping
 
@@ -102,7 +112,7 @@ class Batch:
 
 
 class BronzeWriter:
-    """``BronzeWriter(settings).run()`` until ``stop()`` or SIGTERM/SIGINT."""
+    """``BronzeWriter(settings).run()`` until ``stop()`` or SIGTERM/SIGINT; raises what stopped it otherwise."""
 
     def __init__(self, settings: BronzeSettings, metrics: BronzeMetrics | None = None) -> None:
         self.settings = settings
@@ -111,6 +121,7 @@ class BronzeWriter:
         self.maintenance = Maintenance(settings, self.metrics)
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
+        self._inspector: KafkaInspector | None = None
         self._decoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bronze-decoding")
         self._landing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bronze-landing")
         self._inflight: deque[Future[LandedBatch]] = deque()
@@ -119,6 +130,7 @@ class BronzeWriter:
         self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._landed_next: dict[tuple[str, int], int] = {}
+        self._starts: dict[tuple[str, int], int] = {}  # where each partition was positioned (may be logical)
         self._last_loop = time.monotonic()
         self._rebalanced = False
         self._failure: BaseException | None = None
@@ -132,13 +144,38 @@ class BronzeWriter:
         self._stop.set()
 
     def run(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._on_signal)
-        server = ObservabilityServer(
-            self.metrics.registry, self._liveness, self._readiness, self.settings.http.host, self.settings.http.port
-        ).start()
-        self.http_port = server.port
+        """Consume and land until stopped; a fatal error (also one Kafka reports) is raised after the unwinding."""
+        try:
+            with ExitStack() as resources:
+                resources.enter_context(stop_on_signals(self._stop))
+                server = ObservabilityServer(
+                    self.metrics.registry, self._liveness, self._readiness, self.settings.http.host, self.settings.http.port
+                ).start()
+                resources.callback(server.stop)
+                self.http_port = server.port
+                resources.callback(self.maintenance.shutdown)
+                resources.push(self._shut_down_stages)
+                self._consumer = self._open_consumer()
+                resources.callback(self._consumer.close)
+                self._inspector = KafkaInspector(AdminClient(dict(self.settings.kafka.librdkafka_config())))
+                self._consumer.subscribe(
+                    [self.settings.consumer.topic_pattern],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+                resources.enter_context(_fewer_garbage_collections())
+                self._loop()
+                self._drain()
+        except BaseException as error:
+            self._failure = self._failure or error
+            raise
+        finally:
+            logger.info("bronze writer stopped", extra={"failure": describe(self._failure) if self._failure else None})
+        if self._failure is not None:
+            raise self._failure
+
+    def _open_consumer(self) -> Consumer:
         config = self._consumer_config()
         logger.info(
             "bronze writer starting",
@@ -146,28 +183,21 @@ class BronzeWriter:
                 "consumer": redact_mapping(config),
                 "lake_root": self.settings.lake.root,
                 "topic_pattern": self.settings.consumer.topic_pattern,
+                "offset_discontinuity": self.settings.consumer.offset_discontinuity,
             },
         )
-        self._consumer = Consumer(config)
         try:
-            self._consumer.subscribe(
-                [self.settings.consumer.topic_pattern],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            with _fewer_garbage_collections():
-                self._loop()
-                self._drain()
-        except BaseException as error:
-            self._failure = error
-            raise
-        finally:
-            self._close(server)
+            return Consumer(config)
+        except KafkaException as error:
+            raise ConfigError(f"the Kafka consumer rejected its configuration: {error}") from error
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        self._stop.set()
+    def _shut_down_stages(
+        self, _type: type[BaseException] | None, error: BaseException | None, _traceback: TracebackType | None
+    ) -> None:
+        """Let the stage threads finish a clean stop; after a failure, cancel what has not started."""
+        failed = error is not None or self._failure is not None
+        self._decoding.shutdown(wait=not failed, cancel_futures=True)
+        self._landing.shutdown(wait=not failed, cancel_futures=True)
 
     def _consumer_config(self) -> dict[str, object]:
         consumer = self.settings.consumer
@@ -178,7 +208,8 @@ class BronzeWriter:
                 "client.id": f"bronze-writer-{self.settings.replica_name}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": consumer.start_offset,
+                # Positions come from the Delta log; one Kafka no longer has is reported, never skipped.
+                "auto.offset.reset": "error",
                 "isolation.level": "read_committed",
                 "queued.max.messages.kbytes": consumer.fetch_queue_max_kbytes,
                 "session.timeout.ms": consumer.session_timeout_ms,
@@ -190,6 +221,41 @@ class BronzeWriter:
         if consumer.group_instance_id:
             config["group.instance.id"] = consumer.group_instance_id
         return config
+
+    # --- errors ----------------------------------------------------------------------------
+
+    def _act(self, error: BaseException, stage: Stage) -> Action:
+        """The one place an error becomes an action (``bronze_writer.errors.classify`` decides which)."""
+        action = classify(error, stage)
+        match action:
+            case Action.RETRY:
+                logger.warning("Kafka error; librdkafka retries", extra={"error": describe(error), "stage": stage.value})
+            case Action.RESET:
+                if not isinstance(error, OffsetDiscontinuityError):
+                    raise error
+                self._apply_discontinuity_policy(error.discontinuity)
+            case Action.DEAD_LETTER | Action.STOP:
+                raise error  # records are dead-lettered by the stages; reaching here, it stops the writer
+        return action
+
+    def _apply_discontinuity_policy(self, discontinuity: Discontinuity) -> None:
+        """Count and log it; then stop (``fail``) or record the reset to the first available offset (``accept``)."""
+        policy = self.settings.consumer.offset_discontinuity
+        self.metrics.offset_discontinuities.labels(
+            discontinuity.topic, str(discontinuity.partition), discontinuity.kind.value
+        ).inc()
+        logger.error(
+            discontinuity.describe(),
+            extra={**discontinuity.log_fields(), "policy": policy, "reset_command": discontinuity.reset_command},
+        )
+        if policy == "fail":
+            raise OffsetDiscontinuityError(
+                f"{discontinuity.describe()}. Nothing was landed from the new offsets. If they are right, stop the "
+                f"writers and run: {discontinuity.reset_command} (or set BRONZE_CONSUMER__OFFSET_DISCONTINUITY=accept)",
+                discontinuity,
+            )
+        self.lander.reset_offsets(discontinuity.topic, {discontinuity.partition: discontinuity.low}, discontinuity.kind.value)
+        self._landed_next[(discontinuity.topic, discontinuity.partition)] = discontinuity.low
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -225,11 +291,54 @@ class BronzeWriter:
                 good.append(message)
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif error.fatal():
-                raise KafkaException(error)
+            elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                assert topic is not None and partition is not None and offset is not None  # a partition's error
+                self._out_of_range(topic, partition, offset)
             else:
-                logger.warning("consumer error", extra={"error": str(error)})
+                self._act(KafkaException(error), Stage.KAFKA)
         return good
+
+    def _out_of_range(self, topic: str, partition: int, requested: int) -> None:
+        """Kafka no longer has the offset the consumer asked for: land what is held, then find out why."""
+        logger.warning(
+            "the consumer's position is out of range", extra={"topic": topic, "partition": partition, "offset": requested}
+        )
+        self._land_everything_held("offsets")
+        next_offset = self.lander.start_offsets(topic, [partition])[partition]
+        expected = {(topic, partition): (requested if next_offset is None else next_offset,
+                                         self.lander.table_for(topic).marks.get(f"{topic}/{partition}"))}
+        assert self._inspector is not None and self._consumer is not None
+        try:
+            identities, found = inspect_partitions(self._inspector, [topic], expected)
+        except KafkaException as error:
+            self._act(error, Stage.KAFKA)
+            found = []
+        else:
+            self.lander.identities.update(identities)
+        if found:
+            self._act(OffsetDiscontinuityError(found[0].describe(), found[0]), Stage.KAFKA)
+            next_offset = found[0].low
+        self._reposition(topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None
+                         else next_offset)
+
+    def _reposition(self, topic: str, partition: int, offset: int) -> None:
+        """Move one partition: librdkafka cannot seek a partition whose fetch failed, but it can assign it again.
+
+        The other partitions keep their positions (everything consumed has just been landed).
+        """
+        assert self._consumer is not None
+        positions = self._consumer.position([TopicPartition(t, p) for t, p in sorted(self._assigned)])
+        for position in positions:
+            key = (position.topic, position.partition)
+            if key == (topic, partition):
+                position.offset = offset
+            elif position.offset < 0:  # nothing consumed since the assignment
+                position.offset = self._starts.get(key, OFFSET_BEGINNING)
+        self._starts[(topic, partition)] = offset
+        self._consumer.assign(positions)
+        if self._paused:
+            self._consumer.pause(positions)
 
     def _flush_reason(self) -> str | None:
         limits = self.settings.batch
@@ -285,6 +394,13 @@ class BronzeWriter:
                 except KafkaException as error:
                     logger.warning("Kafka offset commit failed (monitoring only)", extra={"error": str(error)})
 
+    def _land_everything_held(self, reason: str) -> None:
+        """Wait for the batches in flight, then land the one being collected."""
+        self._collect_inflight(block=True)
+        if self._batch.rows:
+            self._hand_over(reason)
+            self._collect_inflight(block=True)
+
     def _pause(self) -> None:
         if self._paused or self._consumer is None or not self._assigned:
             return
@@ -311,21 +427,11 @@ class BronzeWriter:
             self._hand_over("shutdown")
             self._collect_inflight(block=True, final=True)
 
-    def _close(self, server: ObservabilityServer) -> None:
-        try:
-            if self._consumer is not None:
-                self._consumer.close()
-        finally:
-            self._decoding.shutdown(wait=self._failure is None, cancel_futures=True)
-            self._landing.shutdown(wait=self._failure is None, cancel_futures=True)
-            self.maintenance.shutdown()
-            server.stop()
-            logger.info("bronze writer stopped")
-
     # --- rebalancing -----------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Position each partition from its bronze table, not from Kafka's committed offsets."""
+        """Position each partition from its bronze table, after checking that Kafka still continues it."""
+        self._collect_inflight(block=True)
         by_topic: dict[str, list[int]] = defaultdict(list)
         for partition in partitions:
             by_topic[partition.topic].append(partition.partition)
@@ -333,10 +439,12 @@ class BronzeWriter:
         for topic, numbers in by_topic.items():
             for number, offset in self.lander.start_offsets(topic, numbers).items():
                 starts[(topic, number)] = offset
+        starts.update(self._checked_starts(starts))
         unknown = OFFSET_BEGINNING if self.settings.consumer.start_offset == "earliest" else OFFSET_END
         for partition in partitions:
             offset = starts[(partition.topic, partition.partition)]
             partition.offset = unknown if offset is None else offset
+            self._starts[(partition.topic, partition.partition)] = partition.offset
             if offset is not None:
                 self._landed_next[(partition.topic, partition.partition)] = offset
         consumer.assign(partitions)
@@ -349,14 +457,31 @@ class BronzeWriter:
             extra={"partitions": {f"{p.topic}/{p.partition}": p.offset for p in partitions}},
         )
 
+    def _checked_starts(self, starts: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
+        """Discontinuities among the partitions bronze has landed before, handled by the policy; new starts."""
+        assert self._inspector is not None
+        expected = {
+            (topic, partition): (offset, self.lander.table_for(topic).marks.get(f"{topic}/{partition}"))
+            for (topic, partition), offset in starts.items()
+            if offset is not None
+        }
+        try:
+            identities, found = inspect_partitions(self._inspector, {topic for topic, _ in starts}, expected)
+        except KafkaException as error:  # positions stay unverified; out-of-range fetches are still caught
+            logger.warning("could not check the partitions' offsets against Kafka", extra={"error": describe(error)})
+            return {}
+        self.lander.identities.update(identities)
+        changed = {}
+        for discontinuity in found:
+            self._act(OffsetDiscontinuityError(discontinuity.describe(), discontinuity), Stage.KAFKA)
+            changed[(discontinuity.topic, discontinuity.partition)] = discontinuity.low
+        return changed
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Land everything held before the partitions move to another replica."""
         revoked = {(partition.topic, partition.partition) for partition in partitions}
         logger.info("partitions revoked: landing what is held", extra={"count": len(revoked)})
-        self._collect_inflight(block=True)
-        if self._batch.rows:
-            self._hand_over("rebalance")
-            self._collect_inflight(block=True)
+        self._land_everything_held("rebalance")
         self._batch.drop(revoked)
         self._assigned -= revoked
         self.metrics.assigned.set(len(self._assigned))
@@ -376,9 +501,10 @@ class BronzeWriter:
             logger.debug("Kafka offset commit failed (monitoring only)", extra={"error": str(error)})
 
     def _on_kafka_error(self, error: KafkaError) -> None:
-        if error.fatal():
+        """librdkafka's error callback: a fatal error is stored and stops the loop, which then raises it."""
+        if classify(error, Stage.KAFKA) is Action.STOP:
             logger.error("fatal Kafka error", extra={"error": str(error)})
-            self._failure = FatalError(str(error))
+            self._failure = self._failure or FatalError(f"fatal Kafka error: {error}")
             self._stop.set()
         else:
             logger.warning("Kafka error", extra={"error": str(error)})

@@ -1,12 +1,15 @@
-"""``bronze-writer run|status|compact|vacuum``: land the CDC topics in Delta bronze tables.
+"""``bronze-writer run|status|compact|vacuum|reset-offsets``: land the CDC topics in Delta bronze tables.
 
 Configuration comes from ``BRONZE_*`` environment variables and/or ``--config FILE.yaml``
-(see docs/bronze_writer.md); it is validated before anything starts.
+(see docs/bronze_writer.md); it is validated before anything starts. Exit codes are
+``lakehouse_common.lifecycle.ExitCode``: 0 done, 1 a fatal error (logged), 2 bad settings or
+arguments, 130 a second stop signal.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +17,10 @@ import typer
 
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common.cli import config_option, load_cli_settings
-from lakehouse_common.errors import LakehouseError
+from lakehouse_common.errors import ConfigError
+from lakehouse_common.lifecycle import ExitCode
+
+logger = logging.getLogger("bronze_writer")
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
@@ -38,7 +44,7 @@ def _tables(settings: BronzeSettings, names: list[str] | None) -> list[str]:
             database, _, collection = name.partition(".")
             if not collection:
                 typer.echo(f"error: --table {name!r}: expected <db>.<collection>", err=True)
-                raise typer.Exit(2)
+                raise typer.Exit(ExitCode.BAD_CONFIGURATION)
             uris.append(bronze_table_uri(settings.lake.root, database, collection))
         return uris
     return discover_tables(settings)
@@ -46,15 +52,88 @@ def _tables(settings: BronzeSettings, names: list[str] | None) -> list[str]:
 
 @app.command()
 def run(config: ConfigOption = None) -> None:
-    """Consume the CDC topics and land them in bronze until SIGTERM/SIGINT."""
+    """Consume the CDC topics and land them in bronze until SIGTERM/SIGINT (a second one stops at once)."""
     from bronze_writer.app import BronzeWriter
+    from bronze_writer.errors import describe, is_native_panic
 
     settings = _settings(config)
     try:
         BronzeWriter(settings).run()
-    except LakehouseError as error:
+    except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION) from None
+    except BaseException as error:
+        if not isinstance(error, Exception) and not is_native_panic(error):
+            raise  # KeyboardInterrupt, SystemExit
+        logger.error("bronze writer failed", exc_info=error)
+        typer.echo(f"error: {describe(error)}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+
+
+@app.command("reset-offsets")
+def reset_offsets(
+    topic: Annotated[str, typer.Option(help="The topic whose partitions continue elsewhere.")],
+    config: ConfigOption = None,
+    partition: Annotated[
+        list[int] | None, typer.Option("--partition", "-p", help="Only this partition (repeatable; default: all).")
+    ] = None,
+    to: Annotated[
+        str, typer.Option(help="Where landing continues: earliest, latest, or the next offset to land.")
+    ] = "earliest",
+) -> None:
+    """Record in the topic's bronze table where its partitions continue, after an offset discontinuity.
+
+    For a topic deleted and recreated, or moved to another Kafka cluster: the writer stops
+    (policy ``fail``) naming this command. Stop every bronze-writer replica first. The commit
+    holds no data; it moves the partitions' offsets and records the cluster and topic ids.
+    Events the table holds already are still recognized by their ids.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from bronze_writer.offsets import KafkaInspector
+    from bronze_writer.tables import BronzeTable, namespace_for_topic
+
+    settings = _settings(config)
+    if to not in ("earliest", "latest") and not to.isdigit():
+        typer.echo(f"error: --to {to!r}: expected earliest, latest or an offset", err=True)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION)
+    database, collection = namespace_for_topic(topic, settings.consumer.topic_prefix, settings.consumer.topic_tables)
+    table = BronzeTable(settings.lake, database, collection)
+    if table.version is None:
+        typer.echo(f"error: no bronze table for {topic} at {table.uri}", err=True)
+        raise typer.Exit(ExitCode.FAILED)
+    admin = AdminClient(dict(settings.kafka.librdkafka_config()))
+    inspector = KafkaInspector(admin)
+    try:
+        partitions = sorted(partition or _partitions_of(admin, topic))
+        identity = inspector.identities([topic])[topic]
+        watermarks = inspector.watermarks((topic, number) for number in partitions)
+    except KafkaException as error:
+        typer.echo(f"error: Kafka did not answer about {topic}: {error}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    index = {"earliest": 0, "latest": 1}
+    next_offsets = {
+        number: int(to) if to.isdigit() else watermarks[(topic, number)][index[to]] for number in partitions
+    }
+    before = {number: table.landed_offset(topic, number) for number in partitions}
+    table.reset_offsets(topic, next_offsets, identity, f"reset-offsets --to {to}", settings.replica_name)
+    for number in partitions:
+        low, high = watermarks[(topic, number)]
+        previous = before[number]
+        typer.echo(
+            f"{topic}[{number}]: next offset {'none' if previous is None else previous + 1} -> {next_offsets[number]} "
+            f"(Kafka has {low} to {high - 1})"
+        )
+
+
+def _partitions_of(admin: object, topic: str) -> list[int]:
+    metadata = admin.list_topics(topic, timeout=15)  # type: ignore[attr-defined]
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        typer.echo(f"error: Kafka does not know topic {topic}", err=True)
+        raise typer.Exit(ExitCode.FAILED)
+    return list(found.partitions)
 
 
 @app.command()

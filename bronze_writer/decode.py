@@ -24,10 +24,12 @@ import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
 
+from bronze_writer.errors import Action, Stage, classify, describe, isolate_poison
 from lakehouse_common import contract
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.errors import (
     ContractError,
+    FatalError,
     MissingEventFieldError,
     UndecodableEventError,
 )
@@ -66,7 +68,11 @@ class DeadLetter:
 
 @dataclass
 class DecodedTopic:
-    """One topic's records of a batch: good events as a frame, the rest as dead letters."""
+    """One topic's records of a batch: good events as a frame, the rest as dead letters.
+
+    ``records`` stays with it until it is landed, so a record that typing cannot handle is
+    dead-lettered with its original key, value and headers.
+    """
 
     topic: str
     frame: pl.DataFrame
@@ -74,6 +80,21 @@ class DecodedTopic:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     last_offsets: dict[int, int] = field(default_factory=dict)
     first_offsets: dict[int, int] = field(default_factory=dict)
+    records: Records | None = None
+
+    def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
+        """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
+        assert self.records is not None
+        rows = {(partition, offset): row for row, (partition, offset) in enumerate(zip(
+            self.records.partitions, self.records.offsets, strict=True))}
+        letters = [self.records.dead_letter(self.topic, rows[position], error) for position, error in sorted(positions.items())]
+        keys = pl.DataFrame(
+            {"__kafka_partition": [p for p, _ in positions], "__kafka_offset": [o for _, o in positions]},
+            schema={"__kafka_partition": pl.Int32, "__kafka_offset": pl.Int64},
+        )
+        self.frame = self.frame.join(keys, on=["__kafka_partition", "__kafka_offset"], how="anti", maintain_order="left")
+        self.dead_letters += letters
+        return letters
 
 
 def _kept_headers(
@@ -133,7 +154,10 @@ class Records:
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
-        keep = [row for row, partition in enumerate(self.partitions) if partition not in partitions]
+        return self.subset([row for row, partition in enumerate(self.partitions) if partition not in partitions])
+
+    def subset(self, keep: Sequence[int]) -> Records:
+        """These rows, in this order."""
         kept = Records(
             [self.partitions[row] for row in keep],
             [self.offsets[row] for row in keep],
@@ -144,6 +168,20 @@ class Records:
         )
         kept.bytes = sum(len(value) for value in kept.values if value)
         return kept
+
+    def dead_letter(self, topic: str, row: int, error: BaseException) -> DeadLetter:
+        """The record at ``row`` as a dead letter, the error as its reason."""
+        return DeadLetter(
+            topic=topic,
+            partition=self.partitions[row],
+            offset=self.offsets[row],
+            kafka_timestamp=self.timestamps[row],
+            key=self.keys[row],
+            value=self.values[row],
+            headers=self.headers[row],
+            error_type=type(error).__name__,
+            error=str(error).strip() or repr(error),
+        )
 
 
 def _text_array(buffers: tuple[bytes, bytes, bytes], count: int) -> pa.Array:
@@ -211,11 +249,7 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
     partitions, offsets, timestamps = records.partitions, records.offsets, records.timestamps
     keys, values, headers = records.keys, records.values, records.headers
 
-    last_offsets: dict[int, int] = {}
-    first_offsets: dict[int, int] = {}
-    for partition, offset in zip(partitions, offsets, strict=True):
-        first_offsets.setdefault(partition, offset)
-        last_offsets[partition] = offset
+    first_offsets, last_offsets = _offset_bounds(records)
 
     formats = _formats(headers)
     problems: dict[int, ContractError] = {}
@@ -294,21 +328,39 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
     if problems:
         bad_rows = sorted(problems)
         frame = frame.with_row_index("__row").filter(~pl.col("__row").is_in(bad_rows)).drop("__row")
-        dead_letters = [
-            DeadLetter(
-                topic=topic,
-                partition=partitions[row],
-                offset=offsets[row],
-                kafka_timestamp=timestamps[row],
-                key=keys[row],
-                value=values[row],
-                headers=headers[row],
-                error_type=type(problems[row]).__name__,
-                error=str(problems[row]),
-            )
-            for row in bad_rows
-        ]
-    return DecodedTopic(topic, frame, field_names, dead_letters, last_offsets, first_offsets)
+        dead_letters = [records.dead_letter(topic, row, problems[row]) for row in bad_rows]
+    return DecodedTopic(topic, frame, field_names, dead_letters, last_offsets, first_offsets, records)
 
 
-__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "decode_topic"]
+def decode_guarded(topic: str, records: Records) -> DecodedTopic:
+    """``decode_topic``, except that records on which it fails become dead letters instead of an error.
+
+    Whatever decoding raises on record content (a native panic, RecursionError, any exception)
+    is isolated by bisection (bronze_writer.errors); the other records are decoded together.
+    """
+    try:
+        return decode_topic(topic, records)
+    except BaseException as error:  # classified: only the records' fault is isolated
+        if classify(error, Stage.RECORDS) is not Action.DEAD_LETTER:
+            raise
+        failure = error
+    bad = isolate_poison(range(len(records)), lambda rows: decode_topic(topic, records.subset(rows)))
+    if not bad:
+        raise FatalError(f"decoding a batch of {topic} failed, but no record fails alone: {describe(failure)}") from failure
+    decoded = decode_topic(topic, records.subset([row for row in range(len(records)) if row not in bad]))
+    decoded.dead_letters += [records.dead_letter(topic, row, error) for row, error in sorted(bad.items())]
+    decoded.first_offsets, decoded.last_offsets = _offset_bounds(records)  # poison still moves the partition on
+    decoded.records = records
+    return decoded
+
+
+def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for partition, offset in zip(records.partitions, records.offsets, strict=True):
+        first.setdefault(partition, offset)
+        last[partition] = offset
+    return first, last
+
+
+__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "decode_guarded", "decode_topic"]

@@ -3,10 +3,11 @@
 The two stages run in two threads (app.py), so one batch is decoded while the previous one
 is written: decoding does not depend on any table's state, landing does.
 
-Order matters for exactly once: dead letters first (their table records its own
-per-partition versions, so a re-read batch does not repeat them), then each bronze
-table (whose app transactions are what the writer seeks to), then the ingest log.
-Kafka offsets are committed by the caller, after all of this, for monitoring only.
+Order matters for exactly once: dead letters first (exact, so a re-read batch does not
+repeat them), then each bronze table (whose app transactions are what the writer seeks
+to), then the ingest log. A record that typing cannot handle is dead-lettered before the
+bronze commit that moves its partition past it. Kafka offsets are committed by the
+caller, after all of this, for monitoring only.
 """
 
 from __future__ import annotations
@@ -17,18 +18,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from deltalake.exceptions import DeltaError
-
-from bronze_writer.decode import DecodedTopic, Records, decode_topic
+from bronze_writer.decode import DeadLetter, DecodedTopic, Records, decode_guarded
+from bronze_writer.dedupe import EventIdIndex
+from bronze_writer.errors import Action, PoisonRowsError, Stage, classify, describe
 from bronze_writer.metrics import BronzeMetrics
+from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.settings import BronzeSettings
 from bronze_writer.tables import BronzeTable, CommitResult, DeadLetterTable, IngestLog, namespace_for_topic
-from lakehouse_common.errors import TransientError
 
 logger = logging.getLogger(__name__)
-
-# Storage hiccups worth retrying; anything else stops the writer with its message.
-_RETRYABLE = (OSError, TransientError, DeltaError)
 
 
 @dataclass
@@ -38,6 +36,7 @@ class LandedBatch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     commits: list[CommitResult] = field(default_factory=list)
     dead_letters: int = 0
+    already_landed: list[CommitResult] = field(default_factory=list)  # tables that had every record already
 
 
 class Lander:
@@ -47,8 +46,10 @@ class Lander:
         self.settings = settings
         self.metrics = metrics
         self._tables: dict[str, BronzeTable] = {}
+        self._index = EventIdIndex(settings.lake.dedupe_cache_bytes)
         self.dead_letters = DeadLetterTable(settings.lake)
         self.ingest_log = IngestLog(settings.lake)
+        self.identities: dict[str, KafkaIdentity] = {}  # per topic, set on assignment; recorded in the marks
 
     def table_for(self, topic: str) -> BronzeTable:
         table = self._tables.get(topic)
@@ -56,7 +57,7 @@ class Lander:
             database, collection = namespace_for_topic(
                 topic, self.settings.consumer.topic_prefix, self.settings.consumer.topic_tables
             )
-            table = BronzeTable(self.settings.lake, database, collection)
+            table = BronzeTable(self.settings.lake, database, collection, self._index)
             self._tables[topic] = table
         return table
 
@@ -75,7 +76,7 @@ class Lander:
 
     def decode(self, batch: Mapping[str, Records]) -> list[DecodedTopic]:
         """Stage one, independent of any table's state: records to frames and dead letters."""
-        return [decode_topic(topic, records) for topic, records in batch.items() if len(records)]
+        return [decode_guarded(topic, records) for topic, records in batch.items() if len(records)]
 
     def land(self, decoded: list[DecodedTopic], retry_seconds: float) -> LandedBatch:
         """Stage two: land a decoded batch, retrying storage errors with backoff for up to ``retry_seconds``."""
@@ -84,47 +85,78 @@ class Lander:
         while True:
             try:
                 return self._land_once(decoded)
-            except _RETRYABLE as error:
-                attempt += 1
-                if time.monotonic() >= deadline:
+            except BaseException as error:  # classified: only storage hiccups are retried here
+                if classify(error, Stage.STORAGE) is not Action.RETRY or time.monotonic() >= deadline:
                     raise
+                attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0)
                 logger.warning(
-                    "landing failed; retrying", extra={"attempt": attempt, "delay_seconds": round(delay, 2), "error": str(error)}
+                    "landing failed; retrying",
+                    extra={"attempt": attempt, "delay_seconds": round(delay, 2), "error": describe(error)},
                 )
                 time.sleep(delay)
 
+    def reset_offsets(self, topic: str, next_offsets: Mapping[int, int], reason: str) -> None:
+        """Record in the topic's bronze table that these partitions continue at these offsets."""
+        table = self.table_for(topic)
+        table.refresh()
+        table.reset_offsets(topic, next_offsets, self.identities.get(topic), reason, self.settings.replica_name)
+
     def _land_once(self, decoded: list[DecodedTopic]) -> LandedBatch:
         landed = LandedBatch()
-        letters = [letter for topic in decoded for letter in topic.dead_letters]
-        if letters:
-            landed.dead_letters = self.dead_letters.write(letters)
-            for letter in letters:
-                self.metrics.dead_letters.labels(letter.topic, letter.error_type).inc()
-            logger.warning(
-                "records sent to the dead-letter table",
-                extra={"count": len(letters), "first_error": letters[0].error, "table": self.dead_letters.uri},
-            )
+        landed.dead_letters = self._write_dead_letters([letter for topic in decoded for letter in topic.dead_letters])
         for topic in decoded:
-            table = self.table_for(topic.topic)
-            result = table.land(topic, self.settings.replica_name)
+            result = self._land_topic(topic, landed)
             for partition, last in topic.last_offsets.items():
                 landed.next_offsets[(topic.topic, partition)] = last + 1
             if result is None:
                 continue
-            landed.commits.append(result)
+            if result.version is None:
+                landed.already_landed.append(result)
+            else:
+                landed.commits.append(result)
             self._observe(result)
-        self.ingest_log.record(landed.commits, self.settings.replica_name)
+        self.ingest_log.record(landed.commits + landed.already_landed, self.settings.replica_name)
         return landed
+
+    def _land_topic(self, topic: DecodedTopic, landed: LandedBatch) -> CommitResult | None:
+        """Commit one topic's part; rows typing cannot handle are dead-lettered first, then the rest lands."""
+        table = self.table_for(topic.topic)
+        while True:
+            try:
+                return table.land(topic, self.settings.replica_name, self.identities.get(topic.topic))
+            except PoisonRowsError as poison:
+                landed.dead_letters += self._write_dead_letters(topic.dead_letter(poison.rows))
+
+    def _write_dead_letters(self, letters: list[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        written = self.dead_letters.write(letters)
+        for letter in letters:
+            self.metrics.dead_letters.labels(letter.topic, letter.error_type).inc()
+        for letter in letters[:20]:  # each one with its position; a flood is summarized below
+            logger.warning(
+                "record sent to the dead-letter table",
+                extra={"topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
+                       "error_type": letter.error_type, "error": letter.error[:500], "table": self.dead_letters.uri},
+            )
+        if len(letters) > 20:
+            logger.warning("more records sent to the dead-letter table", extra={"count": len(letters) - 20})
+        return written
 
     def _observe(self, result: CommitResult) -> None:
         name = f"{result.database}.{result.collection}"
         metrics = self.metrics
+        metrics.duplicates_dropped.labels(name).inc(result.duplicates_dropped)
+        metrics.already_landed.labels(name).inc(result.already_landed)
+        metrics.ids_looked_up.labels(name).inc(result.ids_looked_up)
+        metrics.dedupe_files_read.labels(name).inc(result.files_read)
+        if result.version is None:
+            return
         metrics.rows.labels(name).inc(result.rows)
         metrics.bytes.labels(name).inc(result.bytes)
         metrics.commits.labels(name).inc()
         metrics.commit_duration.labels(name).observe(result.duration_seconds)
-        metrics.duplicates_dropped.labels(name).inc(result.duplicates_dropped)
         metrics.commit_conflicts.labels(name).inc(result.conflicts)
         metrics.new_columns.labels(name).inc(len(result.new_columns))
         for field_name, count in result.rescued.items():
@@ -140,6 +172,9 @@ class Lander:
                 "rows": result.rows,
                 "bytes": result.bytes,
                 "duplicates_dropped": result.duplicates_dropped,
+                "already_landed": result.already_landed or None,
+                "ids_looked_up": result.ids_looked_up or None,
+                "files_read": result.files_read or None,
                 "rescued": result.rescued or None,
                 "new_columns": {column: kind.family for column, kind in result.new_columns.items()} or None,
                 "conflicts": result.conflicts,

@@ -42,7 +42,27 @@ class BronzeMetrics:
             ["table", "field"], registry=r,
         )
         self.duplicates_dropped = Counter(
-            "bronze_duplicates_dropped", "Re-delivered events dropped by event id or offset.", ["table"], registry=r
+            "bronze_duplicates_dropped",
+            "Events dropped because the table holds their exact event id, or the batch repeats it.",
+            ["table"], registry=r,
+        )
+        self.already_landed = Counter(
+            "bronze_already_landed",
+            "Records dropped because the table had landed their offset already (another writer landed them).",
+            ["table"], registry=r,
+        )
+        self.ids_looked_up = Counter(
+            "bronze_dedupe_ids_looked_up", "Event ids at or below their partition's mark, looked up in the table.",
+            ["table"], registry=r,
+        )
+        self.dedupe_files_read = Counter(
+            "bronze_dedupe_files_read", "Data files whose event ids the dedupe had to read (not cached).",
+            ["table"], registry=r,
+        )
+        self.offset_discontinuities = Counter(
+            "bronze_offset_discontinuities",
+            "Partitions whose offsets did not continue from what bronze landed, by kind (see docs/bronze_writer.md).",
+            ["topic", "partition", "kind"], registry=r,
         )
         self.new_columns = Counter("bronze_new_columns", "Columns added by schema merge.", ["table"], registry=r)
         self.flushes = Counter("bronze_flushes", "Micro-batches flushed, by the limit that triggered them.", ["reason"], registry=r)

@@ -129,8 +129,9 @@ PAYLOAD_COLUMNS = (
     "__rescued_data",
 )
 _ENVELOPE_LOWER = frozenset(name.lower() for name in ENVELOPE.names)
-# Delta without column mapping (what Spark and dbt read) refuses these characters in names.
-_INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=]")
+# Delta without column mapping (what Spark and dbt read) refuses these characters in names;
+# control characters (NUL makes Arrow's C interface panic) are refused too.
+_INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=\x00-\x1f\x7f]")
 
 # Delta's timestamp range: 0001-01-01 to 9999-12-31, in milliseconds since the epoch.
 _MIN_MILLIS = -62_135_596_800_000
@@ -174,6 +175,19 @@ def _name_problem(name: str, columns: Mapping[str, ColumnType]) -> str | None:
     if name not in columns and any(name.lower() == existing.lower() for existing in columns):
         return "differs only in case from an existing column"
     return None
+
+
+def _case_losers(names: list[str]) -> set[str]:
+    """New names that differ only in case from another new name of the batch.
+
+    Delta column names are case-insensitive, so only one of them can become a column: the
+    smallest in code-point order (``Qty`` before ``qty``), whichever document or batch
+    position they come from, so a replay decides the same way. The others are rescued.
+    """
+    by_lower: dict[str, list[str]] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), []).append(name)
+    return {name for group in by_lower.values() if len(group) > 1 for name in sorted(group)[1:]}
 
 
 def _from_millis(millis: pl.Expr) -> pl.Expr:
@@ -268,8 +282,11 @@ def resolve(
         ]
     ).row(0) if frame.height and any(name not in columns for name in field_names) else ()
     first_kind_of = dict(zip([name for name in field_names if name not in columns], first_kinds, strict=False))
+    losers = _case_losers(
+        [name for name in field_names if first_kind_of.get(name) is not None and _name_problem(name, columns) is None]
+    )
     for name in field_names:
-        if _name_problem(name, columns) is not None:
+        if _name_problem(name, columns) is not None or name in losers:
             families[name] = None
         elif name in columns:
             families[name] = columns[name].family
@@ -379,9 +396,9 @@ def _with_schema(data: pa.Table, columns: Mapping[str, ColumnType]) -> pa.Table:
 
 __all__ = [
     "BSON_TYPE_METADATA",
-    "PAYLOAD_COLUMNS",
     "ENVELOPE",
     "ENVELOPE_NAMES",
+    "PAYLOAD_COLUMNS",
     "TYPE_NAMES",
     "ColumnType",
     "Kind",

@@ -44,6 +44,12 @@ class ConsumerSettings(FrozenModel):
         description="Static group membership (e.g. the pod name of a StatefulSet): a restarted replica takes its "
         "partitions back at once instead of waiting for the session timeout and a rebalance.",
     )
+    offset_discontinuity: Literal["fail", "accept"] = Field(
+        "fail",
+        description="When a partition's offsets do not continue from what bronze landed (topic recreated, retention "
+        "overran a stopped writer, another cluster): 'fail' stops with the reset-offsets command to run, 'accept' "
+        "records the reset and lands from the partition's first available offset. Logged at ERROR either way.",
+    )
 
     @field_validator("topic_pattern")
     @classmethod
@@ -90,6 +96,12 @@ class LakeSettings(FrozenModel):
     max_commit_attempts: int = Field(
         50, ge=1, description="Attempts per bronze commit when other writers commit concurrently."
     )
+    dedupe_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Memory for the event ids of files read by the exact dedupe (ids at or below a partition's mark); "
+        "files never change, so each is read once while it stays cached.",
+    )
 
     def deltalake_options(self) -> dict[str, str]:
         """The storage options as deltalake takes them, secrets revealed."""
@@ -115,13 +127,13 @@ class BronzeSettings(ServiceSettings):
     lake: LakeSettings = Field(default_factory=LakeSettings, description="Lake location and file layout.")
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings, description="Scheduled maintenance.")
     writer_id: str | None = Field(None, description="This replica's name in the ingest log and commit info (default: host name).")
+    landing_retry_seconds: float = Field(
+        300, gt=0, description="How long a batch's storage errors are retried (partitions paused) before the writer stops."
+    )
 
     @property
     def replica_name(self) -> str:
         return self.writer_id or socket.gethostname()
-    landing_retry_seconds: float = Field(
-        300, gt=0, description="How long a batch's storage errors are retried (partitions paused) before the writer stops."
-    )
 
 
 __all__ = [

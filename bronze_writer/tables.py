@@ -6,9 +6,9 @@ landed offset) and, in its commit info, ``lakehouse.batch`` and the cumulative
 of exactly the snapshot it was computed from (``max_commit_retries=0``): deltalake would
 otherwise rebase a non-conflicting append onto a newer version and the cumulative marks
 would miss what the other writer landed. On a conflict the table is reloaded, the batch
-is filtered again against the new offsets and marks, retyped against the new schema,
-and committed again. So replicas, zombies after a rebalance, replays and restarts can
-neither lose nor duplicate an event.
+is filtered again against the new snapshot (bronze_writer.dedupe: offsets, then exact
+event ids), retyped against the new schema, and committed again. So replicas, zombies
+after a rebalance, replays and restarts can neither lose nor duplicate an event.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import Transaction
 
 from bronze_writer.decode import DeadLetter, DecodedTopic
-from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, resolve, table_columns
+from bronze_writer.dedupe import EventIdIndex, Lookup, Pending, pending_rows
+from bronze_writer.errors import Action, PoisonRowsError, Stage, classify, describe, isolate_poison
+from bronze_writer.offsets import KafkaIdentity
+from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, ResolvedBatch, resolve, table_columns
 from bronze_writer.settings import LakeSettings
 from lakehouse_common import lake
 from lakehouse_common.errors import FatalError
@@ -58,6 +61,8 @@ INGEST_LOG_SCHEMA = pa.schema(
         ("duplicates_dropped", pa.int64()),
         ("rescued_values", pa.int64()),
         ("new_columns", pa.large_utf8()),
+        ("already_landed", pa.int64()),
+        ("ids_looked_up", pa.int64()),
     ]
 )
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -138,12 +143,12 @@ def latest_marks(table: DeltaTable, newer_than: int = -1) -> dict[str, HighWater
 
 @dataclass
 class CommitResult:
-    """What one bronze commit landed."""
+    """What one bronze commit landed, and what it filtered and why (``version`` None: nothing to commit)."""
 
     table_uri: str
     database: str
     collection: str
-    version: int
+    version: int | None
     rows: int
     bytes: int
     duration_seconds: float
@@ -152,6 +157,9 @@ class CommitResult:
     event_ids: dict[str, tuple[str, str]]
     max_lag_seconds: float | None
     duplicates_dropped: int
+    already_landed: int
+    ids_looked_up: int
+    files_read: int
     rescued: dict[str, int]
     new_columns: dict[str, ColumnType]
     conflicts: int
@@ -160,12 +168,13 @@ class CommitResult:
 class BronzeTable:
     """One collection's bronze table: its offsets, marks, schema, and the commit loop."""
 
-    def __init__(self, lake_settings: LakeSettings, database: str, collection: str) -> None:
+    def __init__(self, lake_settings: LakeSettings, database: str, collection: str, index: EventIdIndex | None = None) -> None:
         self.settings = lake_settings
         self.database = database
         self.collection = collection
         self.uri = lake.bronze_table_uri(lake_settings.root, database, collection)
         self._storage_options = lake_settings.deltalake_options()
+        self._index = index or EventIdIndex(lake_settings.dedupe_cache_bytes)
         self._table: DeltaTable | None = None
         self._marks: dict[str, HighWaterMark] = {}
         self._marks_version = -1
@@ -208,42 +217,93 @@ class BronzeTable:
     def columns(self) -> dict[str, ColumnType]:
         return table_columns(self._table.schema() if self._table is not None else None)
 
-    def _pending(self, decoded: DecodedTopic) -> tuple[pl.DataFrame, dict[int, int], int]:
-        """Rows not landed yet, partitions whose offsets advance, and how many duplicates were dropped."""
+    def _pending(self, decoded: DecodedTopic) -> Pending:
+        """The batch's rows this snapshot does not hold (dedupe.py has the rule)."""
         topic = decoded.topic
-        landed = {partition: self.landed_offset(topic, partition) for partition in decoded.last_offsets}
-        advancing = {
-            partition: last
-            for partition, last in decoded.last_offsets.items()
-            if landed[partition] is None or last > landed[partition]  # type: ignore[operator]
-        }
-        frame = decoded.frame.filter(pl.col("__kafka_partition").is_in(list(advancing)))
-        bounds = pl.DataFrame(
-            {
-                "__kafka_partition": list(advancing),
-                "__landed_offset": [landed[partition] if landed[partition] is not None else -1 for partition in advancing],
-                "__landed_event_id": [
-                    self._marks[f"{topic}/{partition}"].event_id if f"{topic}/{partition}" in self._marks else ""
-                    for partition in advancing
-                ],
-            },
-            schema={"__kafka_partition": pl.Int32, "__landed_offset": pl.Int64, "__landed_event_id": pl.String},
-        )
-        frame = frame.join(bounds, on="__kafka_partition", how="left")
-        before = frame.height
-        # Event ids only grow within a partition: keep an event only when its id is above
-        # the landed mark and above every id before it in this batch (producer retries, replays).
-        # (Strings have no cum_max: compare dense ranks, computed once over the whole batch.)
-        frame = frame.with_columns(pl.col("__event_id").rank("dense").alias("__rank"))
-        frame = frame.filter(
-            (pl.col("__kafka_offset") > pl.col("__landed_offset"))
-            & (pl.col("__event_id") > pl.col("__landed_event_id"))
-            & (pl.col("__rank") > pl.col("__rank").cum_max().shift(1, fill_value=0).over("__kafka_partition"))
-        ).drop("__landed_offset", "__landed_event_id", "__rank")
-        return frame, advancing, before - frame.height
+        table = self._table
 
-    def land(self, decoded: DecodedTopic, writer_id: str) -> CommitResult | None:
-        """Commit the topic's new events and offsets; None when every partition had already landed."""
+        def lookup(ids: pl.Series) -> Lookup:
+            assert table is not None
+            return self._index.lookup(table, ids, self._storage_options)
+
+        marks = {
+            partition: self._marks[f"{topic}/{partition}"].event_id
+            for partition in decoded.last_offsets
+            if f"{topic}/{partition}" in self._marks
+        }
+        landed = {partition: self.landed_offset(topic, partition) for partition in decoded.last_offsets}
+        return pending_rows(decoded.frame, decoded.last_offsets, landed, marks, lookup)
+
+    def _typed(self, frame: pl.DataFrame, decoded: DecodedTopic, ingested_at: datetime) -> ResolvedBatch:
+        """The rows typed against the table; rows that make typing fail raise ``PoisonRowsError``."""
+        columns = self.columns()
+
+        def attempt(rows: list[int] | None = None) -> ResolvedBatch:
+            subset = frame if rows is None else frame[rows]
+            return resolve(
+                subset,
+                decoded.field_names,
+                columns,
+                topic=decoded.topic,
+                database=self.database,
+                collection=self.collection,
+                ingested_at=ingested_at,
+            )
+
+        try:
+            return attempt()
+        except BaseException as error:  # classified: only the records' fault is isolated
+            if classify(error, Stage.RECORDS) is not Action.DEAD_LETTER:
+                raise
+            failure = error
+        bad = isolate_poison(range(frame.height), attempt)
+        if not bad:
+            raise FatalError(
+                f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}"
+            ) from failure
+        positions = frame.select("__kafka_partition", "__kafka_offset").rows()
+        raise PoisonRowsError({positions[row]: error for row, error in sorted(bad.items())}) from failure
+
+    def _marks_after(
+        self, decoded: DecodedTopic, frame: pl.DataFrame, advancing: Mapping[int, int], identity: KafkaIdentity | None
+    ) -> tuple[dict[str, HighWaterMark], dict[str, tuple[str, str]]]:
+        """The cumulative marks after landing ``frame``, and this commit's event-id range per partition."""
+        summary = frame.group_by("__kafka_partition").agg(
+            pl.col("__event_id").min().alias("min_id"),
+            pl.col("__event_id").max().alias("max_id"),
+            pl.col("__resume_token").sort_by("__event_id").last().alias("max_token"),
+        )
+        ranges = {partition: (low, high, token) for partition, low, high, token in summary.iter_rows()}
+        marks = dict(self._marks)
+        event_ids: dict[str, tuple[str, str]] = {}
+        for partition, last in advancing.items():
+            key = f"{decoded.topic}/{partition}"
+            previous = marks.get(key)
+            event_id, token = (previous.event_id, previous.resume_token) if previous else ("", "")
+            if partition in ranges:
+                low, high, max_token = ranges[partition]
+                event_ids[key] = (low, high)
+                if high > event_id:
+                    event_id, token = high, max_token
+            elif previous is None:
+                continue  # only poison so far: the app transaction records the offset
+            marks[key] = HighWaterMark(
+                decoded.topic,
+                partition,
+                last,
+                event_id,
+                token,
+                identity.cluster_id if identity and identity.cluster_id else previous.cluster_id if previous else None,
+                identity.topic_id if identity and identity.topic_id else previous.topic_id if previous else None,
+            )
+        return marks, event_ids
+
+    def land(self, decoded: DecodedTopic, writer_id: str, identity: KafkaIdentity | None = None) -> CommitResult | None:
+        """Commit the topic's new events and offsets.
+
+        None when there is nothing to commit and nothing was filtered; a result without a
+        version when every record had been landed before (its counts go to the ingest log).
+        """
         conflicts = 0
         if self._table is None:
             self._table = open_or_create(
@@ -252,38 +312,14 @@ class BronzeTable:
         for attempt in range(self.settings.max_commit_attempts):
             if attempt:
                 self.refresh()
-            frame, advancing, duplicates = self._pending(decoded)
-            if not advancing:
-                return None
+            pending = self._pending(decoded)
+            self._log_rereads(decoded.topic, pending)
+            if not pending.advancing:
+                return self._result(decoded, pending, None, 0.0, {}, {}, None, conflicts) if pending.already_landed else None
+            frame, advancing = pending.frame, pending.advancing
             ingested_at = datetime.now(UTC)
-            columns = self.columns()
-            resolved = resolve(
-                frame,
-                decoded.field_names,
-                columns,
-                topic=decoded.topic,
-                database=self.database,
-                collection=self.collection,
-                ingested_at=ingested_at,
-            )
-            summary = frame.group_by("__kafka_partition").agg(
-                pl.col("__kafka_offset").min().alias("first_offset"),
-                pl.col("__event_id").first().alias("first_id"),
-                pl.col("__event_id").last().alias("last_id"),
-                pl.col("__resume_token").last().alias("last_token"),
-                pl.col("__kafka_offset").last().alias("last_id_offset"),
-            )
-            marks = dict(self._marks)
-            event_ids: dict[str, tuple[str, str]] = {}
-            for partition, _first_offset, first_id, last_id, last_token, _last_offset in summary.iter_rows():
-                key = f"{decoded.topic}/{partition}"
-                event_ids[key] = (first_id, last_id)
-                marks[key] = HighWaterMark(decoded.topic, partition, advancing[partition], last_id, last_token)
-            for partition, last in advancing.items():
-                key = f"{decoded.topic}/{partition}"
-                if key in marks and key not in event_ids:
-                    previous = marks[key]
-                    marks[key] = HighWaterMark(previous.topic, partition, last, previous.event_id, previous.resume_token)
+            resolved = self._typed(frame, decoded, ingested_at)
+            marks, event_ids = self._marks_after(decoded, frame, advancing, identity)
             offsets = {
                 f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last)
                 for partition, last in advancing.items()
@@ -319,30 +355,118 @@ class BronzeTable:
             version = self._table.version()
             self._marks = marks
             self._marks_version = version
-            committed_at = datetime.now(UTC)
-            oldest_cluster_time = frame["__cluster_time_seconds"].min() if frame.height else None
-            max_lag = committed_at.timestamp() - oldest_cluster_time if oldest_cluster_time is not None else None
-            return CommitResult(
-                table_uri=self.uri,
-                database=self.database,
-                collection=self.collection,
-                version=version,
-                rows=frame.height,
-                bytes=int(frame["__value_bytes"].sum()) if frame.height else 0,
-                duration_seconds=duration,
-                committed_at=committed_at,
-                offsets=offsets,
-                event_ids=event_ids,
-                max_lag_seconds=max_lag,
-                duplicates_dropped=duplicates,
-                rescued=resolved.rescued,
-                new_columns=resolved.new_columns,
-                conflicts=conflicts,
-            )
+            return self._result(decoded, pending, version, duration, offsets, event_ids, resolved, conflicts)
         raise FatalError(
             f"bronze commit to {self.uri} still conflicted after {self.settings.max_commit_attempts} attempts; "
             "too many writers on one table? Raise lake.max_commit_attempts"
         )
+
+    def _result(
+        self,
+        decoded: DecodedTopic,
+        pending: Pending,
+        version: int | None,
+        duration: float,
+        offsets: dict[str, tuple[int, int]],
+        event_ids: dict[str, tuple[str, str]],
+        resolved: ResolvedBatch | None,
+        conflicts: int,
+    ) -> CommitResult:
+        frame = pending.frame if version is not None else pending.frame.clear()
+        committed_at = datetime.now(UTC)
+        oldest_cluster_time = frame["__cluster_time_seconds"].min() if frame.height else None
+        if not offsets:  # nothing committed: say which offsets were read again
+            offsets = {
+                f"{decoded.topic}/{partition}": (first, last) for partition, (_count, first, last) in pending.rereads.items()
+            }
+        return CommitResult(
+            table_uri=self.uri,
+            database=self.database,
+            collection=self.collection,
+            version=version,
+            rows=frame.height,
+            bytes=int(frame["__value_bytes"].sum()) if frame.height else 0,
+            duration_seconds=duration,
+            committed_at=committed_at,
+            offsets=offsets,
+            event_ids=event_ids,
+            max_lag_seconds=committed_at.timestamp() - oldest_cluster_time if oldest_cluster_time is not None else None,
+            duplicates_dropped=pending.duplicates,
+            already_landed=pending.already_landed,
+            ids_looked_up=pending.looked_up,
+            files_read=pending.files_read,
+            rescued=resolved.rescued if resolved else {},
+            new_columns=resolved.new_columns if resolved else {},
+            conflicts=conflicts,
+        )
+
+    def _log_rereads(self, topic: str, pending: Pending) -> None:
+        """Records at offsets already landed: another writer landed them (a zombie, a racing replica)."""
+        for partition, (count, first, last) in sorted(pending.rereads.items()):
+            logger.warning(
+                "records at offsets this table already landed were dropped (landed by another writer?)",
+                extra={"table": self.uri, "topic": topic, "partition": partition, "count": count,
+                       "first_offset": first, "last_offset": last},
+            )
+
+    def reset_offsets(
+        self, topic: str, next_offsets: Mapping[int, int], identity: KafkaIdentity | None, reason: str, writer_id: str
+    ) -> int:
+        """Record that these partitions continue at these offsets: a commit without data.
+
+        Offsets live in the app transactions, so this is the one place they move backwards
+        (a recreated topic, another cluster). Marks keep their event ids: the events are
+        the same collection's, and the dedupe still finds what the table holds.
+        """
+        if self._table is None:
+            self._table = open_or_create(
+                self.uri, _ENVELOPE_FOR_DELTA, self._storage_options, f"bronze_{self.database}_{self.collection}"
+            )
+        for attempt in range(self.settings.max_commit_attempts):
+            if attempt:
+                self.refresh()
+            marks = dict(self._marks)
+            changes = {}
+            for partition, next_offset in next_offsets.items():
+                key = f"{topic}/{partition}"
+                previous = marks.get(key)
+                changes[key] = {"from": self.landed_offset(topic, partition), "to": next_offset - 1}
+                marks[key] = HighWaterMark(
+                    topic,
+                    partition,
+                    next_offset - 1,
+                    previous.event_id if previous else "",
+                    previous.resume_token if previous else "",
+                    identity.cluster_id if identity else None,
+                    identity.topic_id if identity else None,
+                )
+            metadata = {
+                lake.HIGH_WATER_MARKS_KEY: lake.encode_high_water_marks(marks),
+                lake.OFFSET_RESET_KEY: json.dumps({"reason": reason, "landed_offsets": changes}, sort_keys=True),
+                "lakehouse.writer": writer_id,
+            }
+            transactions = [Transaction(lake.app_id(topic, p), offset - 1) for p, offset in next_offsets.items()]
+            assert self._table is not None
+            try:
+                write_deltalake(
+                    self._table,
+                    pa.schema(self._table.schema().to_arrow()).empty_table(),
+                    mode="append",
+                    commit_properties=CommitProperties(
+                        custom_metadata=metadata, app_transactions=transactions, max_commit_retries=0
+                    ),
+                )
+            except CommitFailedError:
+                time.sleep(random.uniform(0, min(0.05 * 2**attempt, 1.0)))
+                continue
+            self._marks = marks
+            self._marks_version = self._table.version()
+            logger.warning(
+                "partition offsets reset in the bronze table",
+                extra={"table": self.uri, "topic": topic, "reason": reason, "landed_offsets": changes},
+            )
+            return self._marks_version
+        raise FatalError(f"resetting offsets of {self.uri} still conflicted after {self.settings.max_commit_attempts} attempts")
 
 
 class SideTable:
@@ -385,6 +509,7 @@ class SideTable:
                     table,
                     data.cast(self.schema),
                     mode="append",
+                    schema_mode="merge",  # a table written by an older release gains the new columns
                     commit_properties=CommitProperties(
                         app_transactions=transactions or None, max_commit_retries=0 if transactions else None
                     ),
@@ -396,34 +521,66 @@ class SideTable:
 
 
 class DeadLetterTable(SideTable):
-    """``<root>/bronze/_dead_letters``: each poison record once, even when its batch is re-read."""
+    """``<root>/bronze/_dead_letters``: each poison record once, even when its batch is re-read.
+
+    Exact like the bronze dedupe: a letter above its partition's recorded offset (the app
+    transaction) is new; one at or below it is looked up by topic, partition, offset and
+    value, so letters of one batch may be written in several commits, in any order.
+    """
 
     def __init__(self, lake_settings: LakeSettings) -> None:
         super().__init__(lake.dead_letter_uri(lake_settings.root), DEAD_LETTER_SCHEMA, lake_settings)
 
     def write(self, dead_letters: list[DeadLetter]) -> int:
-        """Append the records not written before (per-partition app transactions); returns how many."""
+        """Append the records not written before; returns how many."""
         written = 0
 
         def build(table: DeltaTable) -> tuple[pa.Table, list[Transaction]] | None:
             nonlocal written
-            fresh = []
-            newest: dict[tuple[str, int], int] = {}
+            fresh: list[DeadLetter] = []
+            maybe: list[DeadLetter] = []
+            recorded: dict[tuple[str, int], int] = {}
             for letter in dead_letters:
-                landed = table.transaction_version(lake.app_id(letter.topic, letter.partition))
-                if landed is not None and letter.offset <= landed:
-                    continue
-                fresh.append(letter)
                 key = (letter.topic, letter.partition)
-                newest[key] = max(newest.get(key, -1), letter.offset)
+                if key not in recorded:
+                    landed = table.transaction_version(lake.app_id(letter.topic, letter.partition))
+                    recorded[key] = -1 if landed is None else landed
+                (maybe if letter.offset <= recorded[key] else fresh).append(letter)
+            if maybe:
+                held = _held_letters(table, maybe)
+                fresh += [letter for letter in maybe if (letter.topic, letter.partition, letter.offset, letter.value) not in held]
             written = len(fresh)
             if not fresh:
                 return None
-            transactions = [Transaction(lake.app_id(topic, partition), offset) for (topic, partition), offset in newest.items()]
+            newest = dict(recorded)
+            for letter in fresh:
+                key = (letter.topic, letter.partition)
+                newest[key] = max(newest[key], letter.offset)
+            transactions = [
+                Transaction(lake.app_id(topic, partition), offset)
+                for (topic, partition), offset in newest.items()
+                if offset != recorded[(topic, partition)]
+            ]
             return _dead_letter_table(fresh), transactions
 
         self.append(build)
         return written
+
+
+def _held_letters(table: DeltaTable, letters: list[DeadLetter]) -> set[tuple[str, int, int, bytes | None]]:
+    """Which of these records the dead-letter table holds (a small, statistics-pruned read)."""
+    offsets = sorted({letter.offset for letter in letters})
+    held = (
+        pl.scan_delta(table)
+        .filter(
+            pl.col("topic").is_in(sorted({letter.topic for letter in letters}))
+            & pl.col("offset").is_between(offsets[0], offsets[-1])
+            & pl.col("offset").is_in(offsets)
+        )
+        .select("topic", "partition", "offset", "value")
+        .collect()
+    )
+    return set(held.iter_rows())
 
 
 def _dead_letter_table(letters: list[DeadLetter]) -> pa.Table:
@@ -451,7 +608,11 @@ def _dead_letter_table(letters: list[DeadLetter]) -> pa.Table:
 
 
 class IngestLog(SideTable):
-    """``<root>/bronze/_ingest_log``: one row per bronze commit (the seed's logging table)."""
+    """``<root>/bronze/_ingest_log``: one row per bronze commit (the seed's logging table).
+
+    Plus one row, without a table version, for a batch of a table whose every record had
+    been landed before: nothing is filtered away without a count here.
+    """
 
     def __init__(self, lake_settings: LakeSettings) -> None:
         super().__init__(lake.ingest_log_uri(lake_settings.root), INGEST_LOG_SCHEMA, lake_settings)
@@ -479,6 +640,8 @@ class IngestLog(SideTable):
                 "new_columns": [
                     json.dumps({name: column.family for name, column in result.new_columns.items()}) for result in results
                 ],
+                "already_landed": [result.already_landed for result in results],
+                "ids_looked_up": [result.ids_looked_up for result in results],
             },
             schema=INGEST_LOG_SCHEMA,
         )

@@ -23,7 +23,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from cdc_service.errors import HISTORY_LOST_CODES, HistoryLostError, MongoUnavailableError
+from cdc_service.errors import MongoUnavailableError, change_stream_error
 from cdc_service.positions import Position
 from cdc_service.scope import NamespaceFilter, StreamSpec
 from cdc_service.settings import FullDocumentMode, PreImageMode, StreamLayout, StreamSettings
@@ -253,8 +253,6 @@ class ChangeStreamReader:
         while True:
             try:
                 return self._read_once()
-            except HistoryLostError:
-                raise
             except (ConnectionFailure, OperationFailure) as error:
                 if not _resumable(error):
                     raise
@@ -305,13 +303,10 @@ class ChangeStreamReader:
         try:
             return self._database.command(name, value, codec_options=RAW_CODEC_OPTIONS, **arguments)
         except OperationFailure as error:
-            if error.code in HISTORY_LOST_CODES:
-                raise HistoryLostError(
-                    f"stream {self.spec.stream_id} cannot resume from {self.position.describe() if self.position else 'now'}: "
-                    f"{error.details.get('errmsg') if error.details else error} (code {error.code})",
-                    stream_id=self.spec.stream_id,
-                    code=error.code,
-                ) from error
+            position = self.position.describe() if self.position else "now"
+            mapped = change_stream_error(error, stream_id=self.spec.stream_id, position=position)
+            if mapped is not None:
+                raise mapped from error
             raise
 
 

@@ -1,13 +1,20 @@
 """Checkpoints in a compacted Kafka topic, keyed by stream (as Kafka Connect stores offsets).
 
-Two kinds of record, JSON values, keyed ``<service>/stream/<stream id>`` and
-``<service>/snapshot/<stream id>``:
+Three kinds of record, JSON values:
 
-- a stream checkpoint: the position after the last acknowledged event (or the post-batch
-  token of a quiet stream: a heartbeat);
-- a snapshot state: the position the snapshot was taken at and, per collection, whether
-  its copy finished and which attempt is running (so an interrupted snapshot resumes
-  without copying finished collections again).
+- ``<service>/stream/<stream id>``, a stream checkpoint: the position after the last
+  acknowledged event (or the post-batch token of a quiet stream: a heartbeat);
+- ``<service>/snapshot/<stream id>``, a snapshot's header: the position it was taken at,
+  its id and whether it completed;
+- ``<service>/snapshot-collection/["<stream id>","<namespace>"]``, one per collection of a
+  snapshot: whether its copy finished, and the highest copy attempt ever begun for it (so
+  an interrupted snapshot resumes without copying finished collections again, and a new
+  attempt never reuses an earlier attempt's ids).
+
+A snapshot of any number of collections therefore writes records of a few hundred bytes
+each, far below the checkpoint topic's ``max.message.bytes``, and each commit rewrites
+only the collections that changed. A collection record of another snapshot than its
+header's (the header was replaced) still counts for its attempt number, never for "done".
 
 Records are written by the publisher only after the events they cover are acknowledged
 (at-least-once) or in the same transaction as those events (exactly-once). Reading uses
@@ -20,7 +27,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,17 +107,15 @@ class SnapshotState:
     def with_collection(self, namespace: str, progress: CollectionProgress) -> SnapshotState:
         return replace(self, collections={**self.collections, namespace: progress})
 
-    def to_json(self) -> bytes:
+    def header_json(self) -> bytes:
+        """The header record: everything but the collections (they have a record each)."""
         return json.dumps(
             {
                 "version": CHECKPOINT_FORMAT_VERSION,
                 "type": "snapshot",
                 "stream": self.stream_id,
                 "position": self.position.to_dict(),
-                "collections": {
-                    name: {"done": p.done, "attempt": p.attempt, "copied": p.copied}
-                    for name, p in sorted(self.collections.items())
-                },
+                "collection_count": len(self.collections),
                 "cluster_time": list(self.cluster_time),
                 "completed": self.completed,
                 "started_at": self.started_at,
@@ -119,8 +124,41 @@ class SnapshotState:
             separators=(",", ":"),
         ).encode()
 
+    def collection_json(self, namespace: str) -> bytes:
+        progress = self.collections[namespace]
+        return json.dumps(
+            {
+                "version": CHECKPOINT_FORMAT_VERSION,
+                "type": "snapshot-collection",
+                "stream": self.stream_id,
+                "namespace": namespace,
+                "snapshot_id": self.snapshot_id,
+                "done": progress.done,
+                "attempt": progress.attempt,
+                "copied": progress.copied,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    def records(self, service: str, namespaces: Iterable[str] | None = None) -> dict[bytes, bytes | None]:
+        """The header and the records of ``namespaces`` (all collections when None), keyed for the topic."""
+        records: dict[bytes, bytes | None] = {}
+        for namespace in sorted(self.collections if namespaces is None else namespaces):
+            records[snapshot_collection_key(service, self.stream_id, namespace)] = self.collection_json(namespace)
+        records[snapshot_key(service, self.stream_id)] = self.header_json()  # last: after its collections
+        return records
+
+    def to_json(self) -> bytes:
+        """The whole state in one document, for people and ``checkpoint show --json``."""
+        data = json.loads(self.header_json())
+        data["collections"] = {
+            name: {"done": p.done, "attempt": p.attempt, "copied": p.copied} for name, p in sorted(self.collections.items())
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SnapshotState:
+        """A header (collections come from their own records) or a state of the former one-record format."""
         return cls(
             stream_id=data["stream"],
             position=Position.from_dict(data["position"]),
@@ -148,6 +186,11 @@ def snapshot_key(service: str, stream_id: str) -> bytes:
     return f"{service}/snapshot/{stream_id}".encode()
 
 
+def snapshot_collection_key(service: str, stream_id: str, namespace: str) -> bytes:
+    """JSON names the pair unambiguously, whatever characters stream ids and namespaces hold."""
+    return f"{service}/snapshot-collection/{json.dumps([stream_id, namespace], ensure_ascii=False)}".encode()
+
+
 def load_checkpoints(
     consumer_config: Mapping[str, str], topic: str, service: str, timeout: float = 30.0
 ) -> Checkpoints:
@@ -161,20 +204,19 @@ def load_checkpoints(
         "enable.partition.eof": True,
     }
     consumer = Consumer(config)
-    prefix = f"{service}/".encode()
-    checkpoints = Checkpoints()
+    records: list[tuple[bytes, bytes | None]] = []
     try:
         metadata = consumer.list_topics(topic, timeout=timeout)
         topic_metadata = metadata.topics.get(topic)
         if topic_metadata is None or topic_metadata.error is not None:
-            return checkpoints
+            return Checkpoints()
         partitions = []
         for partition in topic_metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
             if high > low:
                 partitions.append(TopicPartition(topic, partition, low))
         if not partitions:
-            return checkpoints
+            return Checkpoints()
         consumer.assign(partitions)
         remaining = {tp.partition for tp in partitions}
         deadline = time.monotonic() + timeout
@@ -189,31 +231,56 @@ def load_checkpoints(
                     remaining.discard(message.partition())
                     continue
                 raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
-            key = message.key() or b""
-            if not key.startswith(prefix):
-                continue
-            _apply(checkpoints, key[len(prefix) :].decode(), message.value())
+            records.append((message.key() or b"", message.value()))
     finally:
         consumer.close()
+    return fold_records(service, records)
+
+
+def fold_records(service: str, records: Iterable[tuple[bytes, bytes | None]]) -> Checkpoints:
+    """What the records of the checkpoint topic, in topic order, say about ``service``.
+
+    The last record per key wins and a value of None (a tombstone) removes its key, as
+    compaction would; records of other services and unreadable ones are skipped (logged).
+    """
+    prefix = f"{service}/".encode()
+    latest: dict[bytes, bytes | None] = {}
+    for key, value in records:
+        if key.startswith(prefix):
+            latest[key] = value
+    checkpoints = Checkpoints()
+    collection_records: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for key, value in latest.items():
+        if value is None:
+            continue
+        suffix = key[len(prefix) :].decode(errors="replace")
+        kind, _, rest = suffix.partition("/")
+        try:
+            if kind == "stream":
+                checkpoints.streams[rest] = StreamCheckpoint.from_dict(json.loads(value))
+            elif kind == "snapshot":
+                checkpoints.snapshots[rest] = SnapshotState.from_dict(json.loads(value))
+            elif kind == "snapshot-collection":
+                stream_id, namespace = json.loads(rest)
+                collection_records.setdefault(stream_id, {})[namespace] = json.loads(value)
+        except (ValueError, KeyError, TypeError) as error:
+            logger.error("ignoring an unreadable checkpoint record", extra={"key": suffix, "error": str(error)})
+    for stream_id, state in checkpoints.snapshots.items():
+        checkpoints.snapshots[stream_id] = _with_collection_records(state, collection_records.get(stream_id, {}))
     return checkpoints
 
 
-def _apply(checkpoints: Checkpoints, suffix: str, value: bytes | None) -> None:
-    kind, _, stream_id = suffix.partition("/")
-    target: dict[str, Any] = checkpoints.streams if kind == "stream" else checkpoints.snapshots
-    if kind not in ("stream", "snapshot"):
-        return
-    if value is None:
-        target.pop(stream_id, None)
-        return
-    try:
-        data = json.loads(value)
-        if kind == "stream":
-            checkpoints.streams[stream_id] = StreamCheckpoint.from_dict(data)
+def _with_collection_records(state: SnapshotState, records: Mapping[str, Mapping[str, Any]]) -> SnapshotState:
+    """The snapshot's collections from their records: progress of its own snapshot, attempts of any."""
+    collections = dict(state.collections)  # a state of the former one-record format brings them inline
+    for namespace, record in records.items():
+        previous = collections.get(namespace, CollectionProgress())
+        attempt = max(int(record.get("attempt", 0)), previous.attempt)
+        if record.get("snapshot_id") == state.snapshot_id:
+            collections[namespace] = CollectionProgress(bool(record.get("done")), attempt, int(record.get("copied", 0)))
         else:
-            checkpoints.snapshots[stream_id] = SnapshotState.from_dict(data)
-    except (ValueError, KeyError, TypeError) as error:
-        logger.error("ignoring an unreadable checkpoint record", extra={"key": suffix, "error": str(error)})
+            collections[namespace] = replace(previous, attempt=attempt)
+    return replace(state, collections=collections)
 
 
 __all__ = [
@@ -222,7 +289,9 @@ __all__ = [
     "CollectionProgress",
     "SnapshotState",
     "StreamCheckpoint",
+    "fold_records",
     "load_checkpoints",
+    "snapshot_collection_key",
     "snapshot_key",
     "stream_key",
 ]

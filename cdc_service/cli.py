@@ -1,13 +1,13 @@
 """``cdc-service``: run, snapshot, replay, and checkpoint show/set.
 
 Configuration comes from ``CDC_*`` environment variables and/or ``--config file.yaml``;
-it is validated before anything starts. See docs/cdc_service.md.
+it is validated before anything starts. See docs/cdc_service.md. Exit codes are
+``lakehouse_common.lifecycle.ExitCode`` (docs/runbook.md lists them).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,12 +20,14 @@ from cdc_service.checkpoints import load_checkpoints, snapshot_key, stream_key
 from cdc_service.metrics import CdcMetrics
 from cdc_service.positions import Position, parse_time, timestamp_text
 from cdc_service.publisher import TopicManager, client_config
+from cdc_service.planning import covered_collections, mongo_client, plan_streams, server_hello
 from cdc_service.replay import ReplayPlan, plan_from_bronze, plan_from_time, plan_from_token, write_plan, write_records
 from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
-from cdc_service.service import CdcService, covered_collections, mongo_client, plan_streams, server_hello
+from cdc_service.service import CdcService
 from cdc_service.settings import CdcSettings
 from lakehouse_common.cli import config_option, load_cli_settings
-from lakehouse_common.errors import LakehouseError
+from lakehouse_common.errors import ConfigError, LakehouseError
+from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -44,19 +46,21 @@ def _settings(config: Path | None) -> CdcSettings:
 
 
 def _serve(service: CdcService, *, snapshot_only: bool = False, force_snapshot: list[str] | None = None) -> None:
-    """Run the service with SIGTERM/SIGINT asking it to drain and stop."""
-
-    def stop(signum: int, frame: object) -> None:
-        service.request_stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    """Run the service: a first SIGTERM/SIGINT drains and stops it, a second exits at once."""
     server = service.serve_http()
     try:
-        code = service.run(snapshot_only=snapshot_only, force_snapshot=force_snapshot)
+        with stop_on_signals(service.request_stop):
+            code = service.run(snapshot_only=snapshot_only, force_snapshot=force_snapshot)
     finally:
         server.stop()
     raise typer.Exit(code)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    """Print a command's error; a bad argument or setting is BAD_CONFIGURATION, anything else FAILED."""
+    typer.echo(f"error: {redact(str(error))}", err=True)
+    bad_input = isinstance(error, (ValueError, ConfigError))
+    return typer.Exit(ExitCode.BAD_CONFIGURATION if bad_input else ExitCode.FAILED)
 
 
 @app.command()
@@ -120,7 +124,7 @@ def replay(
     sources = [value for value in (from_token, from_time, from_bronze) if value]
     if len(sources) != 1:
         typer.echo("error: give exactly one of --from-token, --from-time, --from-bronze", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION)
     try:
         specs, covered = _streams(settings)
         plan: ReplayPlan
@@ -134,8 +138,7 @@ def replay(
         _ensure_checkpoint_topic(settings)
         write_plan(settings, plan)
     except (ValueError, LakehouseError) as error:
-        typer.echo(f"error: {redact(str(error))}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(error) from None
     for stream_id, position in plan.positions.items():
         typer.echo(f"{stream_id}: {position.describe()}")
     for stream_id in plan.resnapshot:
@@ -156,8 +159,7 @@ def checkpoint_show(
     try:
         checkpoints = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name)
     except LakehouseError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise _fail(error) from None
     if as_json:
         typer.echo(
             json.dumps(
@@ -212,7 +214,7 @@ def checkpoint_set(
     settings = _settings(config)
     if sum(bool(value) for value in (token, at_time, delete)) != 1:
         typer.echo("error: give exactly one of --token, --time, --delete", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION)
     try:
         StreamSpec.parse(stream)
         _ensure_checkpoint_topic(settings)
@@ -227,10 +229,8 @@ def checkpoint_set(
         )
         write_plan(settings, ReplayPlan(positions={stream: position}), kind="manual")
     except (ValueError, LakehouseError) as error:
-        typer.echo(f"error: {redact(str(error))}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(error) from None
     typer.echo(f"{stream}: {position.describe()}")
-
 
 
 

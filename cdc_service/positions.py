@@ -15,7 +15,7 @@ from typing import Any
 from bson import Timestamp, json_util
 from bson.raw_bson import RawBSONDocument
 
-from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, to_relaxed_json
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, parse_snapshot_event_id, to_relaxed_json
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def parse_time(text: str) -> datetime:
 
 def snapshot_position_of(event_id: str) -> str | None:
     """The stream position a snapshot record's event id was taken at, or None for a live event id."""
-    position, dot, ordinal = event_id.rpartition(".")
-    return position if dot and ordinal.isdigit() else None
+    parsed = parse_snapshot_event_id(event_id)
+    return parsed.position if parsed is not None else None
 
 
 def timestamp_text(value: tuple[int, int] | None) -> str:

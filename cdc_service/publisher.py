@@ -7,8 +7,14 @@ failure reported, which is when its checkpoint may be written. In exactly-once m
 events and the checkpoint records share one Kafka transaction instead.
 
 The per-event work left in Python is one ``produce`` call: the batch is serialized by the
-native codec in one call, topics come from a per-namespace cache, and oversize events
-(larger than the topic's ``max.message.bytes``) go, as a reference, to the dead-letter topic.
+native codec in one call, topics come from a per-namespace cache, and oversize events go, as
+a reference, to the dead-letter topic. An event is oversize when it exceeds the smaller of
+its topic's ``max.message.bytes`` and the producer's own ``message.max.bytes``; should
+``produce()`` still refuse a record for its size, that record is dead-lettered the same way
+instead of failing the pipeline (which would fail again on the same event, forever).
+
+Every record, event, fan-out copy, dead letter or checkpoint, goes through ``_send``: when
+librdkafka's local queue is full it waits for room instead of raising ``BufferError``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bson.raw_bson import RawBSONDocument
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from cdc_service.actions import record_too_large
 from cdc_service.errors import DeliveryFailedError, ProducerFencedError
 from cdc_service.settings import CdcSettings
 from lakehouse_common.contract import (
@@ -38,6 +45,7 @@ from lakehouse_common.contract import (
     ValueFormat,
     encode_events,
     headers_for,
+    topic_collision_key,
     topic_name,
 )
 from lakehouse_common.errors import ConfigError, FatalError, PoisonMessageError, TransientError
@@ -48,6 +56,8 @@ _LABEL = itemgetter(3, 4, 5)  # (operation, database, collection) of an EncodedE
 
 # Room kept below max.message.bytes for the record's own framing and headers.
 RECORD_OVERHEAD_BYTES = 512
+# The checkpoint topic's max.message.bytes: its records are a few hundred bytes (checkpoints.py).
+CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES = 1024 * 1024
 _VERSION_HEADER = b"%d" % CONTRACT_VERSION
 
 
@@ -79,37 +89,55 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
     """
     try:
         return EncodedBatch(encode_events(events, value_format))
-    except PoisonMessageError:
-        pass
+    except BaseException as error:  # noqa: BLE001 - a native panic is a BaseException; a record must not crash us
+        if _interrupt(error):
+            raise
     batch = EncodedBatch([])
     for document in [events] if isinstance(events, bytes) else list(events):
         try:
             batch.events.extend(encode_events([document], value_format))
-        except PoisonMessageError as error:
+        except BaseException as error:  # noqa: BLE001 - as above, one event at a time
+            if _interrupt(error):
+                raise
             raw = document.raw if isinstance(document, RawBSONDocument) else bytes(document)
-            batch.rejected.append((raw, str(error)))
+            reason = str(error) if isinstance(error, PoisonMessageError) else f"{type(error).__name__}: {error}"
+            batch.rejected.append((raw, reason))
     return batch
 
 
-class TopicManager:
-    """Creates missing topics (partitions, replication, max.message.bytes) and knows each one's size limit."""
+def _interrupt(error: BaseException) -> bool:
+    return isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
-    def __init__(self, admin: AdminClient, settings: CdcSettings) -> None:
+
+class TopicManager:
+    """Creates missing topics (partitions, replication, max.message.bytes) and knows each one's size limit.
+
+    A topic's limit is the smaller of its ``max.message.bytes`` and ``producer_limit`` (the
+    producer's ``message.max.bytes``): a record passing the first but not the second would
+    be refused by ``produce()``.
+    """
+
+    def __init__(self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None) -> None:
         self.admin = admin
         self.settings = settings
+        self.producer_limit = producer_limit or int(producer_config(settings)["message.max.bytes"])
         self._limits: dict[str, int] = {}
 
     def limit(self, topic: str) -> int:
         return self._limits[topic]
 
     def ensure(self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None) -> int:
-        """Create ``topic`` if missing; return its max.message.bytes."""
+        """Create ``topic`` if missing; return the largest record it and the producer accept."""
         if topic in self._limits:
             return self._limits[topic]
         settings = self.settings.topics
         config = {"max.message.bytes": str(settings.max_message_bytes), **settings.config}
         if compacted:
-            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "max.message.bytes": str(1024 * 1024)}
+            config = {
+                "cleanup.policy": "compact",
+                "min.compaction.lag.ms": "0",
+                "max.message.bytes": str(CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES),
+            }
         new_topic = NewTopic(
             topic,
             num_partitions=partitions or settings.partitions,
@@ -119,12 +147,18 @@ class TopicManager:
         try:
             self.admin.create_topics([new_topic], operation_timeout=30)[topic].result(timeout=60)
             logger.info("created topic", extra={"topic": topic, "partitions": new_topic.num_partitions, "config": config})
-            self._limits[topic] = int(config["max.message.bytes"])
+            topic_limit = int(config["max.message.bytes"])
         except KafkaException as error:
             code = error.args[0].code() if error.args and isinstance(error.args[0], KafkaError) else None
+            if code == KafkaError.TOPIC_EXCEPTION:  # an invalid name, or one colliding with an existing topic
+                raise ConfigError(
+                    f"Kafka refuses topic {topic}: {error}; name another topic for its collection with topics.mapping "
+                    "(CDC_TOPICS__MAPPING)"
+                ) from error
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TransientError(f"cannot create topic {topic}: {error}") from error
-            self._limits[topic] = self._describe_limit(topic)
+            topic_limit = self._describe_limit(topic)
+        self._limits[topic] = min(topic_limit, self.producer_limit)
         return self._limits[topic]
 
     def _describe_limit(self, topic: str) -> int:
@@ -191,8 +225,13 @@ class EventPublisher:
         except KafkaException as error:
             raise ConfigError(f"the Kafka producer rejected its configuration: {error}") from error
         self.admin = admin or AdminClient(client_config(settings))
-        self.topics = TopicManager(self.admin, settings)
+        self.topics = TopicManager(self.admin, settings, producer_limit=int(config["message.max.bytes"]))
         self._routes: dict[tuple[str | None, str | None], tuple[str, int] | None] = {}
+        # Who owns each topic name, by Kafka's collision rule: one namespace, or a service topic.
+        self._topic_owners: dict[str, str] = {
+            topic_collision_key(settings.topics.dead_letter_topic): "the dead-letter topic (topics.dead_letter_topic)",
+            topic_collision_key(settings.topics.checkpoint_topic): "the checkpoint topic (topics.checkpoint_topic)",
+        }
         self._format_header = self.value_format.value.encode()
         self._operation_headers: dict[str, tuple[str, bytes]] = {}
         self._failures: list[str] = []
@@ -211,10 +250,32 @@ class EventPublisher:
         key = (database, collection)
         route = self._routes.get(key)
         if route is None:
-            topic = topic_name(self.settings.topics.prefix, database, collection, self.settings.topics.mapping)
+            topic = self.claim_topic(database, collection)
             route = (topic, self.topics.ensure(topic))
             self._routes[key] = route
         return route
+
+    def claim_topic(self, database: str, collection: str) -> str:
+        """The topic of a namespace, refused (``ConfigError``) when another namespace already has it.
+
+        Two namespaces never share a topic: not by a mapping onto another's name, not by
+        names Kafka considers the same ('.' and '_' collide), not by a hash that met.
+        """
+        namespace = f"{database}.{collection}"
+        settings = self.settings.topics
+        try:
+            topic = topic_name(settings.prefix, database, collection, settings.mapping)
+        except ValueError as error:
+            raise ConfigError(f"{error}: name a shorter topic for it with topics.mapping (CDC_TOPICS__MAPPING)") from None
+        key = topic_collision_key(topic)
+        owner = self._topic_owners.setdefault(key, namespace)
+        if owner != namespace:
+            raise ConfigError(
+                f"{owner!r} and {namespace!r} would share topic {topic!r} (Kafka treats '.' and '_' alike): each "
+                f"collection needs its own topic; give one of them another with topics.mapping, for example "
+                f'CDC_TOPICS__MAPPING=\'{{"{namespace}": "{topic}-2"}}\''
+            )
+        return topic
 
     def exclude(self, database: str, collection: str) -> None:
         """Events of this namespace are skipped (out of scope)."""
@@ -268,9 +329,11 @@ class EventPublisher:
                     continue
                 # No single collection (invalidate, dropDatabase): every topic of the stream hears it.
                 for topic in fallback_topics(database) if fallback_topics else ():
-                    self._produce(topic, event)
-                    produced += 1
-                    published[label] += 1
+                    if self._send_event(event, topic, self.topics.ensure(topic), headers_for(event, self.value_format)):
+                        produced += 1
+                        published[label] += 1
+                    else:
+                        result.dead_lettered += 1
                 continue
             topic, limit = route
             if len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > limit:
@@ -284,8 +347,11 @@ class EventPublisher:
             headers = [version_header, format_header, (HEADER_EVENT_ID, event_id.encode()), operation_header]
             try:
                 produce(topic, value, key, headers=headers)
-            except BufferError:
-                self._produce_when_there_is_room(topic, value, key, headers)
+            except (BufferError, KafkaException):  # a full local queue, or a record refused: the slow path
+                if not self._send_event(event, topic, limit, headers):
+                    result.dead_lettered += 1
+                    published[(operation, database, collection)] -= 1
+                    continue
             produced += 1
         result.produced = produced
         result.by_operation = {(op, f"{db}.{coll}"): n for (op, db, coll), n in read.items()}
@@ -302,15 +368,25 @@ class EventPublisher:
             {route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)}
         )
 
-    def _produce_when_there_is_room(self, topic: str, value: bytes, key: bytes | None, headers: list[Any]) -> None:
-        """The local queue is full (Kafka is slower than MongoDB): wait for librdkafka to send some."""
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any] | None = None) -> None:
+        """Produce one record, waiting for room while librdkafka's local queue is full (Kafka is slower than MongoDB)."""
         while True:
-            self.producer.poll(0.05)
             try:
                 self.producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
-                continue
+                self.producer.poll(0.05)
+
+    def _send_event(self, event: EncodedEvent, topic: str, limit: int, headers: list[Any]) -> bool:
+        """Produce one event; False when Kafka refused it for its size and it was dead-lettered instead."""
+        try:
+            self._send(topic, event.value, event.key, headers)
+            return True
+        except KafkaException as error:
+            if not record_too_large(error):
+                raise
+            self.dead_letter_oversize(event, topic, limit, detail=str(error))
+            return False
 
     def _first_route(self, event: EncodedEvent, in_scope: Any) -> tuple[str, int] | None:
         if event.database is None or event.collection is None:
@@ -320,13 +396,9 @@ class EventPublisher:
             return None
         return self.route(event.database, event.collection)
 
-    def _produce(self, topic: str, event: EncodedEvent) -> None:
-        self.topics.ensure(topic)
-        self.producer.produce(topic, event.value, event.key, headers=headers_for(event, self.value_format))
-
     # -- dead letters ----------------------------------------------------------------------
 
-    def dead_letter_oversize(self, event: EncodedEvent, topic: str, limit: int) -> None:
+    def dead_letter_oversize(self, event: EncodedEvent, topic: str, limit: int, *, detail: str = "") -> None:
         """A reference to an event too large for its topic: what, where, how large, how to find it."""
         reference = {
             "reason": "event_exceeds_topic_max_message_bytes",
@@ -339,6 +411,7 @@ class EventPublisher:
             "value_bytes": len(event.value),
             "limit_bytes": limit,
             "value_format": self.value_format.value,
+            **({"kafka_error": detail} if detail else {}),
         }
         logger.error("event too large for its topic: published a reference to the dead-letter topic", extra=reference)
         self._produce_dead_letter(json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id)
@@ -353,12 +426,12 @@ class EventPublisher:
         if len(value) + RECORD_OVERHEAD_BYTES > limit:
             value = json.dumps({"reason": reason, "detail": detail, "truncated": True, "bytes": len(value)}).encode()
         self._begin_if_needed()
-        self.producer.produce(
+        self._send(
             topic,
             value,
             key,
-            headers=[("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
-                     ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
+            [("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
+             ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
         )
 
     # -- durability ------------------------------------------------------------------------
@@ -376,9 +449,19 @@ class EventPublisher:
             self._in_transaction = True
 
     def produce_checkpoint(self, topic: str, key: bytes, value: bytes | None) -> None:
-        """Queue one checkpoint record: part of the transaction, or written after the flush."""
+        """Queue one checkpoint record: part of the transaction, or written after the flush.
+
+        A record too large for the checkpoint topic stops the service (``FatalError``):
+        librdkafka would fail its delivery on every attempt. None is: snapshot states are
+        split per collection (checkpoints.py).
+        """
+        limit = self.topics.ensure(topic, compacted=True, partitions=1,
+                                   replication=self.settings.topics.checkpoint_replication_factor)
+        size = len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES
+        if size > limit:
+            raise FatalError(f"checkpoint record {key!r} of {size} bytes exceeds the checkpoint topic's limit of {limit}")
         self._begin_if_needed()
-        self.producer.produce(topic, value, key)
+        self._send(topic, value, key)
 
     def commit(self, records: Mapping[bytes, bytes | None], checkpoint_topic: str, timeout: float) -> None:
         """Make everything produced so far durable, then the checkpoint records with it.
@@ -402,7 +485,7 @@ class EventPublisher:
             self._flush(timeout)
             if records:
                 for key, value in records.items():
-                    self.producer.produce(checkpoint_topic, value, key)
+                    self.produce_checkpoint(checkpoint_topic, key, value)
                 self._flush(timeout)
         self.pending_events = 0
 
@@ -438,4 +521,4 @@ def _kafka_error(action: str, error: KafkaException) -> Exception:
     return DeliveryFailedError(f"{action}: {error}")
 
 
-__all__ = ["RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]
+__all__ = ["CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES", "RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]

@@ -70,6 +70,47 @@ class SnapshotMode(StrEnum):
     NEVER = "never"
 
 
+# Stages a change stream accepts that cannot touch an event's _id (the resume token); of the
+# others MongoDB allows, $replaceRoot, $replaceWith and $redact can drop or rewrite it.
+_TOKEN_SAFE_STAGES = ("$match", "$project", "$addFields", "$set", "$unset")
+_TOKEN_REWRITING_STAGES = ("$replaceRoot", "$replaceWith", "$redact")
+
+
+def _touches_id(path: str) -> bool:
+    return path == "_id" or path.startswith("_id.")
+
+
+def resume_token_problem(stage: dict[str, Any]) -> str | None:
+    """Why a user stage would change the events' ``_id``, or None when it keeps it.
+
+    MongoDB fails such a stream with error 280 (ChangeStreamFatalError), the code it also
+    uses for some lost resume points: refused here, the setting is named at start instead.
+    """
+    operator, body = next(iter(stage.items()))
+    keep = "; the events' _id is their resume token and must pass unchanged"
+    if operator in _TOKEN_REWRITING_STAGES:
+        return f"{operator} may replace or prune the events' _id{keep} (use $project, $set or $unset)"
+    if operator not in _TOKEN_SAFE_STAGES:
+        return (
+            f"stage {operator} is not allowed in a change stream pipeline here (allowed: "
+            f"{', '.join(_TOKEN_SAFE_STAGES)}, which keep _id)"
+        )
+    if operator == "$unset":
+        paths = [body] if isinstance(body, str) else list(body) if isinstance(body, list) else []
+        if any(isinstance(path, str) and _touches_id(path) for path in paths):
+            return f"$unset removes _id{keep}"
+    elif operator in ("$addFields", "$set"):
+        if isinstance(body, dict) and any(_touches_id(path) for path in body):
+            return f"{operator} sets _id{keep}"
+    elif operator == "$project" and isinstance(body, dict):
+        for path, value in body.items():
+            if path.startswith("_id."):
+                return f"$project of {path!r} changes _id{keep}"
+            if path == "_id" and value not in (1, True):
+                return f"$project of _id as {value!r} changes _id{keep} (leave _id out or project it as 1)"
+    return None
+
+
 def _check_patterns(patterns: list[str]) -> list[str]:
     for pattern in patterns:
         if is_regex_pattern(pattern):
@@ -120,7 +161,8 @@ class StreamSettings(FrozenModel):
     )
     show_expanded_events: bool = Field(False, description="showExpandedEvents (create, modify, ... events; MongoDB 6+).")
     pipeline: list[dict[str, Any]] = Field(
-        default_factory=list, description="User stages appended to the change stream ($match, $project, ...)."
+        default_factory=list,
+        description="User stages appended to the change stream: $match, $project, $addFields, $set, $unset; none may change _id.",
     )
     batch_size: int = Field(1000, ge=1, description="Events per getMore batch.")
     max_await_ms: int = Field(1000, ge=10, description="How long a getMore waits for events on the server.")
@@ -133,12 +175,15 @@ class StreamSettings(FrozenModel):
 
     @field_validator("pipeline")
     @classmethod
-    def _no_split_stage(cls, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _stages_keep_the_resume_token(cls, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for stage in stages:
             if len(stage) != 1 or not next(iter(stage)).startswith("$"):
                 raise ValueError(f"pipeline stage {stage!r} must be a single $operator document")
             if "$changeStreamSplitLargeEvent" in stage:
                 raise ValueError("use stream.split_large_events instead of a $changeStreamSplitLargeEvent stage")
+            problem = resume_token_problem(stage)
+            if problem is not None:
+                raise ValueError(problem)
         return stages
 
 
@@ -247,4 +292,5 @@ __all__ = [
     "StreamSettings",
     "TopicSettings",
     "is_regex_pattern",
+    "resume_token_problem",
 ]

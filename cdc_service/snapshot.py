@@ -3,10 +3,10 @@
 The stream's position is taken first (a change stream opened at 'now' reports it as its
 post-batch resume token); the collections are then copied, in parallel, and the stream
 resumes after that position, so every change made during the copy arrives afterwards as
-an event: no gap, no loss. Snapshot records carry ``<position>.<ordinal>`` event ids
-(``lakehouse_common.contract``). Each copy attempt of a collection numbers its records
-from ``attempt * 10**10``, so a collection copied again after a crash gets ids above every
-record of the interrupted attempt, and the bronze writer's high-water mark never drops them.
+an event: no gap, no loss. Snapshot records carry ``<position>.<attempt>.<ordinal>`` event
+ids (``lakehouse_common.contract``): a collection copied again after a crash is copied under
+a higher attempt number, so its records get ids above every record of the interrupted
+attempt, however many attempts came before, and none reuses an id of another document.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from cdc_service.publisher import EncodedBatch, encode_batch
 from lakehouse_common.contract import ValueFormat, snapshot_event
 
 logger = logging.getLogger(__name__)
-
-ORDINALS_PER_ATTEMPT = 10**10
 
 # BSON element types whose value has a fixed size, in bytes.
 _FIXED_SIZES = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
@@ -91,24 +89,40 @@ def document_key_bytes(raw: bytes) -> bytes | None:
     return (len(element) + 5).to_bytes(4, "little") + element + b"\x00"
 
 
+_MISSING = object()
+
+
 def _value_at(document: RawBSONDocument, dotted: str) -> Any:
+    """The value at a dotted path, or ``_MISSING`` (an explicit null is a value)."""
     value: Any = document
     for part in dotted.split("."):
-        if not hasattr(value, "get"):
-            return None
-        value = value.get(part)
+        if not isinstance(value, (RawBSONDocument, dict)) or part not in value:
+            return _MISSING
+        value = value[part]
     return value
 
 
 def document_key(raw: RawBSONDocument, shard_key: list[str] | None) -> RawBSONDocument | dict[str, Any]:
-    """The change events' ``documentKey`` for a document: the shard key fields, then ``_id``."""
+    """The ``documentKey`` MongoDB's change events give this document, field for field, in order.
+
+    On a sharded collection that is the shard key's fields in the shard key's order, each
+    named by its (dotted) path, leaving out fields the document lacks, then ``_id`` unless
+    the shard key holds it already (the server's ``DocumentKey::getShardKeyAndId``). The same
+    bytes give the same Kafka key, so a document's snapshot record and its change events
+    share a partition.
+    """
     if not shard_key:
         fast = document_key_bytes(raw.raw)
         if fast is not None:
             return RawBSONDocument(fast, RAW_CODEC_OPTIONS)
         return {"_id": raw["_id"]}
-    key = {field: _value_at(raw, field) for field in shard_key if field != "_id"}
-    key["_id"] = raw["_id"]
+    key: dict[str, Any] = {}
+    for field in shard_key:
+        value = _value_at(raw, field)
+        if value is not _MISSING:
+            key[field] = value
+    if "_id" not in shard_key:
+        key["_id"] = raw["_id"]
     return key
 
 
@@ -126,7 +140,7 @@ def shard_key_fields(client: MongoClient, namespace: str) -> list[str] | None:
 def build_snapshot_events(
     documents: Iterable[RawBSONDocument], task: CopyTask, first_ordinal: int, shard_key: list[str] | None
 ) -> list[bytes]:
-    """Snapshot records (BSON) for consecutive documents of one copy."""
+    """Snapshot records (BSON) for consecutive documents of one copy attempt, numbered from ``first_ordinal``."""
     cluster_time = bson.Timestamp(*task.cluster_time)
     wall_time = datetime.fromtimestamp(task.cluster_time[0], UTC)
     return [
@@ -137,6 +151,7 @@ def build_snapshot_events(
             document_key=document_key(document, shard_key),
             position=task.position_id,
             ordinal=first_ordinal + index,
+            attempt=task.attempt,
             cluster_time=cluster_time,
             wall_time=wall_time,
         )
@@ -158,7 +173,7 @@ def copy_collection(
         task.collection, codec_options=RAW_CODEC_OPTIONS, read_concern=ReadConcern("majority")
     )
     shard_key = shard_key_fields(client, task.namespace)
-    ordinal = task.attempt * ORDINALS_PER_ATTEMPT + 1
+    ordinal = 1
     copied = 0
     cursor = collection.find_raw_batches({}, batch_size=batch_size)
     try:
@@ -245,7 +260,6 @@ class SnapshotProgress:
 
 
 __all__ = [
-    "ORDINALS_PER_ATTEMPT",
     "CopyTask",
     "SnapshotBatch",
     "SnapshotCopied",

@@ -78,7 +78,7 @@ class ChangeEventEncoder:
     def snapshot(self, inserts: Iterable[Insert]) -> Iterator[dict[str, Any]]:
         """Snapshot records of documents, as cdc_service's initial copy publishes them.
 
-        Their ids are ``<position>.<ordinal>`` with position the last token issued so far,
+        Their ids are ``<position>.<attempt>.<ordinal>`` (attempt 0) with position the last token issued so far,
         so they sort after every earlier event and before every later one.
         """
         position: str | None = None

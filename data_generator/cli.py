@@ -6,13 +6,14 @@
     lakehouse-generator events --out events.jsonl --changes 5000        change events as JSON lines
 
 ``run`` loads the dataset first when the database is empty, and otherwise continues from
-what the database holds. The same seed and sizes give the same data.
+what the database holds; a first Ctrl-C (or SIGTERM) ends it after the current change, a
+second at once. The same seed and sizes give the same data. Exit codes are
+``lakehouse_common.lifecycle.ExitCode``.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from data_generator.config import GeneratorConfig
 from data_generator.generator import SalesMarketingGenerator
 from data_generator.mongo import MongoWriter
 from lakehouse_common.contract import to_relaxed_json
+from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
@@ -68,7 +70,7 @@ def load(
     writer = MongoWriter(client[database])
     if any(writer.counts().values()):
         typer.echo(f"database {database} already holds generated data: use --drop, or `run` to continue it", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     generator = SalesMarketingGenerator(_config(seed, scale, history_days, drift_every))
     with _progress() as progress:
         task = progress.add_task(f"loading into {redact(uri)} {database}", total=None)
@@ -99,17 +101,16 @@ def run(
             task = progress.add_task("initial load", total=None)
             writer.load(generator, progress=lambda done, total: progress.update(task, completed=done, total=total))
         stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
         task = progress.add_task(f"changes into {database}", total=limit)
-        writer.run(
-            generator,
-            rate_per_second=rate,
-            limit=limit,
-            duration_seconds=duration,
-            stop=stop,
-            progress=lambda done, total: progress.update(task, completed=done),
-        )
+        with stop_on_signals(stop):
+            writer.run(
+                generator,
+                rate_per_second=rate,
+                limit=limit,
+                duration_seconds=duration,
+                stop=stop,
+                progress=lambda done, total: progress.update(task, completed=done),
+            )
     typer.echo(json.dumps(writer.counts()))
 
 

@@ -6,8 +6,9 @@
 
 Kafka and the MongoDB stand-in are started for the run; ``MONGO_URI=mongodb://...`` uses a
 real replica set instead. Every option is also a ``DEMO_*`` environment variable.
-Exit status: 0 when silver holds MongoDB's final document count for every collection,
-1 when it does not (or dbt failed), 2 on an error, 130 when interrupted.
+Exit status (``lakehouse_common.lifecycle.ExitCode``): 0 when silver holds MongoDB's final
+document count for every collection, 4 (DIFFERENCES_FOUND) when it does not, 1 (FAILED) on
+an error or when dbt failed, 2 on bad settings, 130 when interrupted.
 """
 
 from __future__ import annotations

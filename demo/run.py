@@ -12,7 +12,9 @@ Phases (each timed, each shown as it runs):
 5. the generator stops; the demo waits until bronze holds everything (see ``demo.observe``),
    measures the end-to-end lag, and stops the two services;
 6. ``spark-jobs dbt`` builds silver and gold, its output streamed into ``logs/dbt.log``;
-7. the summary: rows per layer per collection, lag, gold KPIs; ``summary.json``.
+7. the summary: rows per layer per collection, lag, gold KPIs; ``summary.json``;
+8. the report (``demo.report``): ``report.html`` with plots of the run, and its screenshot
+   ``report.png`` (headless Chromium).
 
 Everything started is stopped in ``finally``, also after Ctrl-C or an error. With
 ``keep_running`` the pipeline stays live instead (generator, services, dbt every N minutes).
@@ -35,9 +37,10 @@ from confluent_kafka import KafkaException
 from deltalake.exceptions import DeltaError
 from rich.console import Console
 
-from cdc_service.service import server_hello
+from cdc_service.planning import server_hello
 from data_generator.config import COLLECTIONS
 from data_generator.mongo import MongoWriter
+from demo.browser import BrowserError, find_chromium, screenshot
 from demo.observe import (
     LandingState,
     bronze_documents,
@@ -50,7 +53,9 @@ from demo.observe import (
 from demo.processes import ManagedProcess, console_script
 from demo.settings import DemoSettings
 from demo.summary import gold_kpis, mismatches, render, write_summary
+from demo.timeseries import MetricsSampler
 from lakehouse_common.errors import LakehouseError
+from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
 from local_stack.kafka import KafkaBroker, start_kafka
 from local_stack.mongo import MongoStandIn, start_mongo_standin
@@ -64,6 +69,10 @@ REAL_REPLICA_SET = "real replica set"
 
 class DemoError(LakehouseError):
     """The demo cannot go on; the message says why and where the logs are."""
+
+
+class DemoConfigurationError(DemoError):
+    """A setting the demo cannot run with (a MONGO_URI that is not a replica set)."""
 
 
 class DemoInterrupted(Exception):
@@ -86,6 +95,7 @@ class DemoRun:
         self.mongo_uri = ""
         self.mongo_kind = STANDIN
         self.ports: dict[str, int] = {}
+        self.sampler: MetricsSampler | None = None
 
     # ------------------------------------------------------------------ output
 
@@ -98,37 +108,46 @@ class DemoRun:
 
     # ------------------------------------------------------------------ entry point
 
-    def run(self) -> int:
-        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-        if threading.current_thread() is threading.main_thread():
-            for signum in previous:
-                signal.signal(signum, lambda *_: self.stop_event.set())
+    def run(self) -> ExitCode:
+        """The demo's exit code: OK when silver matches MongoDB, DIFFERENCES_FOUND when it does
+        not, FAILED on an error (dbt's included), INTERRUPTED after Ctrl-C or SIGTERM (a second
+        one kills what the demo started and exits at once)."""
         try:
-            if self.settings.keep_running:
-                return self._run_live()
-            return self._run_once()
+            with stop_on_signals(self.stop_event, on_second=self._kill_everything_now):
+                try:
+                    if self.settings.keep_running:
+                        return self._run_live()
+                    return self._run_once()
+                finally:
+                    self.shutdown()
         except DemoInterrupted:
-            self.say("[yellow]interrupted: stopping everything the demo started[/]")
-            return 130
+            self.say("[yellow]interrupted: stopped everything the demo started[/]")
+            return ExitCode.INTERRUPTED
         except (DemoError, LakehouseError) as error:
             self.say(f"[red]demo failed:[/] {redact(str(error))}")
-            return 2
+            return ExitCode.BAD_CONFIGURATION if isinstance(error, DemoConfigurationError) else ExitCode.FAILED
         except Exception as error:  # a bug or an unexpected failure: say so, show where, stop everything
             self.say(f"[red]demo failed unexpectedly:[/] {type(error).__name__}: {redact(str(error))}")
             self.console.print_exception(max_frames=4)
-            return 2
-        finally:
-            self.shutdown()
-            if threading.current_thread() is threading.main_thread():
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+            return ExitCode.FAILED
 
-    def _run_once(self) -> int:
+    def _kill_everything_now(self) -> None:
+        """A second Ctrl-C: kill every process the demo started, then exit at once."""
+        for process in self.processes.values():
+            process.signal(signal.SIGKILL)
+        for component in (self.standin, self.broker):
+            child = getattr(component, "process", None) if component is not None else None
+            if child is not None and child.poll() is None:
+                child.kill()
+        os._exit(ExitCode.INTERRUPTED)
+
+    def _run_once(self) -> ExitCode:
         s = self.settings
         self.prepare()
         self.start_stack()
         self.load_dataset()
         self.start_services()
+        self.start_sampler()
         self.wait_for_snapshot()
         started = time.monotonic()
         generator = self.start_generator(duration=s.duration_seconds)
@@ -139,6 +158,7 @@ class DemoRun:
         self.wait_until_caught_up(mongo)
         lag = end_to_end_lag(s.lake_root, s.database, COLLECTIONS)
         bronze = bronze_rows(s.lake_root, s.database, COLLECTIONS)
+        self.stop_sampler()
         self.stop_services()
         dbt_status = self.run_dbt()
         counts = lake_counts(s.lake_root)
@@ -164,16 +184,19 @@ class DemoRun:
         write_summary(s.summary_file, summary)
         render(self.console, summary)
         self.say(f"summary written to {s.summary_file}")
+        self.write_report(summary)
         if problems:
             for problem in problems:
                 self.say(f"[red]{problem}[/]")
+            if dbt_status != 0:
+                self.say("[red]dbt failed: the demo failed[/]")
+                return ExitCode.FAILED
             self.say("[red]silver does not match MongoDB: the demo failed[/]")
-            return 1
+            return ExitCode.DIFFERENCES_FOUND
         self.say(f"[green]silver matches MongoDB for all {len(mongo)} collections[/] ({self.mongo_kind})")
-        return 0
+        return ExitCode.OK
 
-    def _run_live(self) -> int:
-        s = self.settings
+    def _run_live(self) -> ExitCode:
         self.prepare()
         self.start_stack()
         self.load_dataset()
@@ -254,7 +277,7 @@ class DemoRun:
         finally:
             client.close()
         if not hello.get("setName") and hello.get("msg") != "isdbgrid":
-            raise DemoError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
+            raise DemoConfigurationError(f"MONGO_URI {redact(uri)} is not a replica set: change streams need one")
         return REAL_REPLICA_SET
 
     def environment(self) -> dict[str, str]:
@@ -470,6 +493,42 @@ class DemoRun:
                 self.say(f"  bronze holds {sum(documents.values()):,}/{sum(mongo.values()):,} documents, {unlanded:,} records unlanded")
             time.sleep(1.0)
 
+    def start_sampler(self) -> None:
+        """Scrape the services' /metrics every 2 s for the report (``demo.timeseries``)."""
+        self.sampler = MetricsSampler(
+            {name: f"http://127.0.0.1:{self.ports[name]}/metrics" for name in ("cdc-service", "bronze-writer")}
+        ).start()
+
+    def stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def write_report(self, summary: dict[str, Any]) -> None:
+        """``series.json``, ``report.html`` and, where Chromium is, ``report.png``.
+
+        The report shows the run; it never changes the verdict, so a failure here is said and
+        the demo's exit status stays the summary's.
+        """
+        from demo.report import report_inputs, write_report, write_series  # plotly: only needed here, at the end
+
+        s = self.settings
+        try:
+            series = report_inputs(s.lake_root, s.database, COLLECTIONS, self.sampler, summary["dbt_exit_code"] == 0)
+            write_series(s.work_dir, series)
+            report = write_report(s.work_dir, summary, series)
+        except (OSError, ValueError, DeltaError) as error:
+            self.say(f"[red]the report could not be written:[/] {redact(str(error))}")
+            return
+        if find_chromium() is None:
+            self.say(f"report written to {report} (no Chromium for its screenshot: `make setup` installs it)")
+            return
+        try:
+            image = screenshot(report, s.work_dir / "report.png")
+        except BrowserError as error:
+            self.say(f"report written to {report}; [yellow]its screenshot failed:[/] {error}")
+            return
+        self.say(f"report written to {report} (screenshot {image})")
+
     def stop_services(self) -> None:
         """Stop cdc-service and bronze-writer cleanly (SIGTERM: drain, checkpoint, close)."""
         for name, process in reversed(self._services()):
@@ -524,6 +583,7 @@ class DemoRun:
 
     def shutdown(self) -> None:
         """Stop every child (newest first), then the stand-in and the broker the demo started."""
+        self.stop_sampler()
         for name, process in reversed(list(self.processes.items())):
             if process.running():
                 code = process.stop(timeout=90 if name == "dbt" else 60)
@@ -589,4 +649,4 @@ class _DbtLogFollower:
         return f", latest {latest}" if latest else ""
 
 
-__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoError", "DemoInterrupted", "DemoRun"]
+__all__ = ["REAL_REPLICA_SET", "STANDIN", "DemoConfigurationError", "DemoError", "DemoInterrupted", "DemoRun"]

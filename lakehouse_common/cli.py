@@ -1,7 +1,8 @@
 """What every console script shares: the ``--config`` option, and settings that fail with exit 2.
 
 A configuration problem is the operator's to fix, so it gets one readable message naming
-each bad variable and exit status 2 (usage error), never a traceback.
+each bad variable and exit status ``ExitCode.BAD_CONFIGURATION`` (2, as for a usage
+error), never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings
 
 from lakehouse_common.errors import ConfigError
 from lakehouse_common.json_logging import configure_logging
+from lakehouse_common.lifecycle import ExitCode
 from lakehouse_common.settings import load_settings
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -30,12 +32,12 @@ def config_option(envvar: str) -> Any:
 def load_cli_settings(
     settings_class: type[SettingsT], config: Path | None, log_as: str | None, **overrides: Any
 ) -> SettingsT:
-    """Validated settings, or exit 2 with the problems; then JSON logs as ``log_as`` (None: leave logging alone)."""
+    """Validated settings, or exit BAD_CONFIGURATION with the problems; then JSON logs as ``log_as`` (None: leave logging alone)."""
     try:
         settings = load_settings(settings_class, config, **overrides)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION) from None
     if log_as is not None:
         configure_logging(log_as, settings.log_level)
     return settings

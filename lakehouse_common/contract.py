@@ -5,9 +5,14 @@ executable definition.
 
 Topic
     One topic per source collection: ``<prefix>.<db>.<collection>`` (the MongoDB Kafka
-    connector's convention), characters Kafka does not allow replaced by ``_``. A
-    mapping may rename a collection's topic but never merge two collections into one:
-    consumers rely on each partition seeing one ordered stream (see Ordering).
+    connector's convention). A database or collection name that is not already a valid
+    Kafka name (letters, digits, ``.``, ``_``, ``-``) is escaped: its other characters
+    become ``_`` and ``-<8 hex digits>`` (a SHA-256 prefix of the original name) is
+    appended, so distinct namespaces get distinct topics while plain names keep theirs
+    (``safe_name``). A mapping may rename a collection's topic but never merge two
+    collections into one, nor name two topics Kafka considers colliding (they differ only
+    in ``.`` and ``_``): consumers rely on each partition seeing one ordered stream (see
+    Ordering). The publisher refuses, naming both namespaces, any pair that still meets.
 
 Key
     The change event's ``documentKey`` as relaxed Extended JSON (``{"_id":...}``, plus
@@ -26,9 +31,11 @@ Value
     service reassembles fragments before publishing). Fields MongoDB omits stay omitted.
 
     Snapshot records (the initial copy) use operation type ``snapshot`` and the shape of
-    an insert. Their event id is ``<position>.<ordinal>``: the resume token the stream
-    continues after, then the copy's ordinal, twelve digits. It sorts after every event
-    before the snapshot and before every event the stream delivers after it.
+    an insert. Their event id is ``<position>.<attempt>.<ordinal>``: the resume token the
+    stream continues after, then the copy attempt and the record's ordinal within it, each
+    as an order-preserving variable-length number (``sortable_number``). It sorts after
+    every event before the snapshot, before every event the stream delivers after it, and
+    a later attempt above every record of an earlier one, for any number of attempts.
 
 Headers
     ``lakehouse.contract.version`` (``1``), ``lakehouse.value.format`` (``json`` or
@@ -36,11 +43,15 @@ Headers
     other contract version.
 
 Ordering
-    Within a partition, event ids increase in publish order, compared as strings (resume
-    tokens are hex-encoded KeyStrings, ordered by cluster time). A consumer may therefore
-    drop any event whose id is not above the highest id it has already stored for that
-    partition: that is how re-deliveries after producer retries, service restarts and
-    replays are removed.
+    Within a partition, event ids normally increase in publish order, compared as strings
+    (resume tokens are hex-encoded KeyStrings, ordered by cluster time). Not always: a
+    producer republishing after delivery failures (some records of a partition failed while
+    later ones succeeded), an interrupted snapshot followed by the stream, or a foreign
+    record with a forged id put lower ids after higher ones. So an event is a duplicate only
+    when the consumer already stores that exact event id for the collection (or the same id
+    came earlier in what it processes); it must never drop an event for being at or below a
+    high-water mark. The order serves as an index only: an id above everything a partition
+    delivered needs no lookup (bronze_writer.dedupe applies this rule).
 
 Relaxed Extended JSON keeps every BSON value and type except the width of integers:
 an int64 that fits in 32 bits reads back as an int32 (MongoDB compares them as equal).
@@ -49,9 +60,11 @@ NaN payload bits are not kept. The ``bson`` format keeps everything.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from functools import partial
 from typing import Any, NamedTuple
 
 import bson
@@ -74,11 +87,16 @@ HEADER_VALUE_FORMAT = "lakehouse.value.format"
 HEADER_EVENT_ID = "lakehouse.event.id"
 HEADER_OPERATION = "lakehouse.operation"
 
-SNAPSHOT_ORDINAL_DIGITS = 12
-
 # Kafka topic names allow ASCII letters, digits, '.', '_' and '-', up to 249 characters.
 _TOPIC_FORBIDDEN = re.compile(r"[^a-zA-Z0-9._-]")
+_PLAIN_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 _TOPIC_MAX_LENGTH = 249
+ESCAPE_HASH_DIGITS = 8
+
+# Snapshot ids: the former fixed-width ordinal (attempt * 10**10 + n, twelve digits), still read.
+_LEGACY_ORDINAL = re.compile(r"[0-9]{12}")
+_LEGACY_ORDINALS_PER_ATTEMPT = 10**10
+_SORTABLE_NUMBER = re.compile(r"(z*)([a-y])([0-9]+)")
 
 
 class ValueFormat(StrEnum):
@@ -120,6 +138,11 @@ class EncodedEvent(NamedTuple):
     cluster_time: tuple[int, int] | None
 
 
+# The codec's 7-tuples as EncodedEvents without a Python call per event (NamedTuple's
+# __new__ and _make are Python functions; tuple.__new__ is not): a third of the codec's cost.
+_as_encoded_event = partial(tuple.__new__, EncodedEvent)
+
+
 class EventHeaders(NamedTuple):
     """The contract headers of a record, validated."""
 
@@ -143,30 +166,59 @@ _BSON_DECODE_OPTIONS = bson.CodecOptions(
 )
 
 
+def safe_name(name: str, *, keep_dots: bool = True) -> str:
+    """A database or collection name as it appears in topic names and lake paths.
+
+    A name made of letters, digits, ``.``, ``_`` and ``-`` (no ``.`` unless ``keep_dots``)
+    stays as it is. Any other name has those other characters replaced by ``_`` and ``-``
+    plus the first hex digits of the SHA-256 of its UTF-8 bytes appended: ``order items``
+    and ``order_items`` no longer meet, and neither do ``заказы`` and ``товары``. (No rule
+    that keeps every plain name can be injective over all names; the suffix makes a
+    meeting a deliberate construction, which the publisher detects and refuses.)
+    """
+    if _PLAIN_NAME.fullmatch(name) and (keep_dots or "." not in name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:ESCAPE_HASH_DIGITS]
+    return f"{_TOPIC_FORBIDDEN.sub('_', name)}-{digest}"
+
+
 def topic_name(prefix: str, database: str, collection: str, overrides: Mapping[str, str] | None = None) -> str:
-    """The topic of ``database.collection``: an override for the namespace, else the convention."""
+    """The topic of ``database.collection``: an override for the namespace, else the convention.
+
+    Both parts are escaped by ``safe_name``, a database name also when it holds a dot
+    (MongoDB forbids that), so the first dot after the prefix always ends the database.
+    Raises ``ValueError`` for a name over Kafka's limit.
+    """
     namespace = f"{database}.{collection}"
     if overrides and namespace in overrides:
         return overrides[namespace]
-    raw = f"{prefix}.{namespace}" if prefix else namespace
-    name = _TOPIC_FORBIDDEN.sub("_", raw)
+    parts = (prefix, safe_name(database, keep_dots=False), safe_name(collection))
+    name = ".".join(part for part in parts if part)
     if len(name) > _TOPIC_MAX_LENGTH:
-        raise ValueError(f"topic name for {namespace!r} exceeds {_TOPIC_MAX_LENGTH} characters; map it explicitly")
+        raise ValueError(f"topic name for {namespace!r} exceeds {_TOPIC_MAX_LENGTH} characters")
     return name
 
 
+def topic_collision_key(topic: str) -> str:
+    """What Kafka compares to refuse a new topic: names differing only in '.' and '_' collide."""
+    return topic.replace(".", "_")
+
+
 def check_topic_mapping(overrides: Mapping[str, str]) -> None:
-    """Reject mappings that merge collections into one topic or name invalid topics."""
+    """Reject mappings that merge collections into one topic or name invalid or colliding topics."""
     seen: dict[str, str] = {}
     for namespace, topic in overrides.items():
         if _TOPIC_FORBIDDEN.search(topic) or not topic or len(topic) > _TOPIC_MAX_LENGTH:
             raise ValueError(f"topic {topic!r} for {namespace!r} is not a valid Kafka topic name")
-        if topic in seen:
+        key = topic_collision_key(topic)
+        if key in seen:
+            other = seen[key]
+            relation = "both map to topic" if overrides[other] == topic else "map to topics Kafka considers to collide:"
             raise ValueError(
-                f"{seen[topic]!r} and {namespace!r} both map to topic {topic!r}: one topic per collection "
+                f"{other!r} and {namespace!r} {relation} {topic!r}: one topic per collection "
                 "keeps each partition a single ordered stream"
             )
-        seen[topic] = namespace
+        seen[key] = namespace
 
 
 def encode_events(events: bytes | Sequence[bytes | RawBSONDocument], value_format: ValueFormat) -> list[EncodedEvent]:
@@ -181,7 +233,7 @@ def encode_events(events: bytes | Sequence[bytes | RawBSONDocument], value_forma
         encoded = lakehouse_codec.encode_change_events(events, str(value_format))
     except ValueError as error:
         raise UndecodableEventError(str(error)) from error
-    return [EncodedEvent._make(item) for item in encoded]
+    return list(map(_as_encoded_event, encoded))
 
 
 def headers_for(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[str, bytes]]:
@@ -262,11 +314,62 @@ def required_field(event: Mapping[str, Any], name: str) -> Any:
     return event[name]
 
 
-def snapshot_event_id(position: str, ordinal: int) -> str:
-    """The event id of the ``ordinal``-th document copied by a snapshot taken at ``position``."""
-    if ordinal < 0 or ordinal >= 10**SNAPSHOT_ORDINAL_DIGITS:
-        raise ValueError(f"snapshot ordinal {ordinal} out of range")
-    return f"{position}.{ordinal:0{SNAPSHOT_ORDINAL_DIGITS}d}"
+def sortable_number(number: int) -> str:
+    """A non-negative integer as text whose string order is its numeric order, without bound.
+
+    The decimal digits follow a length marker: ``a`` for one digit up to ``y`` for 25, and
+    one ``z`` more for every further 25 (``0`` is ``a0``, ``100`` is ``c100``). Markers are
+    letters, so the text also sorts above any run of plain digits.
+    """
+    if number < 0:
+        raise ValueError(f"{number} is negative")
+    digits = str(number)
+    more, length = divmod(len(digits) - 1, 25)
+    return "z" * more + chr(ord("a") + length) + digits
+
+
+def _parse_sortable_number(text: str) -> int | None:
+    match = _SORTABLE_NUMBER.fullmatch(text)
+    if match is None:
+        return None
+    more, length, digits = match.groups()
+    if len(digits) != 25 * len(more) + ord(length) - ord("a") + 1:
+        return None
+    return int(digits)
+
+
+class SnapshotEventId(NamedTuple):
+    """What a snapshot record's event id says: where the copy began, which attempt, which record."""
+
+    position: str
+    attempt: int
+    ordinal: int
+
+
+def snapshot_event_id(position: str, ordinal: int, *, attempt: int = 0) -> str:
+    """The event id of the ``ordinal``-th document copied by ``attempt`` of a snapshot taken at ``position``.
+
+    ``<position>.<attempt>.<ordinal>`` with both numbers in ``sortable_number`` form: the
+    dot sorts below every character of a resume token, so the id sorts after every event
+    up to ``position`` and before every event after it; (attempt, ordinal) order is string order.
+    """
+    return f"{position}.{sortable_number(attempt)}.{sortable_number(ordinal)}"
+
+
+def parse_snapshot_event_id(event_id: str) -> SnapshotEventId | None:
+    """The parts of a snapshot record's id (also of the former ``<position>.<12 digits>`` form), else None."""
+    head, dot, last = event_id.rpartition(".")
+    if not dot:
+        return None
+    if _LEGACY_ORDINAL.fullmatch(last):
+        attempt, ordinal = divmod(int(last), _LEGACY_ORDINALS_PER_ATTEMPT)
+        return SnapshotEventId(head, attempt, ordinal) if head else None
+    position, dot, attempt_text = head.rpartition(".")
+    ordinal_number = _parse_sortable_number(last)
+    attempt_number = _parse_sortable_number(attempt_text)
+    if not dot or not position or ordinal_number is None or attempt_number is None:
+        return None
+    return SnapshotEventId(position, attempt_number, ordinal_number)
 
 
 def snapshot_event(
@@ -277,13 +380,14 @@ def snapshot_event(
     document_key: Mapping[str, Any] | RawBSONDocument,
     position: str,
     ordinal: int,
+    attempt: int = 0,
     cluster_time: bson.Timestamp,
     wall_time: Any,
 ) -> bytes:
     """A snapshot record as BSON, shaped like an insert event (see the module docstring)."""
     return bson.encode(
         {
-            "_id": {"_data": snapshot_event_id(position, ordinal)},
+            "_id": {"_data": snapshot_event_id(position, ordinal, attempt=attempt)},
             "operationType": Operation.SNAPSHOT.value,
             "clusterTime": cluster_time,
             "wallTime": wall_time,
@@ -302,20 +406,25 @@ __all__ = [
     "HEADER_EVENT_ID",
     "HEADER_OPERATION",
     "HEADER_VALUE_FORMAT",
-    "SNAPSHOT_ORDINAL_DIGITS",
+    "ESCAPE_HASH_DIGITS",
     "EncodedEvent",
     "EventHeaders",
     "Operation",
+    "SnapshotEventId",
     "ValueFormat",
     "check_topic_mapping",
     "decode_value",
     "encode_events",
     "headers_for",
     "parse_headers",
+    "parse_snapshot_event_id",
     "required_field",
+    "safe_name",
     "snapshot_event",
     "snapshot_event_id",
+    "sortable_number",
     "to_relaxed_json",
+    "topic_collision_key",
     "topic_name",
     "values_to_ndjson",
 ]

@@ -12,26 +12,30 @@ Each bronze commit carries, in its commit info (deltalake ``custom_metadata``):
 
     lakehouse.batch             JSON: this commit's offset and event-id ranges per partition
     lakehouse.high_water_marks  JSON: for every partition the table has ever landed, the last
-                                offset, event id and full resume token (cumulative)
+                                offset, the highest event id with its full resume token, and
+                                the Kafka cluster and topic ids it was read from (cumulative)
+    lakehouse.offset_reset      JSON, on commits that only move offsets (``bronze-writer
+                                reset-offsets``, or the ``accept`` discontinuity policy)
 
 plus one app transaction per (topic, partition) whose version is the last landed offset,
-which is what the writer seeks to on start.
+which is what the writer seeks to on start. A mark's event id is an upper bound, not a
+filter: which events count as duplicates is the Ordering rule of lakehouse_common.contract.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lakehouse_common.contract import safe_name
+
 BATCH_KEY = "lakehouse.batch"
 HIGH_WATER_MARKS_KEY = "lakehouse.high_water_marks"
+OFFSET_RESET_KEY = "lakehouse.offset_reset"
 INGEST_LOG_TABLE = "_ingest_log"
 DEAD_LETTER_TABLE = "_dead_letters"
-
-_UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _join(root: str, *parts: str) -> str:
@@ -39,8 +43,13 @@ def _join(root: str, *parts: str) -> str:
 
 
 def path_segment(name: str) -> str:
-    """A database or collection name made safe as one path segment."""
-    return _UNSAFE_PATH_CHARACTERS.sub("_", name)
+    """A database or collection name as one path segment: the topic's escaping (``contract.safe_name``).
+
+    Plain names stay as they are; any other name is sanitised and gets a hash suffix, so two
+    namespaces never share a table (``order items`` and ``order_items`` stay apart). Escaped
+    names are plain, so a name taken from a topic maps to the same segment again.
+    """
+    return safe_name(name)
 
 
 def bronze_table_uri(root: str, database: str, collection: str) -> str:
@@ -67,8 +76,10 @@ class HighWaterMark:
     topic: str
     partition: int
     offset: int
-    event_id: str
-    resume_token: str  # the event's full ``_id`` as relaxed Extended JSON, usable as resumeAfter
+    event_id: str  # the highest event id landed from this partition
+    resume_token: str  # that event's full ``_id`` as relaxed Extended JSON, usable as resumeAfter
+    cluster_id: str | None = None  # the Kafka cluster the offsets belong to (None: not recorded)
+    topic_id: str | None = None  # the topic's id on that cluster: a recreated topic gets a new one
 
     @property
     def partition_key(self) -> str:
@@ -105,7 +116,8 @@ def earliest_resume_token(marks: Mapping[str, HighWaterMark]) -> str | None:
     """The resume token every partition has landed past: where a replay from bronze starts.
 
     Replaying from the lowest partition mark re-reads events some partitions already hold;
-    the writer drops those by event id, so nothing is lost and nothing is duplicated.
+    the writer drops exactly those it holds (contract Ordering rule), so nothing is lost and
+    nothing is duplicated.
     """
     if not marks:
         return None
@@ -123,6 +135,7 @@ __all__ = [
     "DEAD_LETTER_TABLE",
     "HIGH_WATER_MARKS_KEY",
     "INGEST_LOG_TABLE",
+    "OFFSET_RESET_KEY",
     "HighWaterMark",
     "app_id",
     "batch_metadata",

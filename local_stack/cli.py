@@ -2,7 +2,8 @@
 
 ``up`` starts a Kafka broker and, unless ``MONGO_URI`` names a real MongoDB, the MongoDB
 stand-in, both in the background, and records them in ``build/stack/state.json``;
-``down`` stops what ``up`` started.
+``down`` stops what ``up`` started. Exit codes are ``lakehouse_common.lifecycle.ExitCode``:
+FAILED when a component does not start, or for ``status`` when the stack is not up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import typer
 
 from lakehouse_common.errors import StackError
+from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import start_kafka
 from local_stack.mongo import STANDIN_DESCRIPTION, start_mongo_standin
 from local_stack.paths import state_dir
@@ -41,7 +43,7 @@ def up() -> None:
     state = read_state()
     if state and all(pid_alive(int(pid)) for pid in state["pids"].values()):  # type: ignore[union-attr]
         typer.echo(f"the stack is already up: {_state_file()}")
-        raise typer.Exit(0)
+        raise typer.Exit(ExitCode.OK)
     root = state_dir()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -63,7 +65,7 @@ def up() -> None:
             record["pids"]["mongo-standin"] = standin.process.pid  # type: ignore[index,union-attr]
     except StackError as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ExitCode.FAILED) from None
     _state_file().write_text(json.dumps(record, indent=2))
     typer.echo(f"Kafka:   {record['kafka_bootstrap_servers']}")
     typer.echo(f"MongoDB: {record['mongo_uri']}  ({record['mongo']})")
@@ -89,7 +91,7 @@ def status() -> None:
     state = read_state()
     if state is None:
         typer.echo("the stack is not up")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
     for name, pid in state["pids"].items():  # type: ignore[union-attr]
         typer.echo(f"{name}: pid {pid} {'running' if pid_alive(int(pid)) else 'NOT running'}")
     typer.echo(f"Kafka:   {state['kafka_bootstrap_servers']}")

@@ -8,13 +8,15 @@
     spark-jobs spark-defaults DIR       write spark-defaults.conf for other Spark processes
 
 Settings come from SPARK_JOBS_* environment variables and/or ``--config file.yaml``.
+Exit codes are ``lakehouse_common.lifecycle.ExitCode``: ``dbt`` run once exits FAILED when
+a dbt command failed (dbt's own status is in the log) and INTERRUPTED when a stop request
+cut the run short; ``dbt --every`` runs until stopped and then exits OK.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -23,8 +25,9 @@ import typer
 from prometheus_client import CollectorRegistry
 
 from lakehouse_common.cli import config_option, load_cli_settings
+from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.observability import ObservabilityServer, Status
-from spark_jobs.dbt_runner import DbtRunner, absolute_lake_root, exit_status
+from spark_jobs.dbt_runner import DbtResult, DbtRunner, absolute_lake_root
 from spark_jobs.lake_tables import layer_counts
 from spark_jobs.session import build_spark_session, write_spark_defaults
 from spark_jobs.settings import Layer, SparkJobsSettings
@@ -39,12 +42,11 @@ def _settings(config: Path | None, **overrides: object) -> SparkJobsSettings:
     return load_cli_settings(SparkJobsSettings, config, "spark-jobs", **overrides)
 
 
-def _stop_on_signals() -> threading.Event:
-    """SIGTERM and SIGINT only set the stop event; the loop then finishes cleanly."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
+def dbt_exit_code(results: list[DbtResult], planned: int, stop: threading.Event) -> ExitCode:
+    """OK when every planned command ran and passed; INTERRUPTED when a stop cut the run short; else FAILED."""
+    if stop.is_set() and (len(results) < planned or any(not result.ok for result in results)):
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if all(result.ok for result in results) else ExitCode.FAILED
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -62,11 +64,14 @@ def dbt(
         updates["interval_minutes"] = every
     if updates:
         settings = settings.model_copy(update={"dbt": settings.dbt.model_copy(update=updates)})
-    stop = _stop_on_signals()
+    stop = threading.Event()
     registry = CollectorRegistry()
     runner = DbtRunner(settings, stop=stop, registry=registry)
+    planned = len(settings.dbt.commands)
     if settings.dbt.interval_minutes is None:
-        raise typer.Exit(exit_status(runner.run_all()))
+        with stop_on_signals(stop):
+            results = runner.run_all()
+        raise typer.Exit(dbt_exit_code(results, planned, stop))
     server = ObservabilityServer(
         registry,
         liveness=lambda: Status(not stop.is_set(), "stopping" if stop.is_set() else ""),
@@ -78,10 +83,13 @@ def dbt(
         port=settings.http.port,
     ).start()
     try:
-        status = runner.run_forever()
+        with stop_on_signals(stop):
+            runner.run_forever()
     finally:
         server.stop()
-    raise typer.Exit(status)
+    # A schedule ends on a stop request: that is its normal end (each run's outcome is in the
+    # log, the metrics and /readyz while it runs).
+    raise typer.Exit(ExitCode.OK)
 
 
 @app.command()
@@ -102,7 +110,7 @@ def maintain(
         unknown = [name for name in layer if name not in allowed]
         if unknown:
             typer.echo(f"unknown layer(s) {unknown}: choose from {list(allowed)}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(ExitCode.BAD_CONFIGURATION)
         updates["layers"] = layer
     if retention_hours is not None:
         updates["retention_hours"] = retention_hours
@@ -124,7 +132,7 @@ def maintain(
         "maintenance finished",
         extra={"tables": len(reports), "failed": failed, "reports": reports},
     )
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(ExitCode.FAILED if failed else ExitCode.OK)
 
 
 @app.command()
@@ -141,4 +149,4 @@ def spark_defaults(directory: Path, config: ConfigOption = None) -> None:
     typer.echo(str(write_spark_defaults(settings.spark, directory)))
 
 
-__all__ = ["app"]
+__all__ = ["app", "dbt_exit_code"]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 from bronze_support import WriterThread, change_event, event_id, landed_offsets, produce, read_bronze, wait_until
@@ -15,6 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common import contract, lake
 from lakehouse_common.contract import ValueFormat, encode_events
+from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import KafkaBroker
 
 
@@ -192,3 +198,62 @@ def test_backpressure_pauses_partitions_while_the_landing_thread_is_busy(
         wait_until(_all_landed(uri, cdc_topic, _end_offsets(bootstrap, cdc_topic, 3)), timeout=120)
     assert max(paused) > 0
     assert read_bronze(uri).height == 400
+
+
+def _writer_process(settings: BronzeSettings, log_path: Path, **extra: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "BRONZE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "BRONZE_CONSUMER__TOPIC_PATTERN": settings.consumer.topic_pattern,
+        "BRONZE_CONSUMER__GROUP_ID": settings.consumer.group_id,
+        "BRONZE_CONSUMER__SESSION_TIMEOUT_MS": "6000",
+        "BRONZE_LAKE__ROOT": settings.lake.root,
+        "BRONZE_HTTP__HOST": "127.0.0.1",
+        "BRONZE_HTTP__PORT": "0",
+        **extra,
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("bronze-writer")), "run"], env=env, stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_a_fatal_kafka_error_makes_run_exit_failed(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings], tmp_path: Path
+) -> None:
+    """Fenced by a consumer with the same static member id: librdkafka's error is fatal; the writer used to carry on."""
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}")
+    log = tmp_path / "writer.log"
+    process = _writer_process(settings, log, BRONZE_CONSUMER__GROUP_INSTANCE_ID="replica-0")
+    try:
+        wait_until(lambda: "partitions assigned" in log.read_text(), timeout=120)
+        usurper = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": f"g-{cdc_topic}",
+                            "group.instance.id": "replica-0", "session.timeout.ms": 6000})  # fmt: skip
+        usurper.subscribe([cdc_topic])
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            usurper.poll(0.2)
+        usurper.close()
+        assert process.wait(60) == ExitCode.FAILED, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    assert "fenced" in log.read_text().lower()
+
+
+def test_a_second_stop_signal_exits_at_once_with_interrupted(
+    cdc_topic: str, writer_settings: Callable[..., BronzeSettings], tmp_path: Path
+) -> None:
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}")
+    log = tmp_path / "writer.log"
+    process = _writer_process(settings, log)
+    try:
+        wait_until(lambda: "partitions assigned" in log.read_text(), timeout=120)
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)  # another signal: both are delivered
+        assert process.wait(60) == ExitCode.INTERRUPTED, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 from bronze_support import change_event, collect, records
@@ -141,3 +142,55 @@ def test_int64_width_is_one_long_family() -> None:
     resolved = _resolve([{"_id": 1, "n": 1}, {"_id": 2, "n": Int64(2**40)}])
     assert [row["n"] for row in resolved.data.to_pylist()] == [1, 2**40]
     assert resolved.rescued == {}
+
+
+def _land_documents(tmp_path: Path, documents: list[dict], messages: list | None = None) -> tuple[list[str], list[dict]]:
+    from bronze_support import land, read_bronze
+    from deltalake import DeltaTable
+
+    from bronze_writer.lander import Lander
+    from bronze_writer.metrics import BronzeMetrics
+    from bronze_writer.settings import BronzeSettings
+    from lakehouse_common import lake
+    from lakehouse_common.settings import load_settings
+
+    settings = load_settings(BronzeSettings, lake={"root": str(tmp_path / "lake")})
+    events = [change_event(index + 1, document) for index, document in enumerate(documents)]
+    land(Lander(settings, BronzeMetrics()), messages or records(events))
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    columns = [field.name for field in DeltaTable(uri).schema().fields if not field.name.startswith("__")]
+    return columns, read_bronze(uri).sort("__kafka_offset").to_dicts()
+
+
+def test_new_names_differing_only_in_case_in_one_document_are_rescued(tmp_path: Path) -> None:
+    """deltalake refused the batch ("duplicate field name") and the writer crash-looped on it."""
+    columns, rows = _land_documents(tmp_path, [{"_id": 1, "qty": 2, "Qty": 1}])
+    assert columns == ["_id", "Qty"]  # the smallest in code-point order gets the column, wherever it comes from
+    assert rows[0]["Qty"] == 1
+    assert _rescued(rows[0]) == {"qty": {"type": "int", "value": 2}}
+
+
+def test_new_names_differing_only_in_case_across_documents_are_rescued(tmp_path: Path) -> None:
+    columns, rows = _land_documents(tmp_path, [{"_id": 1, "status": "a"}, {"_id": 2, "Status": "b", "STATUS": None}])
+    assert columns == ["_id", "Status"]
+    assert [row["Status"] for row in rows] == [None, "b"]
+    assert _rescued(rows[0]) == {"status": {"type": "string", "value": "a"}}
+    assert _rescued(rows[1]) == {}
+
+
+def test_a_field_name_with_a_nul_character_is_rescued_not_a_panic(tmp_path: Path) -> None:
+    """A third-party producer's record: Arrow's C interface panicked on the NUL (polars PanicException)."""
+    from confluent_kafka import Message
+
+    from lakehouse_common import contract
+
+    value = (
+        b'{"_id":{"_data":"0001"},"operationType":"insert","ns":{"db":"shop","coll":"orders"},'
+        b'"documentKey":{"_id":1},"fullDocument":{"_id":1,"a\\u0000b":1,"ok":true}}'
+    )
+    headers = [(contract.HEADER_CONTRACT_VERSION, b"1"), (contract.HEADER_VALUE_FORMAT, b"json")]
+    message = Message(topic="cdc.shop.orders", partition=0, offset=0, key=b'{"_id":1}', value=value, headers=headers,
+                      timestamp=(1, 0))  # fmt: skip
+    columns, rows = _land_documents(tmp_path, [], [message])
+    assert columns == ["_id", "ok"]
+    assert _rescued(rows[0]) == {"a\x00b": {"type": "int", "value": 1}}

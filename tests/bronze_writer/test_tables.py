@@ -77,14 +77,22 @@ def test_replays_and_redeliveries_add_no_rows(lander: Lander, settings: BronzeSe
     land(lander, _batch(1, 10))
     # The same records again (a restart before the Kafka commit): nothing to do at all.
     assert land(lander, _batch(1, 10)).commits == []
-    # A replay from cdc_service: old events at new offsets, then two new ones; a producer retry duplicates one.
+    # Offset 10 again (already landed), then a replay from cdc_service: old events at new offsets,
+    # then two new ones; a producer retry duplicates one.
     replay = _batch(4, 7, first_offset=10) + _batch(11, 2, first_offset=17)
     retry = records([change_event(12, {"_id": 12})], topic=TOPIC, first_offset=19)
     landed = land(lander, replay + retry)
-    assert landed.commits[0].rows == 2 and landed.commits[0].duplicates_dropped == 8
+    commit = landed.commits[0]
+    assert (commit.rows, commit.already_landed, commit.duplicates_dropped) == (2, 1, 7)
     rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
     assert sorted(rows["__event_id"].to_list()) == [event_id(sequence) for sequence in range(1, 13)]
     assert DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).transaction_version(f"{TOPIC}-0") == 19
+    # Every drop is counted in the ingest log, the batch that committed nothing included (no table version).
+    log = read_bronze(lake.ingest_log_uri(settings.lake.root)).sort("committed_at")
+    assert log.select("table_version", "rows", "already_landed", "duplicates_dropped").rows() == [
+        (1, 10, 0, 0), (None, 0, 10, 0), (2, 2, 1, 7)
+    ]  # fmt: skip
+    assert json.loads(log["offset_ranges"][1]) == {f"{TOPIC}/0": [1, 10]}
 
 
 def test_many_events_for_one_document_in_one_batch_all_land_in_order(lander: Lander, settings: BronzeSettings) -> None:
@@ -212,17 +220,19 @@ def test_a_stale_writer_conflicts_reloads_and_merges_the_other_writers_marks(set
     assert {key: mark.event_id for key, mark in marks.items()} == {f"{TOPIC}/0": event_id(4), f"{TOPIC}/1": event_id(501)}
 
 
-def test_redeliveries_inside_one_batch_are_dropped_per_partition(lander: Lander, settings: BronzeSettings) -> None:
-    # Partition 0 repeats ids 2..3 after 4; partition 1 interleaves with lower ids that are new to it.
+def test_redeliveries_inside_one_batch_are_dropped_by_exact_id(lander: Lander, settings: BronzeSettings) -> None:
+    # Partition 0 repeats ids 2..3 after 4; partition 1 interleaves with lower ids that are new to the table,
+    # and repeats id 2 (the same event, as after partitions were added): one copy of each event lands.
     part0 = records([change_event(n, {"_id": n}) for n in (1, 2, 3, 4, 2, 3, 5)], topic=TOPIC, partition=0)
     part1 = records([change_event(n, {"_id": n}) for n in (0, 2, 9)], topic=TOPIC, partition=1)
     interleaved = [part0[0], part1[0], part0[1], part0[2], part1[1], part0[3], part0[4], part1[2], part0[5], part0[6]]
-    land(lander, interleaved)
+    [commit] = land(lander, interleaved).commits
     rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).sort("__kafka_partition", "__kafka_offset")
     assert rows.select("__kafka_partition", "__event_id").rows() == [
         (0, event_id(1)), (0, event_id(2)), (0, event_id(3)), (0, event_id(4)), (0, event_id(5)),
-        (1, event_id(0)), (1, event_id(2)), (1, event_id(9)),
+        (1, event_id(0)), (1, event_id(9)),
     ]  # fmt: skip
+    assert commit.duplicates_dropped == 3 and commit.ids_looked_up == 0  # a new table: nothing to look up
 
 
 def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> None:
@@ -248,3 +258,16 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> 
         assert not errors, errors
         rows = read_bronze(lake.bronze_table_uri(lake_settings.root, "shop", "orders"))
         assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 11)]
+
+
+def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander, settings: BronzeSettings) -> None:
+    from deltalake import write_deltalake
+
+    from bronze_writer.tables import INGEST_LOG_SCHEMA
+
+    older = INGEST_LOG_SCHEMA.remove(INGEST_LOG_SCHEMA.get_field_index("already_landed"))
+    older = older.remove(older.get_field_index("ids_looked_up"))
+    write_deltalake(lake.ingest_log_uri(settings.lake.root), older.empty_table())
+    land(lander, _batch(1, 3))
+    log = read_bronze(lake.ingest_log_uri(settings.lake.root))
+    assert log.select("rows", "already_landed", "ids_looked_up").rows() == [(3, 0, 0)]

@@ -13,13 +13,16 @@ import pytest
 from deltalake import CommitProperties, write_deltalake
 from typer.testing import CliRunner
 
+from bronze_writer.tables import namespace_for_topic
 from cdc_service.cli import app
 from cdc_service.positions import Position
 from cdc_service.replay import plan_from_bronze
 from cdc_service.scope import StreamSpec
 from cdc_support import event_ids, read_topic, settings_env
 from lakehouse_common import lake
+from lakehouse_common.contract import topic_name
 from lakehouse_common.lake import HighWaterMark
+from lakehouse_common.lifecycle import ExitCode
 from local_stack.paths import PROJECT_ROOT
 
 runner = CliRunner()
@@ -61,6 +64,21 @@ def test_replay_from_bronze_starts_at_the_earliest_partition_mark(tmp_path: Path
     assert single.positions == {"deployment": Position.from_token({"_data": "82AA0003"})}
 
 
+def test_replay_from_bronze_finds_the_table_of_an_escaped_collection_name(tmp_path: Path) -> None:
+    """Bronze names a table after its topic; a collection whose name needed escaping is found there."""
+    topic = topic_name("cdc", "shop", "order items")
+    database, collection = namespace_for_topic(topic, "cdc", {})
+    table = lake.bronze_table_uri(str(tmp_path), database, collection)
+    mark = HighWaterMark(topic, 0, 10, "82AA0005", json.dumps({"_data": "82AA0005"}))
+    write_deltalake(
+        table, pa.table({"__event_id": ["82AA0005"]}), mode="append",
+        commit_properties=CommitProperties(custom_metadata={lake.HIGH_WATER_MARKS_KEY: lake.encode_high_water_marks({f"{topic}/0": mark})}),
+    )
+    spec = StreamSpec.parse("coll:shop.order items")
+    plan = plan_from_bronze([spec], {spec.stream_id: ["shop.order items"]}, str(tmp_path), [])
+    assert plan.positions == {spec.stream_id: Position.from_token({"_data": "82AA0005"})}
+
+
 def test_configuration_errors_exit_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
     monkeypatch.setenv("CDC_SNAPSHOT__PARALLELISM", "0")
@@ -77,7 +95,7 @@ def test_secrets_never_reach_the_logs(kafka_broker, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 2, output  # MongoDB unreachable: retried once, then a clear stop
+    assert result.returncode == ExitCode.FAILED, output  # MongoDB unreachable: retried once, then a clear stop
     assert "Sup3rSecret" not in output and "KafkaSecret" not in output
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(line["level"] == "WARNING" and "restarting" in line["message"] for line in lines)

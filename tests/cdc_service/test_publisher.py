@@ -7,12 +7,14 @@ import uuid
 
 import bson
 import pytest
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka import Producer
+from confluent_kafka.admin import ConfigResource, NewTopic
 
-from cdc_service.publisher import EventPublisher
+from cdc_service.publisher import EventPublisher, producer_config
 from cdc_service.settings import CdcSettings
 from cdc_support import fixture_events, raw, read_topic
-from lakehouse_common.contract import ValueFormat, headers_for, encode_events
+from lakehouse_common.contract import ValueFormat, encode_events, headers_for
+from lakehouse_common.errors import ConfigError
 
 EVENTS = fixture_events()
 
@@ -120,3 +122,76 @@ def test_exactly_once_commits_events_with_their_checkpoint_and_aborts_hide_them(
     assert sorted(r["headers"].operation for r in committed) == ["delete", "insert"]
     everything = read_topic(kafka_broker.bootstrap_servers, topic, isolation="read_uncommitted", idle_s=0.5, expect=3)
     assert sorted(r["headers"].operation for r in everything) == ["delete", "insert", "update"]  # the broker isolates
+
+
+def _tiny_queue_publisher(settings: CdcSettings) -> EventPublisher:
+    """A publisher whose local queue holds two records and lingers, so produce() meets a full queue."""
+    config = {**producer_config(settings), "queue.buffering.max.messages": 2, "linger.ms": 300}
+    if settings.exactly_once:
+        config["transactional.id"] = settings.transactional_id
+        config["transaction.timeout.ms"] = config["delivery.timeout.ms"] = settings.producer.transaction_timeout_ms
+    return EventPublisher(settings, producer=Producer(config))
+
+
+def test_a_full_local_queue_never_crashes_the_fan_out_dead_letters_or_checkpoints(kafka_broker) -> None:
+    settings = _settings(kafka_broker)
+    publisher = _tiny_queue_publisher(settings)
+    publisher.topics.ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
+    no_operation = {k: v for k, v in EVENTS["insert"].items() if k != "operationType"}
+    events = [raw(EVENTS["insert"]), raw(EVENTS["insert_sharded"]), raw(EVENTS["insert"]), bson.encode(no_operation)]
+    result = publisher.publish(events, fallback_topics=publisher.known_topics, in_scope=lambda db, coll: True)
+    fan_out = publisher.publish([raw(EVENTS["dropDatabase"]), raw(EVENTS["invalidate"])], fallback_topics=publisher.known_topics)
+    records = {f"k{i}".encode(): b'{"n":%d}' % i for i in range(7)}
+    publisher.commit(records, settings.topics.checkpoint_topic, 30)
+
+    assert (result.produced, result.dead_lettered, fan_out.produced) == (3, 1, 4)
+    for collection, expected in (("customers", 4), ("orders", 3)):
+        topic = f"{settings.topics.prefix}.shop.{collection}"
+        assert len(read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5, expect=expected)) == expected
+    assert len(read_topic(kafka_broker.bootstrap_servers, settings.topics.dead_letter_topic, idle_s=0.5, expect=1)) == 1
+    assert len(read_topic(kafka_broker.bootstrap_servers, settings.topics.checkpoint_topic, idle_s=0.5, expect=7)) == 7
+
+
+def test_a_full_local_queue_never_crashes_the_exactly_once_checkpoint(kafka_broker) -> None:
+    settings = _settings(kafka_broker, producer={"delivery": "exactly_once"})
+    publisher = _tiny_queue_publisher(settings)
+    publisher.topics.ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
+    publisher.publish([raw(EVENTS["insert"]), raw(EVENTS["update"])])
+    publisher.commit({f"k{i}".encode(): b"{}" for i in range(7)}, settings.topics.checkpoint_topic, 30)
+    assert len(read_topic(kafka_broker.bootstrap_servers, settings.topics.checkpoint_topic, idle_s=0.5, expect=7)) == 7
+
+
+def test_an_existing_topic_larger_than_the_producer_limit_dead_letters_instead_of_failing(kafka_broker, kafka_admin) -> None:
+    settings = _settings(kafka_broker, topics={"max_message_bytes": 1024})  # producer: message.max.bytes 1,000,000
+    topic = f"{settings.topics.prefix}.shop.customers"
+    kafka_admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "3000000"})])[topic].result(30)
+    publisher = EventPublisher(settings)
+    big = dict(EVENTS["insert"], fullDocument={"_id": 1, "blob": "x" * 1_500_000}, documentKey={"_id": 1})
+    result = publisher.publish([raw(EVENTS["update"]), raw(big), raw(EVENTS["delete"])])
+    publisher.commit({}, settings.topics.checkpoint_topic, 30)
+
+    assert (result.produced, result.dead_lettered) == (2, 1)
+    (letter,) = read_topic(kafka_broker.bootstrap_servers, settings.topics.dead_letter_topic, idle_s=0.5, expect=1)
+    reference = json.loads(letter["value"])
+    assert reference["event_id"] == big["_id"]["_data"] and reference["limit_bytes"] < 1_500_000
+    assert sorted(r["headers"].operation for r in read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5, expect=2)) == [
+        "delete", "update"]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "first", "second"),
+    [
+        ({"shop.legacy": "{prefix}.shop.orders"}, ("shop", "legacy"), ("shop", "orders")),  # a mapping onto a conventional name
+        ({}, ("shop", "order.items"), ("shop", "order_items")),  # Kafka refuses topics differing only in '.' and '_'
+    ],
+)
+def test_two_namespaces_on_one_topic_stop_the_service_naming_both_and_the_fix(kafka_broker, mapping, first, second) -> None:
+    settings = _settings(kafka_broker)
+    prefix = settings.topics.prefix
+    settings = _settings(kafka_broker, name=settings.name, topics={"prefix": prefix, "mapping": {k: v.format(prefix=prefix) for k, v in mapping.items()}})
+    publisher = EventPublisher(settings)
+    publisher.route(*first)
+    with pytest.raises(ConfigError) as raised:
+        publisher.route(*second)
+    message = str(raised.value)
+    assert ".".join(first) in message and ".".join(second) in message and "topics.mapping" in message

@@ -150,3 +150,31 @@ def test_history_lost(policy, real_replica_set, real_client, databases, kafka_br
     records = read_topic(kafka_broker.bootstrap_servers, _topic(env, databases[0], "ledger"), expect=3)
     service.stop()
     assert Counter(r["headers"].operation for r in records) == {"snapshot": 3}
+
+
+def test_a_collection_created_while_a_snapshot_lists_its_collections_is_copied_or_streamed(
+    real_replica_set, real_client, databases, kafka_broker, run_service, monkeypatch
+) -> None:
+    """A collection created right after the listing, before the snapshot position existed, was
+    neither copied nor streamed; with the position taken first it is at least streamed."""
+    from cdc_service import pipeline
+
+    shop = databases[0]
+    real_client[shop]["orders"].insert_one({"_id": 0})
+    list_collections = pipeline.covered_collections
+    created: list[str] = []
+
+    def listing_then_a_new_collection(*args, **kwargs):
+        listed = list_collections(*args, **kwargs)
+        if not created:
+            created.append("late")
+            real_client[shop]["late"].insert_many([{"_id": i} for i in range(3)])
+        return listed
+
+    monkeypatch.setattr(pipeline, "covered_collections", listing_then_a_new_collection)
+    env = _env(real_replica_set, kafka_broker, shop, CDC_STREAM__LAYOUT="database")
+    service = run_service(env)
+    service.streaming(1)
+    records = read_topic(kafka_broker.bootstrap_servers, _topic(env, shop, "late"), expect=3, timeout_s=60)
+    service.stop()
+    assert {r["event"]["documentKey"]["_id"] for r in records} == {0, 1, 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,49 @@ def test_the_mongo_uri_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CDC_MONGO_URI", raising=False)
     with pytest.raises(ConfigError, match="CDC_MONGO_URI"):
         load_settings(CdcSettings)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        {"$project": {"_id": 0}},
+        {"$project": {"_id": False, "fullDocument": 1}},
+        {"$project": {"_id": "$documentKey"}},
+        {"$project": {"_id._data": 1}},
+        {"$project": {"_id": {"_data": 1}}},
+        {"$project": {"operationType": 1, "fullDocument": 1, "_id": 0}},
+        {"$addFields": {"_id": "$documentKey"}},
+        {"$set": {"_id.extra": 1}},
+        {"$unset": "_id"},
+        {"$unset": ["fullDocument.secret", "_id._data"]},
+        {"$replaceRoot": {"newRoot": "$fullDocument"}},
+        {"$replaceWith": "$fullDocument"},
+        {"$redact": "$$PRUNE"},
+        {"$group": {"_id": "$ns"}},
+    ],
+)
+def test_pipeline_stages_that_change_the_resume_token_are_refused_when_the_settings_load(
+    monkeypatch: pytest.MonkeyPatch, stage: dict
+) -> None:
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
+    monkeypatch.setenv("CDC_STREAM__PIPELINE", json.dumps([{"$match": {"operationType": "insert"}}, stage]))
+    with pytest.raises(ConfigError, match=r"CDC_STREAM__PIPELINE.*_id"):
+        load_settings(CdcSettings)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        {"$match": {"operationType": {"$in": ["insert", "update"]}, "fullDocument.status": "paid"}},
+        {"$project": {"fullDocument.secret": 0}},
+        {"$project": {"_id": 1, "operationType": 1, "ns": 1, "documentKey": 1, "fullDocument": 1}},
+        {"$project": {"operationType": 1, "ns": 1, "documentKey": 1}},
+        {"$addFields": {"fullDocument.masked": True}},
+        {"$set": {"extra": "$fullDocument.x"}},
+        {"$unset": ["fullDocument.card", "fullDocumentBeforeChange"]},
+    ],
+)
+def test_pipeline_stages_that_keep_the_resume_token_are_accepted(monkeypatch: pytest.MonkeyPatch, stage: dict) -> None:
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
+    monkeypatch.setenv("CDC_STREAM__PIPELINE", json.dumps([stage]))
+    assert load_settings(CdcSettings).stream.pipeline == [stage]

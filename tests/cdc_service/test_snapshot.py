@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 
 import bson
@@ -11,7 +12,15 @@ from bson import Binary, Decimal128, Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
 
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
-from cdc_service.snapshot import ORDINALS_PER_ATTEMPT, CopyTask, build_snapshot_events, document_key, document_key_bytes
+from cdc_service.snapshot import (
+    CopyTask,
+    SnapshotBatch,
+    SnapshotCopied,
+    build_snapshot_events,
+    copy_collection,
+    document_key,
+    document_key_bytes,
+)
 from lakehouse_common.contract import ValueFormat, encode_events, snapshot_event_id
 
 
@@ -32,19 +41,47 @@ def test_unusual_layouts_fall_back_to_decoding() -> None:
     document = RawBSONDocument(bson.encode({"d": {"name": "first", "_id": 5}}), RAW_CODEC_OPTIONS)["d"]
     assert document_key_bytes(document.raw) is None
     assert document_key(document, None) == {"_id": 5}
-    sharded = RawBSONDocument(bson.encode({"_id": 1, "region": {"code": "eu"}, "x": 2}), RAW_CODEC_OPTIONS)
-    key = document_key(sharded, ["region.code", "_id"])
-    assert list(key) == ["region.code", "_id"] and key["region.code"] == "eu"
+
+
+# MongoDB's documentKey on a sharded collection (the server's DocumentKey::getShardKeyAndId and the
+# change-events reference: "For sharded collections, this field also displays the full shard key
+# for the document. The _id field is not repeated if it is already a part of the shard key"): the
+# shard key's fields in the shard key's order, dotted paths named as written, fields the document
+# lacks left out, then _id unless the shard key holds it already.
+SHARDED_KEYS = [
+    (["region"], {"_id": 1001, "region": "eu", "total": 1}, {"region": "eu", "_id": 1001}),
+    (["region.code", "_id"], {"_id": 1, "region": {"code": "eu"}, "x": 2}, {"region.code": "eu", "_id": 1}),
+    (["_id", "region"], {"_id": 1, "region": "eu"}, {"_id": 1, "region": "eu"}),
+    (["tenant", "_id", "day"], {"_id": 7, "day": 3, "tenant": "t1"}, {"tenant": "t1", "_id": 7, "day": 3}),
+    (["region"], {"_id": 2, "total": 5}, {"_id": 2}),  # no region: MongoDB leaves it out
+    (["region"], {"_id": 3, "region": None}, {"region": None, "_id": 3}),  # an explicit null is kept
+    (["_id"], {"_id": 4, "v": 1}, {"_id": 4}),  # hashed _id
+]
+
+
+@pytest.mark.parametrize(("shard_key", "document", "mongodb_key"), SHARDED_KEYS)
+def test_a_snapshot_record_and_a_change_event_of_one_document_share_the_kafka_key(
+    shard_key: list[str], document: dict, mongodb_key: dict
+) -> None:
+    stored = RawBSONDocument(bson.encode(document), RAW_CODEC_OPTIONS)
+    task = CopyTask("coll:shop.orders", "shop", "orders", "82AA01", attempt=1, cluster_time=(1_700_000_000, 3))
+    (snapshot,) = encode_events(build_snapshot_events([stored], task, 1, shard_key), ValueFormat.JSON)
+    change = {
+        "_id": {"_data": "82AA0200"}, "operationType": "update", "clusterTime": bson.Timestamp(1_700_000_001, 1),
+        "ns": {"db": "shop", "coll": "orders"}, "documentKey": mongodb_key,
+        "updateDescription": {"updatedFields": {"total": 2}, "removedFields": [], "truncatedArrays": []},
+    }
+    (event,) = encode_events([bson.encode(change)], ValueFormat.JSON)
+    assert snapshot.key == event.key  # byte for byte: the same partition
 
 
 def test_snapshot_records_have_the_insert_shape_and_ordered_ids() -> None:
     task = CopyTask("coll:shop.orders", "shop", "orders", "82AA01", attempt=2, cluster_time=(1_700_000_000, 3))
     documents = [RawBSONDocument(bson.encode({"_id": i, "total": i * 1.5}), RAW_CODEC_OPTIONS) for i in range(3)]
-    first = task.attempt * ORDINALS_PER_ATTEMPT + 1
-    events = build_snapshot_events(documents, task, first, None)
+    events = build_snapshot_events(documents, task, 1, None)
     encoded = encode_events(events, ValueFormat.JSON)
 
-    assert [e.event_id for e in encoded] == [snapshot_event_id("82AA01", first + i) for i in range(3)]
+    assert [e.event_id for e in encoded] == [snapshot_event_id("82AA01", 1 + i, attempt=2) for i in range(3)]
     assert all(e.operation == "snapshot" for e in encoded)
     assert encoded[1].key == b'{"_id":1}'
     decoded = bson.decode(events[1])
@@ -52,5 +89,27 @@ def test_snapshot_records_have_the_insert_shape_and_ordered_ids() -> None:
     assert decoded["ns"] == {"db": "shop", "coll": "orders"}
     assert decoded["clusterTime"] == bson.Timestamp(1_700_000_000, 3)
     # A later attempt's records sort above every record of an earlier one, and before live events.
-    earlier = snapshot_event_id("82AA01", 1 * ORDINALS_PER_ATTEMPT + 999_999)
+    earlier = snapshot_event_id("82AA01", 999_999, attempt=1)
     assert earlier < encoded[0].event_id < "82AA02"
+
+
+def test_every_later_attempt_sorts_above_the_earlier_ones_past_a_hundred_restarts() -> None:
+    document = [RawBSONDocument(bson.encode({"_id": 1}), RAW_CODEC_OPTIONS)]
+    ids = []
+    for attempt in range(1, 260):
+        task = CopyTask("coll:shop.orders", "shop", "orders", "82AA01", attempt=attempt, cluster_time=(1, 1))
+        first, last = encode_events(build_snapshot_events(document * 2, task, 1, None), ValueFormat.JSON)
+        ids.extend([first.event_id, last.event_id])
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_a_copy_in_its_hundredth_attempt_still_runs(mongo_database) -> None:
+    mongo_database["orders"].insert_many([{"_id": i} for i in range(5)])
+    client = mongo_database.client
+    task = CopyTask("coll:x.orders", mongo_database.name, "orders", "82AA01", attempt=100, cluster_time=(1, 1))
+    emitted: list[object] = []
+    copy_collection(client, task, lambda item: emitted.append(item) or True, threading.Event(), 2, ValueFormat.JSON)
+    batches = [item for item in emitted if isinstance(item, SnapshotBatch)]
+    ids = [event.event_id for batch in batches for event in batch.events.events]
+    assert ids == [snapshot_event_id("82AA01", ordinal, attempt=100) for ordinal in range(1, 6)]
+    assert isinstance(emitted[-1], SnapshotCopied) and emitted[-1].copied == 5

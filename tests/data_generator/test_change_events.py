@@ -58,7 +58,7 @@ def test_snapshot_records_sort_between_the_events_around_them_and_encode_per_the
     ids = [event["_id"]["_data"] for event in [*before, *snapshot, *after]]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(event["operationType"] == "snapshot" for event in snapshot)
-    assert snapshot[0]["_id"]["_data"].endswith(".000000000000")
+    assert snapshot[0]["_id"]["_data"].endswith(".a0.a0")  # attempt 0, ordinal 0 (lakehouse_common.contract)
     encoded = encode_events([bson.encode(event) for event in snapshot[:5] + after[:5]], ValueFormat.JSON)
     assert [item.event_id for item in encoded] == ids[1:6] + ids[1 + len(snapshot) : 6 + len(snapshot)]
     assert decode_value(encoded[0].value, ValueFormat.JSON)["fullDocument"] == snapshot[0]["fullDocument"]

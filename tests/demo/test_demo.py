@@ -21,6 +21,7 @@ from data_generator.config import COLLECTIONS
 from demo.run import STANDIN, DemoRun
 from demo.settings import DemoSettings
 from demo.summary import mismatches
+from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import KafkaBroker
 from local_stack.mongo import MongoStandIn
 from local_stack.processes import pid_alive
@@ -40,7 +41,7 @@ def test_demo_builds_silver_equal_to_mongodb_and_stops_everything(
     status = DemoRun(settings, Console(width=140)).run()
 
     summary = json.loads(settings.summary_file.read_text())
-    assert status == 0, summary.get("problems")
+    assert status == ExitCode.OK, summary.get("problems")
     assert {"mongo", "bronze", "silver", "gold", "lag_seconds", "mongo_kind"} <= set(summary)
     assert summary["mongo_kind"] == STANDIN
     assert list(summary["mongo"]) == list(COLLECTIONS)
@@ -61,6 +62,12 @@ def test_demo_builds_silver_equal_to_mongodb_and_stops_everything(
     for service in ("cdc-service", "bronze-writer", "dbt"):
         first = (settings.logs_dir / f"{service}.log").read_text().splitlines()[0]
         assert json.loads(first)["level"]
+    # The report: its inputs recorded during the run, the page, and its screenshot.
+    series = json.loads((settings.work_dir / "series.json").read_text())
+    assert series["pipeline"]["lag"] and series["pipeline"]["throughput"]["bronze"] and series["samples"]
+    assert series["gold"]["funnel"]["sessions"] == summary["kpis"]["sessions"]
+    assert (settings.work_dir / "report.html").stat().st_size > 3_000_000
+    assert (settings.work_dir / "report.png").read_bytes()[:4] == b"\x89PNG"
     # Everything the demo started has stopped.
     for pid_file in settings.work_dir.glob("*.pid"):
         assert not pid_alive(int(pid_file.read_text())), pid_file.name
@@ -82,6 +89,6 @@ def test_mongo_uri_selects_a_real_replica_set_and_is_secret(monkeypatch: pytest.
 def test_a_mongo_uri_that_is_not_a_replica_set_is_refused(mongo_standin: MongoStandIn, run_dir: Path) -> None:
     settings = DemoSettings(work_dir=run_dir / "demo-refused", mongo_uri=mongo_standin.uri, kafka_bootstrap_servers="127.0.0.1:1")
     console = Console(width=200, record=True)
-    assert DemoRun(settings, console).run() == 2
+    assert DemoRun(settings, console).run() == ExitCode.BAD_CONFIGURATION
     assert "is not a replica set" in console.export_text()
     assert not os.path.exists(settings.summary_file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import uuid
 
 import bson
@@ -248,9 +249,36 @@ def test_headers_round_trip_and_wrong_versions_are_rejected() -> None:
 
 def test_topic_names_follow_the_convention_and_stay_valid() -> None:
     assert contract.topic_name("cdc", "shop", "orders") == "cdc.shop.orders"
-    assert contract.topic_name("cdc", "shop", "order items/2024") == "cdc.shop.order_items_2024"
+    assert contract.topic_name("cdc", "shop", "order.items-2024_v2") == "cdc.shop.order.items-2024_v2"  # plain: unchanged
+    escaped = contract.topic_name("cdc", "shop", "order items/2024")
+    assert re.fullmatch(r"cdc\.shop\.order_items_2024-[0-9a-f]{8}", escaped)
     assert contract.topic_name("cdc", "shop", "orders", {"shop.orders": "sales-orders"}) == "sales-orders"
     assert contract.topic_name("", "shop", "orders") == "shop.orders"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("shop", "заказы"), ("shop", "товары")),  # both were cdc.shop.______
+        (("shop", "order items"), ("shop", "order_items")),  # sanitised onto a plain name
+        (("shop", "a/b"), ("shop", "a b")),
+        (("магазин", "orders"), ("склад", "orders")),  # databases are escaped the same way
+        (("shop", "x.y"), ("shop.x", "y")),  # a dot cannot move between database and collection (MongoDB forbids it anyway)
+    ],
+)
+def test_distinct_namespaces_never_share_a_topic(first: tuple[str, str], second: tuple[str, str]) -> None:
+    one, other = contract.topic_name("cdc", *first), contract.topic_name("cdc", *second)
+    assert one != other
+    assert contract.topic_collision_key(one) != contract.topic_collision_key(other)
+    for topic in (one, other):
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic)
+    assert contract.topic_name("cdc", *first) == one  # stable across runs and hosts
+
+
+def test_escaped_names_are_valid_path_segments_and_plain_names_stay_as_they_are() -> None:
+    assert contract.safe_name("orders") == "orders"
+    assert contract.safe_name("order items") != contract.safe_name("order_items") == "order_items"
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", contract.safe_name("заказы\x00/.."))
 
 
 def test_a_mapping_may_not_merge_collections_into_one_topic() -> None:
@@ -259,6 +287,28 @@ def test_a_mapping_may_not_merge_collections_into_one_topic() -> None:
         contract.check_topic_mapping({"shop.orders": "everything", "shop.customers": "everything"})
     with pytest.raises(ValueError, match="not a valid Kafka topic"):
         contract.check_topic_mapping({"shop.orders": "bad topic"})
+
+
+def test_a_mapping_may_not_create_topics_kafka_considers_colliding() -> None:
+    with pytest.raises(ValueError, match="collide"):
+        contract.check_topic_mapping({"shop.orders": "sales.orders", "shop.customers": "sales_orders"})
+
+
+def test_snapshot_ids_order_attempts_and_ordinals_for_any_number_of_restarts() -> None:
+    position = "8265A1B2C3000000012B042C0100"
+    after = position + "296E5A1004"
+    pairs = [(attempt, ordinal) for attempt in (*range(0, 130), 999, 10**6, 10**25, 10**40) for ordinal in (1, 2, 9, 10, 99_999, 10**12, 10**13)]
+    ids = [contract.snapshot_event_id(position, ordinal, attempt=attempt) for attempt, ordinal in pairs]
+    assert sorted(ids) == ids  # (attempt, ordinal) order is string order: later attempts above earlier ones
+    assert len(set(ids)) == len(ids)
+    assert all(position < event_id < after for event_id in ids)
+    # Ids of the former fixed-width scheme (attempt * 10**10 + ordinal, twelve digits) sort below every new one.
+    legacy = f"{position}.{99 * 10**10 + 12345:012d}"
+    assert legacy < min(ids)
+    for (attempt, ordinal), event_id in zip(pairs, ids, strict=True):
+        assert contract.parse_snapshot_event_id(event_id) == (position, attempt, ordinal)
+    assert contract.parse_snapshot_event_id(legacy) == (position, 99, 12345)
+    assert contract.parse_snapshot_event_id(position) is None
 
 
 def test_snapshot_ids_sort_between_the_events_before_and_after_the_snapshot() -> None:
@@ -287,7 +337,7 @@ def test_snapshot_events_have_the_shape_of_an_insert() -> None:
     )
     (event,) = contract.encode_events([raw], ValueFormat.JSON)
     assert event.operation == Operation.SNAPSHOT
-    assert event.event_id == "6b058c0600000005.000000000003"
+    assert event.event_id == "6b058c0600000005.a0.a3"  # attempt 0, ordinal 3
     assert event.key == b'{"_id":5}'
     decoded = contract.decode_value(event.value, ValueFormat.JSON)
     assert decoded["fullDocument"] == {"_id": 5, "name": "Ada"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,8 +13,10 @@ from deltalake import write_deltalake
 from typer.testing import CliRunner
 
 from lakehouse_common.errors import ConfigError
+from lakehouse_common.lifecycle import ExitCode
 from lakehouse_common.settings import load_settings
-from spark_jobs.cli import app
+from spark_jobs.cli import app, dbt_exit_code
+from spark_jobs.dbt_runner import DbtResult
 from spark_jobs.lake_tables import gold_table_uri, layer_counts, silver_current_state_uri, silver_history_uri
 from spark_jobs.settings import SparkJobsSettings
 
@@ -54,10 +57,10 @@ def test_spark_defaults_for_other_processes(tmp_path: Path) -> None:
 
 def test_maintain_rejects_unknown_layers() -> None:
     result = CliRunner().invoke(app, ["maintain", "--layer", "platinum"])
-    assert result.exit_code == 2 and "unknown layer" in result.output
+    assert result.exit_code == ExitCode.BAD_CONFIGURATION and "unknown layer" in result.output
 
 
-def test_dbt_command_passes_the_arguments_after_the_separator_and_exits_with_dbts_status(tmp_path: Path) -> None:
+def test_dbt_command_passes_the_arguments_after_the_separator_and_exits_failed_when_dbt_fails(tmp_path: Path) -> None:
     script = tmp_path / "dbt"
     argv = tmp_path / "argv.json"
     script.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(argv)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n")
@@ -71,5 +74,16 @@ def test_dbt_command_passes_the_arguments_after_the_separator_and_exits_with_dbt
         "SPARK_JOBS_SPARK__METASTORE_DIR": str(tmp_path / "metastore"),
     }
     result = CliRunner().invoke(app, ["dbt", "--", "build", "--select", "stg_mongo__orders"], env=environment)
-    assert result.exit_code == 3
+    assert result.exit_code == ExitCode.FAILED  # dbt exited 3: its status is in the log, ours is the project's
     assert json.loads(argv.read_text())[:3] == ["build", "--select", "stg_mongo__orders"]
+
+
+def test_a_stop_request_that_cuts_a_dbt_run_short_exits_interrupted() -> None:
+    passed, failed = DbtResult("build", 0, 1.0, None), DbtResult("test", 2, 1.0, None)
+    running, stopped = threading.Event(), threading.Event()
+    stopped.set()
+    assert dbt_exit_code([passed, passed], 2, running) == ExitCode.OK
+    assert dbt_exit_code([passed, failed], 2, running) == ExitCode.FAILED
+    assert dbt_exit_code([passed, failed], 2, stopped) == ExitCode.INTERRUPTED  # dbt interrupted on request
+    assert dbt_exit_code([passed], 2, stopped) == ExitCode.INTERRUPTED  # the rest never ran
+    assert dbt_exit_code([passed, passed], 2, stopped) == ExitCode.OK  # the stop came after the work was done

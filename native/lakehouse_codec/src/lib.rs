@@ -2,150 +2,28 @@
 //!
 //! Why native: the CDC publish path and the bronze landing path handle every event,
 //! and per-event Python work (pymongo's `json_util` measured ~25k events/s) is the
-//! bottleneck. This module walks the raw BSON once, without building an owned tree,
+//! bottleneck. `bson_json` walks the raw BSON once, without building an owned tree,
 //! and writes relaxed Extended JSON v2 as the MongoDB specification defines it:
 //! dates between 1970 and 9999 as ISO-8601 strings and all others as `$numberLong`
 //! milliseconds, non-finite doubles as `$numberDouble`, every other type as its
 //! canonical wrapper. The Python side (`lakehouse_common.contract`) is the only caller of the
 //! encoders; `scan` (the consumer side) is called by bronze_writer.
+//!
+//! Nothing an input holds may take the process down: malformed or too deeply nested input
+//! (see `bson_json::MAX_NESTING_DEPTH`) is a `ValueError`, no walk recurses, and a Rust
+//! panic reaches Python as `pyo3_runtime.PanicException` (a `BaseException`) instead of
+//! aborting, because the crate unwinds on panic (Cargo's default; never set `panic = "abort"`).
 
-use base64::Engine;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
+// BSON to relaxed Extended JSON: the producer side (cdc_service) and BSON values on the consumer side.
+mod bson_json;
 // The consumer side (bronze_writer): events to Arrow columns with each value's BSON type.
 mod scan;
 
-type ConvertResult<T> = Result<T, String>;
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// True when any of the 8 bytes is a control character, `"` or `\`.
-#[inline]
-fn word_needs_escape(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS;
-    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    (below_space | has_zero(word ^ (ONES * b'"' as u64)) | has_zero(word ^ (ONES * b'\\' as u64))) != 0
-}
-
-/// JSON needs `"` and `\` escaped and control characters written as escapes.
-fn write_json_string(out: &mut Vec<u8>, text: &[u8]) {
-    out.reserve(text.len() + 2);
-    out.push(b'"');
-    // Fast path: find the first byte that needs escaping, eight bytes at a time.
-    let mut clean = 0;
-    while clean + 8 <= text.len()
-        && !word_needs_escape(u64::from_le_bytes(text[clean..clean + 8].try_into().unwrap()))
-    {
-        clean += 8;
-    }
-    let mut start = 0;
-    for (index, &byte) in text.iter().enumerate().skip(clean) {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&text[start..index]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX_DIGITS[(byte >> 4) as usize]);
-            out.push(HEX_DIGITS[(byte & 0xf) as usize]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = index + 1;
-    }
-    out.extend_from_slice(&text[start..]);
-    out.push(b'"');
-}
-
-fn write_f64(out: &mut Vec<u8>, value: f64) {
-    if value.is_nan() {
-        out.extend_from_slice(br#"{"$numberDouble":"NaN"}"#);
-    } else if value.is_infinite() {
-        if value.is_sign_negative() {
-            out.extend_from_slice(br#"{"$numberDouble":"-Infinity"}"#);
-        } else {
-            out.extend_from_slice(br#"{"$numberDouble":"Infinity"}"#);
-        }
-    } else {
-        // zmij prints the shortest text that parses back to the same double, and always
-        // keeps a fraction or exponent ("1.0", "-0.0", "1e+21"), so readers see a double.
-        let mut buffer = zmij::Buffer::new();
-        out.extend_from_slice(buffer.format_finite(value).as_bytes());
-    }
-}
-
-fn write_i64(out: &mut Vec<u8>, value: i64) {
-    let mut buffer = itoa::Buffer::new();
-    out.extend_from_slice(buffer.format(value).as_bytes());
-}
-
-fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &byte in bytes {
-        out.push(HEX_DIGITS[(byte >> 4) as usize]);
-        out.push(HEX_DIGITS[(byte & 0xf) as usize]);
-    }
-}
-
-fn write_padded(out: &mut Vec<u8>, value: i64, width: usize) {
-    let mut buffer = itoa::Buffer::new();
-    let digits = buffer.format(value).as_bytes();
-    for _ in digits.len()..width {
-        out.push(b'0');
-    }
-    out.extend_from_slice(digits);
-}
-
-/// 253402300800000 ms is 10000-01-01T00:00:00Z: the spec keeps years 1970..=9999 as
-/// ISO-8601 strings and everything else as `$numberLong` milliseconds.
-const MAX_ISO_DATE_MILLIS: i64 = 253_402_300_800_000;
-
-fn write_datetime(out: &mut Vec<u8>, millis: i64) {
-    if !(0..MAX_ISO_DATE_MILLIS).contains(&millis) {
-        out.extend_from_slice(br#"{"$date":{"$numberLong":""#);
-        write_i64(out, millis);
-        out.extend_from_slice(b"\"}}");
-        return;
-    }
-    let days = millis / 86_400_000;
-    let millis_of_day = millis % 86_400_000;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm, proleptic Gregorian).
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    out.extend_from_slice(br#"{"$date":""#);
-    write_padded(out, year, 4);
-    out.push(b'-');
-    write_padded(out, month, 2);
-    out.push(b'-');
-    write_padded(out, day, 2);
-    out.push(b'T');
-    write_padded(out, millis_of_day / 3_600_000, 2);
-    out.push(b':');
-    write_padded(out, millis_of_day / 60_000 % 60, 2);
-    out.push(b':');
-    write_padded(out, millis_of_day / 1000 % 60, 2);
-    out.push(b'.');
-    write_padded(out, millis_of_day % 1000, 3);
-    out.extend_from_slice(b"Z\"}");
-}
+use bson_json::{ConvertResult, EventFields, JsonWriter};
 
 /// A bounds-checked cursor over one BSON document's bytes.
 struct Cursor<'a> {
@@ -166,10 +44,6 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
-    fn byte(&mut self) -> ConvertResult<u8> {
-        Ok(self.take(1)?[0])
-    }
-
     fn i32(&mut self) -> ConvertResult<i32> {
         Ok(i32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
@@ -178,9 +52,8 @@ impl<'a> Cursor<'a> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
 
-    /// A NUL-terminated name, not yet checked for UTF-8.
-    #[inline]
-    fn cstring_unchecked(&mut self) -> ConvertResult<&'a [u8]> {
+    /// A NUL-terminated name (not checked for UTF-8: see `scan_event`).
+    fn name(&mut self) -> ConvertResult<&'a [u8]> {
         let rest = &self.bytes[self.position..];
         let length = rest
             .iter()
@@ -190,25 +63,17 @@ impl<'a> Cursor<'a> {
         Ok(&rest[..length])
     }
 
-    fn cstring(&mut self) -> ConvertResult<&'a [u8]> {
-        let text = self.cstring_unchecked()?;
-        utf8(text)?;
-        Ok(text)
-    }
-
-    /// A BSON string: int32 length (with the trailing NUL), UTF-8 bytes, NUL.
+    /// A BSON string: int32 length (with the trailing NUL), bytes, NUL (not checked for UTF-8).
     fn string(&mut self) -> ConvertResult<&'a [u8]> {
         let length = self.i32()?;
         if length < 1 {
             return Err(format!("invalid string length {length}"));
         }
         let body = self.take(length as usize)?;
-        if body[body.len() - 1] != 0 {
-            return Err("string is not NUL-terminated".to_owned());
+        match body.split_last() {
+            Some((0, text)) => Ok(text),
+            _ => Err("string is not NUL-terminated".to_owned()),
         }
-        let text = &body[..body.len() - 1];
-        utf8(text)?;
-        Ok(text)
     }
 
     /// An embedded document or array: its bytes, length prefix included.
@@ -240,8 +105,8 @@ fn skip_value(element_type: u8, cursor: &mut Cursor<'_>) -> ConvertResult<()> {
         0x07 => drop(cursor.take(12)?),
         0x08 => drop(cursor.take(1)?),
         0x0B => {
-            cursor.cstring()?;
-            cursor.cstring()?;
+            cursor.name()?;
+            cursor.name()?;
         }
         0x0C => {
             cursor.string()?;
@@ -254,171 +119,25 @@ fn skip_value(element_type: u8, cursor: &mut Cursor<'_>) -> ConvertResult<()> {
     Ok(())
 }
 
-fn utf8(text: &[u8]) -> ConvertResult<()> {
-    std::str::from_utf8(text)
-        .map(|_| ())
-        .map_err(|error| format!("invalid UTF-8: {error}"))
-}
-
-fn write_value(out: &mut Vec<u8>, element_type: u8, cursor: &mut Cursor<'_>) -> ConvertResult<()> {
-    match element_type {
-        0x01 => write_f64(out, f64::from_bits(cursor.i64()? as u64)),
-        0x02 => write_json_string(out, cursor.string()?),
-        0x03 => write_document(out, cursor.document()?, false)?,
-        0x04 => write_document(out, cursor.document()?, true)?,
-        0x05 => {
-            let length = cursor.i32()?;
-            if length < 0 {
-                return Err(format!("invalid binary length {length}"));
-            }
-            let subtype = cursor.byte()?;
-            let mut payload = cursor.take(length as usize)?;
-            // Subtype 2 (old binary) repeats the length inside the payload.
-            if subtype == 2 && payload.len() >= 4 {
-                let inner = i32::from_le_bytes(payload[..4].try_into().unwrap());
-                if inner as usize == payload.len() - 4 {
-                    payload = &payload[4..];
-                }
-            }
-            out.extend_from_slice(br#"{"$binary":{"base64":""#);
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(payload)
-                    .as_bytes(),
-            );
-            out.extend_from_slice(br#"","subType":""#);
-            write_hex(out, &[subtype]);
-            out.extend_from_slice(b"\"}}");
-        }
-        0x06 => out.extend_from_slice(br#"{"$undefined":true}"#),
-        0x07 => {
-            out.extend_from_slice(br#"{"$oid":""#);
-            write_hex(out, cursor.take(12)?);
-            out.extend_from_slice(b"\"}");
-        }
-        0x08 => out.extend_from_slice(if cursor.byte()? != 0 { b"true" } else { b"false" }),
-        0x09 => write_datetime(out, cursor.i64()?),
-        0x0A => out.extend_from_slice(b"null"),
-        0x0B => {
-            let pattern = cursor.cstring()?;
-            let mut options = cursor.cstring()?.to_vec();
-            options.sort_unstable();
-            out.extend_from_slice(br#"{"$regularExpression":{"pattern":"#);
-            write_json_string(out, pattern);
-            out.extend_from_slice(br#","options":"#);
-            write_json_string(out, &options);
-            out.extend_from_slice(b"}}");
-        }
-        0x0C => {
-            let namespace = cursor.string()?;
-            out.extend_from_slice(br#"{"$dbPointer":{"$ref":"#);
-            write_json_string(out, namespace);
-            out.extend_from_slice(br#","$id":{"$oid":""#);
-            write_hex(out, cursor.take(12)?);
-            out.extend_from_slice(b"\"}}}");
-        }
-        0x0D => {
-            out.extend_from_slice(br#"{"$code":"#);
-            write_json_string(out, cursor.string()?);
-            out.push(b'}');
-        }
-        0x0E => {
-            out.extend_from_slice(br#"{"$symbol":"#);
-            write_json_string(out, cursor.string()?);
-            out.push(b'}');
-        }
-        0x0F => {
-            let _total_length = cursor.i32()?;
-            out.extend_from_slice(br#"{"$code":"#);
-            write_json_string(out, cursor.string()?);
-            out.extend_from_slice(br#","$scope":"#);
-            write_document(out, cursor.document()?, false)?;
-            out.push(b'}');
-        }
-        0x10 => write_i64(out, i64::from(cursor.i32()?)),
-        0x11 => {
-            let value = cursor.i64()? as u64;
-            out.extend_from_slice(br#"{"$timestamp":{"t":"#);
-            write_i64(out, (value >> 32) as i64);
-            out.extend_from_slice(br#","i":"#);
-            write_i64(out, (value & 0xffff_ffff) as i64);
-            out.extend_from_slice(b"}}");
-        }
-        0x12 => write_i64(out, cursor.i64()?),
-        0x13 => {
-            let bytes: [u8; 16] = cursor.take(16)?.try_into().unwrap();
-            out.extend_from_slice(br#"{"$numberDecimal":""#);
-            out.extend_from_slice(bson::Decimal128::from_bytes(bytes).to_string().as_bytes());
-            out.extend_from_slice(b"\"}");
-        }
-        0x7F => out.extend_from_slice(br#"{"$maxKey":1}"#),
-        0xFF => out.extend_from_slice(br#"{"$minKey":1}"#),
-        other => return Err(format!("unknown BSON element type 0x{other:02x}")),
-    }
-    Ok(())
-}
-
-/// Writes a document (or, for arrays, only its values) as JSON.
-fn write_document(out: &mut Vec<u8>, bytes: &[u8], is_array: bool) -> ConvertResult<()> {
-    if bytes.len() < 5 || i32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize != bytes.len() {
-        return Err("invalid BSON document length".to_owned());
-    }
-    if bytes[bytes.len() - 1] != 0 {
-        return Err("BSON document is not NUL-terminated".to_owned());
-    }
-    let mut cursor = Cursor { bytes: &bytes[..bytes.len() - 1], position: 4 };
-    out.push(if is_array { b'[' } else { b'{' });
-    let mut first = true;
-    while cursor.position < cursor.bytes.len() {
-        let element_type = cursor.byte()?;
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        if is_array {
-            // Array keys are "0", "1", ...: JSON drops them, so they need no check.
-            cursor.cstring_unchecked()?;
-        } else {
-            write_json_string(out, cursor.cstring()?);
-            out.push(b':');
-        }
-        write_value(out, element_type, &mut cursor)?;
-    }
-    out.push(if is_array { b']' } else { b'}' });
-    Ok(())
-}
-
-fn document_to_json(bytes: &[u8]) -> ConvertResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 4);
-    write_document(&mut out, bytes, false)?;
-    Ok(out)
-}
-
-/// The top-level fields the contract reads from a change event, borrowed from its bytes.
-#[derive(Default)]
-struct EventFields<'a> {
-    token: Option<&'a [u8]>,
-    operation: Option<&'a [u8]>,
-    namespace: Option<&'a [u8]>,
-    document_key: Option<&'a [u8]>,
-    cluster_time: Option<(u32, u32)>,
-}
-
-/// Reads the top-level fields of an event in one pass, skipping the large ones.
-fn scan_event(bytes: &[u8]) -> ConvertResult<EventFields<'_>> {
+/// Reads the top-level fields of a BSON-format event in one pass, skipping the others
+/// unread: the bytes are published as they are, and the consumer converts (and so
+/// validates) them whole. Returns the fields and `documentKey`'s bytes; the texts the
+/// contract reads are checked for UTF-8 by `encode_event`.
+fn scan_event(bytes: &[u8]) -> ConvertResult<(EventFields<'_>, Option<&[u8]>)> {
     if bytes.len() < 5 || i32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize != bytes.len() {
         return Err("invalid BSON document length".to_owned());
     }
     let mut fields = EventFields::default();
+    let mut document_key = None;
     let mut cursor = Cursor { bytes: &bytes[..bytes.len() - 1], position: 4 };
     while cursor.position < cursor.bytes.len() {
-        let element_type = cursor.byte()?;
-        let name = cursor.cstring()?;
+        let element_type = cursor.take(1)?[0];
+        let name = cursor.name()?;
         match (name, element_type) {
             (b"_id", 0x03) => fields.token = Some(cursor.document()?),
             (b"operationType", 0x02) => fields.operation = Some(cursor.string()?),
             (b"ns", 0x03) => fields.namespace = Some(cursor.document()?),
-            (b"documentKey", 0x03) => fields.document_key = Some(cursor.document()?),
+            (b"documentKey", 0x03) => document_key = Some(cursor.document()?),
             (b"clusterTime", 0x11) => {
                 let value = cursor.i64()? as u64;
                 fields.cluster_time = Some(((value >> 32) as u32, (value & 0xffff_ffff) as u32));
@@ -426,26 +145,22 @@ fn scan_event(bytes: &[u8]) -> ConvertResult<EventFields<'_>> {
             _ => skip_value(element_type, &mut cursor)?,
         }
     }
-    Ok(fields)
+    Ok((fields, document_key))
 }
 
 /// The string value of `field` in a small embedded document.
 fn string_field<'a>(document: &'a [u8], field: &[u8]) -> ConvertResult<Option<&'a [u8]>> {
-    let mut cursor = Cursor { bytes: &document[..document.len() - 1], position: 4 };
+    let body = document.len().checked_sub(1).ok_or("invalid BSON document length")?;
+    let mut cursor = Cursor { bytes: &document[..body], position: 4 };
     while cursor.position < cursor.bytes.len() {
-        let element_type = cursor.byte()?;
-        let name = cursor.cstring()?;
+        let element_type = cursor.take(1)?[0];
+        let name = cursor.name()?;
         if name == field && element_type == 0x02 {
             return Ok(Some(cursor.string()?));
         }
         skip_value(element_type, &mut cursor)?;
     }
     Ok(None)
-}
-
-fn owned_text(bytes: &[u8]) -> String {
-    // Validated as UTF-8 by the cursor.
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Splits concatenated BSON documents (a raw cursor batch) into slices.
@@ -466,39 +181,48 @@ fn split_concatenated(batch: &[u8]) -> ConvertResult<Vec<&[u8]>> {
     Ok(documents)
 }
 
-/// Holds the bytes objects of one call: a `bytes` object of concatenated documents
-/// (a raw cursor batch), or a list of bytes-like objects, one per document.
-fn collect_holders<'py>(documents: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-    if let Ok(batch) = documents.cast::<PyBytes>() {
-        return Ok(vec![batch.clone()]);
-    }
-    let list = documents.cast::<PyList>().map_err(|_| {
-        PyValueError::new_err("expected bytes (concatenated BSON) or a list of bytes")
-    })?;
-    let mut holders = Vec::with_capacity(list.len());
-    for item in list.iter() {
-        let bytes = match item.cast::<PyBytes>() {
-            Ok(bytes) => bytes.clone(),
-            // RawBSONDocument and memoryview expose their bytes through `.raw` or bytes().
-            Err(_) => match item.getattr("raw") {
-                Ok(raw) => raw.cast_into::<PyBytes>()?,
-                Err(_) => PyBytes::new(item.py(), &item.extract::<Vec<u8>>()?),
-            },
-        };
-        holders.push(bytes);
-    }
-    Ok(holders)
+/// The bytes objects of one call: a `bytes` object of concatenated documents (a raw
+/// cursor batch), or a list of bytes-like objects, one per document.
+struct Documents<'py> {
+    holders: Vec<Bound<'py, PyBytes>>,
+    /// One `bytes` object holding every document back to back.
+    concatenated: bool,
 }
 
-/// One slice per document, borrowed from the holders.
-fn document_slices<'a>(
-    documents: &Bound<'_, PyAny>,
-    holders: &'a [Bound<'_, PyBytes>],
-) -> PyResult<Vec<&'a [u8]>> {
-    if documents.is_instance_of::<PyBytes>() {
-        return split_concatenated(holders[0].as_bytes()).map_err(PyValueError::new_err);
+impl<'py> Documents<'py> {
+    fn hold(documents: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(batch) = documents.cast::<PyBytes>() {
+            return Ok(Documents { holders: vec![batch.clone()], concatenated: true });
+        }
+        let list = documents.cast::<PyList>().map_err(|_| {
+            PyValueError::new_err("expected bytes (concatenated BSON) or a list of bytes")
+        })?;
+        let raw = pyo3::intern!(documents.py(), "raw");
+        let mut holders = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            let bytes = match item.cast_into::<PyBytes>() {
+                Ok(bytes) => bytes,
+                // RawBSONDocument exposes its bytes as `.raw`; memoryview and bytearray through bytes().
+                Err(error) => {
+                    let item = error.into_inner();
+                    match item.getattr(raw) {
+                        Ok(raw) => raw.cast_into::<PyBytes>()?,
+                        Err(_) => PyBytes::new(item.py(), &item.extract::<Vec<u8>>()?),
+                    }
+                }
+            };
+            holders.push(bytes);
+        }
+        Ok(Documents { holders, concatenated: false })
     }
-    Ok(holders.iter().map(|bytes| bytes.as_bytes()).collect())
+
+    /// One slice per document, borrowed from the holders.
+    fn slices(&self) -> PyResult<Vec<&[u8]>> {
+        if self.concatenated {
+            return split_concatenated(self.holders[0].as_bytes()).map_err(PyValueError::new_err);
+        }
+        Ok(self.holders.iter().map(|bytes| bytes.as_bytes()).collect())
+    }
 }
 
 /// relaxed_json(document: bytes) -> bytes
@@ -506,7 +230,10 @@ fn document_slices<'a>(
 /// One BSON document as relaxed Extended JSON (UTF-8, compact).
 #[pyfunction]
 fn relaxed_json<'py>(py: Python<'py>, document: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let json = document_to_json(document).map_err(PyValueError::new_err)?;
+    let mut json = Vec::new();
+    JsonWriter::default()
+        .write_document(&mut json, document)
+        .map_err(PyValueError::new_err)?;
     Ok(PyBytes::new(py, &json))
 }
 
@@ -516,54 +243,104 @@ fn relaxed_json<'py>(py: Python<'py>, document: &[u8]) -> PyResult<Bound<'py, Py
 /// vectorized JSON reader (Polars, Arrow).
 #[pyfunction]
 fn to_ndjson<'py>(py: Python<'py>, documents: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let holders = collect_holders(documents)?;
-    let slices = document_slices(documents, &holders)?;
-    let total: usize = slices.iter().map(|slice| slice.len()).sum();
-    let mut out = Vec::with_capacity(total + total / 4 + slices.len());
-    for (index, slice) in slices.iter().enumerate() {
-        write_document(&mut out, slice, false)
-            .map_err(|error| PyValueError::new_err(format!("document {index}: {error}")))?;
-        out.push(b'\n');
-    }
+    let documents = Documents::hold(documents)?;
+    let slices = documents.slices()?;
+    let out = py
+        .detach(|| {
+            let total: usize = slices.iter().map(|slice| slice.len()).sum();
+            let mut out = Vec::with_capacity(total + total / 2 + slices.len());
+            let mut writer = JsonWriter::default();
+            for (index, slice) in slices.iter().enumerate() {
+                writer
+                    .write_document(&mut out, slice)
+                    .map_err(|error| format!("document {index}: {error}"))?;
+                out.push(b'\n');
+            }
+            Ok::<_, String>(out)
+        })
+        .map_err(PyValueError::new_err)?;
     Ok(PyBytes::new(py, &out))
 }
 
-struct EncodedEvent {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    event_id: String,
-    operation: String,
-    database: Option<String>,
-    collection: Option<String>,
+/// One event's parts: JSON as ranges of the batch's output buffer, the rest borrowed
+/// from the event's (validated) bytes.
+struct EncodedEvent<'a> {
+    key: Option<(usize, usize)>,
+    /// None for the `bson` format: the value is the event's own bytes.
+    value: Option<(usize, usize)>,
+    event_id: &'a [u8],
+    operation: &'a [u8],
+    database: Option<&'a [u8]>,
+    collection: Option<&'a [u8]>,
     cluster_time: Option<(u32, u32)>,
 }
 
-fn encode_event(bytes: &[u8], as_json: bool) -> ConvertResult<EncodedEvent> {
-    let fields = scan_event(bytes)?;
+/// Appends an event's JSON (format `json`) or its key's JSON (`bson`) to `out`.
+fn encode_event<'a>(
+    writer: &mut JsonWriter,
+    out: &mut Vec<u8>,
+    bytes: &'a [u8],
+    as_json: bool,
+) -> ConvertResult<EncodedEvent<'a>> {
+    let start = out.len();
+    let (fields, value) = if as_json {
+        let mut fields = EventFields::default();
+        writer.write_event(out, bytes, &mut fields)?;
+        (fields, Some((start, out.len())))
+    } else {
+        let (mut fields, document_key) = scan_event(bytes)?;
+        if let Some(document_key) = document_key {
+            writer.write_document(out, document_key)?;
+            fields.document_key_json = Some((start, out.len()));
+        }
+        (fields, None)
+    };
     let token = fields.token.ok_or("missing _id (the resume token)")?;
     let event_id = string_field(token, b"_data")?.ok_or("missing _id._data")?;
     let operation = fields.operation.ok_or("missing operationType")?;
     let (database, collection) = match fields.namespace {
-        Some(namespace) => (
-            string_field(namespace, b"db")?.map(owned_text),
-            string_field(namespace, b"coll")?.map(owned_text),
-        ),
+        Some(namespace) => (string_field(namespace, b"db")?, string_field(namespace, b"coll")?),
         None => (None, None),
     };
-    let key = match fields.document_key {
-        Some(document_key) => Some(document_to_json(document_key)?),
-        None => None,
-    };
-    let value = if as_json { Some(document_to_json(bytes)?) } else { None };
+    if !as_json {
+        // The JSON walk checked them already.
+        for text in [Some(event_id), Some(operation), database, collection].into_iter().flatten() {
+            std::str::from_utf8(text).map_err(|error| format!("invalid UTF-8: {error}"))?;
+        }
+    }
     Ok(EncodedEvent {
-        key,
+        key: fields.document_key_json,
         value,
-        event_id: owned_text(event_id),
-        operation: owned_text(operation),
+        event_id,
+        operation,
         database,
         collection,
         cluster_time: fields.cluster_time,
     })
+}
+
+/// The last Python string made for a repeated field (operation, database, collection):
+/// consecutive events mostly share them, so each is created once per run, not per event.
+#[derive(Default)]
+struct RepeatedText<'a, 'py> {
+    last: Option<(&'a [u8], Bound<'py, PyString>)>,
+}
+
+impl<'a, 'py> RepeatedText<'a, 'py> {
+    fn get(&mut self, py: Python<'py>, text: &'a [u8]) -> PyResult<Bound<'py, PyString>> {
+        if let Some((bytes, string)) = &self.last {
+            if *bytes == text {
+                return Ok(string.clone());
+            }
+        }
+        let string = PyString::from_bytes(py, text)?;
+        self.last = Some((text, string.clone()));
+        Ok(string)
+    }
+
+    fn get_optional(&mut self, py: Python<'py>, text: Option<&'a [u8]>) -> PyResult<Option<Bound<'py, PyString>>> {
+        text.map(|text| self.get(py, text)).transpose()
+    }
 }
 
 /// encode_change_events(events: bytes | list[bytes], value_format: str) -> list[tuple]
@@ -571,8 +348,9 @@ fn encode_event(bytes: &[u8], as_json: bool) -> ConvertResult<EncodedEvent> {
 /// For each change event (BSON): (key, value, event_id, operation, db, coll, cluster_time).
 /// key is the relaxed Extended JSON of documentKey, or None for events without one
 /// (drop, rename, dropDatabase, invalidate). value is relaxed Extended JSON for
-/// value_format "json" and the event's own BSON bytes for "bson". cluster_time is
-/// (seconds, increment) or None. Raises ValueError naming the first bad event.
+/// value_format "json" and the event's own BSON bytes for "bson" (the very bytes object
+/// given, when events is a list). cluster_time is (seconds, increment) or None. Raises
+/// ValueError naming the first bad event.
 #[pyfunction]
 fn encode_change_events<'py>(
     py: Python<'py>,
@@ -588,39 +366,58 @@ fn encode_change_events<'py>(
             )))
         }
     };
-    let holders = collect_holders(events)?;
-    let slices = document_slices(events, &holders)?;
-    let encoded: Vec<ConvertResult<EncodedEvent>> = py.detach(|| {
-        slices
-            .iter()
-            .map(|slice| encode_event(slice, as_json))
-            .collect()
-    });
-    let result = PyList::empty(py);
-    for (index, (event, slice)) in encoded.into_iter().zip(slices.iter()).enumerate() {
-        let event = event.map_err(|error| {
-            PyValueError::new_err(format!("change event {index}: {error}"))
-        })?;
+    let documents = Documents::hold(events)?;
+    let slices = documents.slices()?;
+    let (out, encoded) = py
+        .detach(|| {
+            let total: usize = slices.iter().map(|slice| slice.len()).sum();
+            let mut out = Vec::with_capacity(if as_json { total + total / 2 } else { 64 * slices.len() });
+            let mut writer = JsonWriter::default();
+            let mut encoded = Vec::with_capacity(slices.len());
+            for (index, slice) in slices.iter().enumerate() {
+                let event = encode_event(&mut writer, &mut out, slice, as_json)
+                    .map_err(|error| format!("change event {index}: {error}"))?;
+                encoded.push(event);
+            }
+            Ok::<_, String>((out, encoded))
+        })
+        .map_err(PyValueError::new_err)?;
+    let mut operations = RepeatedText::default();
+    let mut databases = RepeatedText::default();
+    let mut collections = RepeatedText::default();
+    let mut items = Vec::with_capacity(encoded.len());
+    for (index, event) in encoded.into_iter().enumerate() {
         let value = match event.value {
-            Some(json) => PyBytes::new(py, &json),
-            None => PyBytes::new(py, slice),
+            Some((start, end)) => PyBytes::new(py, &out[start..end]),
+            None if documents.concatenated => PyBytes::new(py, slices[index]),
+            None => documents.holders[index].clone(),
         };
-        let key = event.key.map(|key| PyBytes::new(py, &key));
+        let key = event.key.map(|(start, end)| PyBytes::new(py, &out[start..end]));
         let item = PyTuple::new(
             py,
             [
                 key.into_pyobject(py)?.into_any(),
                 value.into_any(),
-                event.event_id.into_pyobject(py)?.into_any(),
-                event.operation.into_pyobject(py)?.into_any(),
-                event.database.into_pyobject(py)?.into_any(),
-                event.collection.into_pyobject(py)?.into_any(),
+                PyString::from_bytes(py, event.event_id)?.into_any(),
+                operations.get(py, event.operation)?.into_any(),
+                databases.get_optional(py, event.database)?.into_pyobject(py)?.into_any(),
+                collections.get_optional(py, event.collection)?.into_pyobject(py)?.into_any(),
                 event.cluster_time.into_pyobject(py)?.into_any(),
             ],
         )?;
-        result.append(item)?;
+        items.push(item);
     }
-    Ok(result)
+    PyList::new(py, items)
+}
+
+/// _raise_panic(message: str) -> None
+///
+/// Panics in Rust on purpose, so tests can prove a native panic reaches Python as
+/// `PanicException` (and that callers guard their batch boundary against it) instead of
+/// aborting the process.
+#[pyfunction]
+fn _raise_panic(message: &str) {
+    panic!("{message}");
 }
 
 #[pymodule]
@@ -629,5 +426,6 @@ fn lakehouse_codec(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(to_ndjson, module)?)?;
     module.add_function(wrap_pyfunction!(encode_change_events, module)?)?;
     module.add_function(wrap_pyfunction!(scan::scan_change_events, module)?)?;
+    module.add_function(wrap_pyfunction!(_raise_panic, module)?)?;
     Ok(())
 }

@@ -392,7 +392,83 @@ fn raw_text(value: Option<&RawValue>) -> Option<Cow<'_, str>> {
     value.map(|value| Cow::Borrowed(value.get()))
 }
 
+/// The deepest JSON nesting a scanned event may have: what the encoder can write for the
+/// deepest BSON it accepts, Extended JSON wrappers included.
+const MAX_JSON_DEPTH: usize = crate::bson_json::MAX_NESTING_DEPTH + crate::bson_json::EXTENDED_JSON_WRAPPER_DEPTH;
+
+/// True when `line` nests objects and arrays deeper than `limit`. serde_json follows raw
+/// values without a depth limit (iteratively, so safely), which would let any depth into
+/// bronze; this bounds it. Malformed JSON is left for serde_json to reject.
+fn nested_deeper_than(line: &[u8], limit: usize) -> bool {
+    // Deeper nesting needs more openers than `limit`: a vectorized count rules out nearly every line.
+    if count_openers(line) <= limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut index = 0;
+    while let Some(&byte) = line.get(index) {
+        index += 1;
+        match byte {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => index = string_end(line, index),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// How many bytes of `line` are `{` or `[` (inside strings too). Counted in u8 lanes over
+/// chunks short enough not to overflow them, which the compiler turns into SIMD.
+fn count_openers(line: &[u8]) -> usize {
+    line.chunks(255)
+        .map(|chunk| {
+            // `[` is 0x5B and `{` 0x7B: no other byte gives 0x7B with bit 5 set.
+            let count: u8 = chunk.iter().fold(0u8, |count, &byte| count + u8::from(byte | 0x20 == b'{'));
+            usize::from(count)
+        })
+        .sum()
+}
+
+/// The index after the quote that closes the JSON string whose content starts at `index`
+/// (or the line's length): eight bytes at a time to the next quote or backslash.
+fn string_end(line: &[u8], mut index: usize) -> usize {
+    loop {
+        while index + 8 <= line.len() {
+            let special = quote_or_backslash(u64::from_le_bytes(line[index..index + 8].try_into().unwrap()));
+            if special != 0 {
+                index += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            index += 8;
+        }
+        match line.get(index) {
+            None => return line.len(),
+            Some(b'"') => return index + 1,
+            Some(b'\\') => index += 2,
+            Some(_) => index += 1,
+        }
+    }
+}
+
+/// High bit set in each byte of `word` that is `"` or `\`; the lowest flagged byte is exact.
+#[inline(always)]
+fn quote_or_backslash(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS;
+    zero_bytes(word ^ (ONES * b'"' as u64)) | zero_bytes(word ^ (ONES * b'\\' as u64))
+}
+
 fn scan_event(line: &[u8]) -> Result<Row<'_>, String> {
+    if nested_deeper_than(line, MAX_JSON_DEPTH) {
+        return Err(format!("nested deeper than {MAX_JSON_DEPTH} levels of JSON (MongoDB's BSON depth limit with Extended JSON's wrappers)"));
+    }
     let event: RawEvent = serde_json::from_slice(line).map_err(|error| error.to_string())?;
     let token = event.id.ok_or("missing _id (the resume token)")?;
     let parsed: ResumeToken = serde_json::from_str(token.get()).map_err(|error| format!("_id: {error}"))?;
