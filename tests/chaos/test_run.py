@@ -36,6 +36,9 @@ def _findings(result: dict) -> str:
             f"unexpected exits {[(e['service'], e['exit_code']) for e in mode['unexpected_exits']]}, "
             f"dbt exit {mode['dbt_exit_code']}"
         )
+        for exit_ in mode["unexpected_exits"]:
+            lines.append(f"  {exit_['service']} exited {exit_['exit_code']} (cycle {exit_['cycle']}), log {exit_['log']}:")
+            lines.append("    " + exit_["log_tail"].replace("\n", "\n    ")[-1500:])
         diagnosis = mode["details"].get("diagnosis")
         if diagnosis:
             lines.append(f"  diagnosis: {json.dumps(diagnosis)[:2000]}")
