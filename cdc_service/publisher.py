@@ -24,6 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -117,9 +118,12 @@ class TopicManager:
     be refused by ``produce()``.
     """
 
-    def __init__(self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None) -> None:
+    def __init__(
+        self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None, timeout: float = 60.0
+    ) -> None:
         self.admin = admin
         self.settings = settings
+        self.timeout = timeout  # the longest wait for one answer of the admin API
         self.producer_limit = producer_limit or int(producer_config(settings)["message.max.bytes"])
         self._limits: dict[str, int] = {}
 
@@ -145,7 +149,7 @@ class TopicManager:
             config=config,
         )
         try:
-            self.admin.create_topics([new_topic], operation_timeout=30)[topic].result(timeout=60)
+            _answer(self.admin.create_topics([new_topic], operation_timeout=30)[topic], self.timeout, f"creating topic {topic}")
             logger.info("created topic", extra={"topic": topic, "partitions": new_topic.num_partitions, "config": config})
             topic_limit = int(config["max.message.bytes"])
         except KafkaException as error:
@@ -166,7 +170,7 @@ class TopicManager:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         for attempt in range(20):
             try:
-                configs = self.admin.describe_configs([resource])[resource].result(timeout=30)
+                configs = _answer(self.admin.describe_configs([resource])[resource], self.timeout, f"describing topic {topic}")
                 entry = configs.get("max.message.bytes")
                 return int(entry.value) if entry is not None and entry.value else 1024 * 1024
             except KafkaException as error:
@@ -174,6 +178,14 @@ class TopicManager:
                     raise TransientError(f"cannot describe topic {topic}: {error}") from error
                 time.sleep(0.25)
         raise AssertionError("unreachable")
+
+
+def _answer(future: Future[Any], timeout: float, action: str) -> Any:
+    """An admin future's result; no answer in time (the broker is down or paused) is transient."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError as error:  # concurrent.futures' timeout, a plain TimeoutError since Python 3.11
+        raise TransientError(f"{action}: Kafka did not answer within {timeout:.0f}s") from error
 
 
 def client_config(settings: CdcSettings) -> dict[str, Any]:
