@@ -50,6 +50,7 @@ from lakehouse_common.contract import (
     topic_name,
 )
 from lakehouse_common.errors import ConfigError, FatalError, PoisonMessageError, TransientError
+from lakehouse_common.kafka_connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 
@@ -188,16 +189,20 @@ def _answer(future: Future[Any], timeout: float, action: str) -> Any:
         raise TransientError(f"{action}: Kafka did not answer within {timeout:.0f}s") from error
 
 
-def client_config(settings: CdcSettings) -> dict[str, Any]:
-    """Connection settings for every Kafka client, librdkafka's logs routed to JSON logging."""
-    return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger("librdkafka")}
+def client_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
+    """Connection settings for every Kafka client; errors and librdkafka's log go through ``connection``.
+
+    ``connection`` is the service's (one log line per connection state change, librdkafka's
+    lines as JSON); one-off clients get their own.
+    """
+    return {**settings.kafka.librdkafka_config(), **(connection or KafkaConnection()).client_config()}
 
 
-def producer_config(settings: CdcSettings) -> dict[str, Any]:
+def producer_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
     """librdkafka settings shared by the service and the benchmark's raw baseline."""
     producer = settings.producer
     config: dict[str, Any] = {
-        **client_config(settings),
+        **client_config(settings, connection),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": producer.compression,
@@ -220,11 +225,13 @@ class EventPublisher:
         *,
         producer: Producer | None = None,
         admin: AdminClient | None = None,
+        connection: KafkaConnection | None = None,
     ) -> None:
         self.settings = settings
         self.value_format: ValueFormat = settings.producer.value_format
         self.exactly_once = settings.exactly_once
-        config = producer_config(settings)
+        self.connection = connection or KafkaConnection()
+        config = producer_config(settings, self.connection)
         config["delivery.report.only.error"] = True
         config["on_delivery"] = self._on_delivery
         if self.exactly_once:
@@ -236,7 +243,7 @@ class EventPublisher:
             self.producer = producer or Producer(config)
         except KafkaException as error:
             raise ConfigError(f"the Kafka producer rejected its configuration: {error}") from error
-        self.admin = admin or AdminClient(client_config(settings))
+        self.admin = admin or AdminClient(client_config(settings, self.connection))
         self.topics = TopicManager(self.admin, settings, producer_limit=int(config["message.max.bytes"]))
         self._routes: dict[tuple[str | None, str | None], tuple[str, int] | None] = {}
         # Who owns each topic name, by Kafka's collision rule: one namespace, or a service topic.
@@ -493,6 +500,7 @@ class EventPublisher:
                 self._in_transaction = False
                 raise _kafka_error("committing a transaction", error) from error
             self._in_transaction = False
+            self.connection.reachable()
         else:
             self._flush(timeout)
             if records:
@@ -508,6 +516,7 @@ class EventPublisher:
             raise DeliveryFailedError(f"Kafka did not acknowledge {len(failures)}+ record(s): {'; '.join(failures)}")
         if remaining:
             raise DeliveryFailedError(f"{remaining} record(s) still unacknowledged after {timeout:.0f}s")
+        self.connection.reachable()
 
     def abort(self) -> None:
         """Drop what is not durable (exactly-once: abort the open transaction)."""
