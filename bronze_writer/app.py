@@ -362,9 +362,9 @@ class BronzeWriter:
         self.metrics.consumer_recreations.inc()
         self._batch = Batch()
         self.metrics.buffered_bytes.set(0)
+        self._assigned.clear()  # nothing to commit through the fenced consumer
         self._collect_inflight(block=True)
         self._close_consumer()
-        self._assigned.clear()
         self._starts.clear()
         self._paused = False
         self.metrics.paused.set(0)
