@@ -90,12 +90,19 @@ stack-status:
 
 # The demo (docs/runbook.md): the whole pipeline on this machine, a summary, then everything
 # stopped. DEMO_* variables (or ARGS="--duration 300") tune it; MONGO_URI uses a real replica set.
-.PHONY: demo demo-live
+.PHONY: demo demo-live chaos
 demo: setup
 	$(BIN)/lakehouse-demo $(ARGS)
 
 demo-live: setup
 	$(BIN)/lakehouse-demo --keep-running $(ARGS)
+
+# The chaos harness (docs/chaos.md): the workload under SIGKILLs of both services and the
+# broker and broker pauses, 50 cycles per delivery mode, then proof that bronze holds every
+# write exactly once and bronze and silver equal MongoDB; build/chaos/result.json.
+# CHAOS_* variables (or ARGS="--cycles 10 --seed 7") tune it.
+chaos: setup
+	$(BIN)/lakehouse-chaos $(ARGS)
 
 clean:
 	rm -rf build $(CACHE) $(VENV)

@@ -58,6 +58,7 @@ from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
 from cdc_service.settings import CdcSettings, SnapshotMode, StreamLayout
 from cdc_service.snapshot import CopyTask, SnapshotBatch, SnapshotCopied, SnapshotProgress, copy_collection
 from lakehouse_common.errors import FatalError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.observability import Status
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class ServiceState:
     ready: Status = field(default_factory=lambda: Status(False, "starting"))
     loop_tick: float = field(default_factory=time.monotonic)
     consecutive_failures: int = 0
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)  # one log line per Kafka connection change
 
     def forced(self, stream_id: str) -> bool:
         return self.force_snapshot is None or stream_id in self.force_snapshot
@@ -168,7 +170,7 @@ class PipelineAttempt:
         try:
             self._client = mongo_client(self.settings)
             resources.callback(self._client.close)
-            self._publisher = EventPublisher(self.settings)
+            self._publisher = EventPublisher(self.settings, connection=self.state.kafka)
             resources.callback(self._close_publisher)
             resources.callback(self._close_progress)
             resources.callback(self._join_readers)
@@ -231,7 +233,9 @@ class PipelineAttempt:
             partitions=1,
             replication=settings.topics.checkpoint_replication_factor,
         )
-        self._checkpoints = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name)
+        self._checkpoints = load_checkpoints(
+            client_config(settings, self.state.kafka), settings.topics.checkpoint_topic, settings.name
+        )
         layout = choose_layout(settings.stream.layout, server_hello(self.client), self.namespaces)
         split = settings.stream.split_large_events and split_events_supported(build_info(self.client))
         self._options = StreamOptions(settings.stream, self.namespaces, split_supported=split)

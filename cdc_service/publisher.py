@@ -28,6 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -57,6 +58,7 @@ from lakehouse_common.contract import (
     topic_name,
 )
 from lakehouse_common.errors import ConfigError, FatalError, PoisonMessageError, TransientError
+from lakehouse_common.kafka_connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +144,12 @@ class TopicManager:
     be refused by ``produce()``.
     """
 
-    def __init__(self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None) -> None:
+    def __init__(
+        self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None, timeout: float = 60.0
+    ) -> None:
         self.admin = admin
         self.settings = settings
+        self.timeout = timeout  # the longest wait for one answer of the admin API
         self.producer_limit = producer_limit or int(producer_config(settings)["message.max.bytes"])
         self._limits: dict[str, int] = {}
 
@@ -170,7 +175,7 @@ class TopicManager:
             config=config,
         )
         try:
-            self.admin.create_topics([new_topic], operation_timeout=30)[topic].result(timeout=60)
+            _answer(self.admin.create_topics([new_topic], operation_timeout=30)[topic], self.timeout, f"creating topic {topic}")
             logger.info("created topic", extra={"topic": topic, "partitions": new_topic.num_partitions, "config": config})
             topic_limit = int(config["max.message.bytes"])
         except KafkaException as error:
@@ -191,7 +196,7 @@ class TopicManager:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         for attempt in range(20):
             try:
-                configs = self.admin.describe_configs([resource])[resource].result(timeout=30)
+                configs = _answer(self.admin.describe_configs([resource])[resource], self.timeout, f"describing topic {topic}")
                 entry = configs.get("max.message.bytes")
                 return int(entry.value) if entry is not None and entry.value else 1024 * 1024
             except KafkaException as error:
@@ -201,16 +206,28 @@ class TopicManager:
         raise AssertionError("unreachable")
 
 
-def client_config(settings: CdcSettings) -> dict[str, Any]:
-    """Connection settings for every Kafka client, librdkafka's logs routed to JSON logging."""
-    return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger("librdkafka")}
+def _answer(future: Future[Any], timeout: float, action: str) -> Any:
+    """An admin future's result; no answer in time (the broker is down or paused) is transient."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError as error:  # concurrent.futures' timeout, a plain TimeoutError since Python 3.11
+        raise TransientError(f"{action}: Kafka did not answer within {timeout:.0f}s") from error
 
 
-def producer_config(settings: CdcSettings) -> dict[str, Any]:
+def client_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
+    """Connection settings for every Kafka client; errors and librdkafka's log go through ``connection``.
+
+    ``connection`` is the service's (one log line per connection state change, librdkafka's
+    lines as JSON); one-off clients get their own.
+    """
+    return {**settings.kafka.librdkafka_config(), **(connection or KafkaConnection()).client_config()}
+
+
+def producer_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
     """librdkafka settings shared by the service and the benchmark's raw baseline."""
     producer = settings.producer
     config: dict[str, Any] = {
-        **client_config(settings),
+        **client_config(settings, connection),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": producer.compression,
@@ -233,11 +250,13 @@ class EventPublisher:
         *,
         producer: Producer | None = None,
         admin: AdminClient | None = None,
+        connection: KafkaConnection | None = None,
     ) -> None:
         self.settings = settings
         self.value_format: ValueFormat = settings.producer.value_format
         self.exactly_once = settings.exactly_once
-        config = producer_config(settings)
+        self.connection = connection or KafkaConnection()
+        config = producer_config(settings, self.connection)
         config["delivery.report.only.error"] = True
         config["on_delivery"] = self._on_delivery
         if self.exactly_once:
@@ -249,7 +268,7 @@ class EventPublisher:
             self.producer = producer or Producer(config)
         except KafkaException as error:
             raise ConfigError(f"the Kafka producer rejected its configuration: {error}") from error
-        self.admin = admin or AdminClient(client_config(settings))
+        self.admin = admin or AdminClient(client_config(settings, self.connection))
         self.topics = TopicManager(self.admin, settings, producer_limit=int(config["message.max.bytes"]))
         self._routes: dict[tuple[str | None, str | None], tuple[str, int] | None] = {}
         # Who owns each topic name, by Kafka's collision rule: one namespace, or a service topic.
@@ -539,6 +558,7 @@ class EventPublisher:
                 self._in_transaction = False
                 raise _kafka_error("committing a transaction", error) from error
             self._in_transaction = False
+            self.connection.reachable()
         else:
             self._flush(timeout)
             if records:
@@ -554,6 +574,7 @@ class EventPublisher:
             raise DeliveryFailedError(f"Kafka did not acknowledge {len(failures)}+ record(s): {'; '.join(failures)}")
         if remaining:
             raise DeliveryFailedError(f"{remaining} record(s) still unacknowledged after {timeout:.0f}s")
+        self.connection.reachable()
 
     def abort(self) -> None:
         """Drop what is not durable (exactly-once: abort the open transaction)."""

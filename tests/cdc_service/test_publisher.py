@@ -12,11 +12,11 @@ import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cdc_service.actions import Action, classify
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
-from cdc_service.publisher import EventPublisher, producer_config
+from cdc_service.publisher import EventPublisher, TopicManager, client_config, producer_config
 from cdc_service.settings import CdcSettings
 from cdc_support import fixture_events, raw, read_topic, settings_env
 from lakehouse_common import lake
@@ -287,6 +287,24 @@ def test_two_namespaces_on_one_topic_stop_the_service_naming_both_and_the_fix(ka
         publisher.route(*second)
     message = str(raised.value)
     assert ".".join(first) in message and ".".join(second) in message and "topics.mapping" in message
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["create", "describe"])
+def test_a_broker_that_does_not_answer_the_admin_api_is_a_transient_failure(kafka_broker, kafka_admin, existing) -> None:
+    """chaos finding F1: a paused (or restarting) broker made ensure() raise a bare TimeoutError, and the service stop."""
+    settings = _settings(kafka_broker)
+    topic = f"{settings.topics.prefix}.shop.customers"
+    if existing:  # ensure() then asks for the existing topic's max.message.bytes
+        kafka_admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    topics = TopicManager(AdminClient(client_config(settings)), settings, timeout=3)
+    kafka_broker.pause()
+    try:
+        with pytest.raises(TransientError, match="Kafka did not answer within 3s") as raised:
+            topics.ensure(topic)
+    finally:
+        kafka_broker.resume()
+    assert classify(raised.value).action is Action.RETRY
+    assert topics.ensure(topic) > 0  # the broker is back: the same manager carries on
 
 
 # -- on a broker whose message.max.bytes is 1 MB, as managed Kafka services impose ----------------
