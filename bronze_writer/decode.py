@@ -10,6 +10,11 @@ check, a tuple comparison on the headers' first two entries.
 
 Records that break the contract (headers, bytes, required fields) become ``DeadLetter``s
 with their position and the reason; the rest of the batch goes on.
+
+A claim record (contract: Claim checks) is resolved first (``resolve_claims``): its value
+becomes the claimed event's bytes, checked against the reference's size and SHA-256, and
+from then on it is a record like any other (same event id, dedupe and typing). A claim
+that is missing or does not match is dead-lettered with the reason, never landed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import lakehouse_codec
 import polars as pl
@@ -26,6 +31,7 @@ from confluent_kafka import Message
 
 from bronze_writer.errors import Action, Stage, classify, describe, isolate_poison
 from lakehouse_common import contract
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.errors import (
     ContractError,
@@ -41,6 +47,9 @@ _FAST_HEADERS = {
 }
 
 _FAST_HEADER_PREFIXES = {prefix: prefix for prefix in _FAST_HEADERS}
+_SHARED_HEADERS = (*_FAST_HEADER_PREFIXES.values(), None)
+# Marks a resolved claim record's headers, so a record is never resolved twice.
+HEADER_CLAIM_RESOLVED = "lakehouse.claim.resolved"
 
 KIND_COLUMN = "__kind_{}"
 TEXT_COLUMN = "__text_{}"
@@ -81,6 +90,7 @@ class DecodedTopic:
     last_offsets: dict[int, int] = field(default_factory=dict)
     first_offsets: dict[int, int] = field(default_factory=dict)
     records: Records | None = None
+    claims: list[str] = field(default_factory=list)  # digests of the claims resolved, marked landed once durable
 
     def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
         """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
@@ -137,20 +147,39 @@ class Records:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(self, messages: Sequence[Message]) -> None:
-        """Append records of this topic (the only per-record Python: reading Message fields)."""
+    def extend(self, messages: Sequence[Message], limit: int | None = None, *, batch_holds_records: bool = False) -> dict[int, int]:
+        """Append records of this topic (the only per-record Python: reading Message fields).
+
+        Claims count at their resolved size. With ``limit`` (the most bytes these records may
+        hold), the claim that would exceed it and every later record of its partition are left
+        out, unless the batch would hold nothing: returns, per partition, the offset to read
+        again (the caller seeks there). A reference weighs a few bytes in Kafka but its event
+        up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
+        """
         values = [message.value() for message in messages]
-        self.values += values
-        self.partitions += [message.partition() for message in messages]
-        self.offsets += [message.offset() for message in messages]
-        self.timestamps += [message.timestamp()[1] for message in messages]
-        self.keys += [message.key() for message in messages]
+        # A consumed record always has its partition and offset (confluent-kafka types them optional).
+        partitions = cast(list[int], [message.partition() for message in messages])
+        offsets = cast(list[int], [message.offset() for message in messages])
         # Records with the contract's usual headers keep a shared copy of them; only the others
         # keep their own (header objects retained per record would cost more than the parsing).
-        self.headers += [
-            _kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)
-        ]
-        self.bytes += sum([len(value) for value in values if value])
+        headers = [_kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)]
+        sizes = _claim_sizes(headers, values)
+        deferred: dict[int, int] = {}
+        if sizes is not None and limit is not None:
+            taken = batch_holds_records or len(self) > 0
+            keep = _within_room(limit - self.bytes, values, sizes, partitions, offsets, deferred, taken=taken)
+            if deferred:
+                messages = [messages[row] for row in keep]
+                values, headers, sizes = [values[row] for row in keep], [headers[row] for row in keep], [sizes[row] for row in keep]
+                partitions, offsets = [partitions[row] for row in keep], [offsets[row] for row in keep]
+        self.values += values
+        self.partitions += partitions
+        self.offsets += offsets
+        self.timestamps += [message.timestamp()[1] for message in messages]
+        self.keys += [message.key() for message in messages]
+        self.headers += headers
+        self.bytes += sum([len(value) for value in values if value]) + (sum(sizes) if sizes else 0)
+        return deferred
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
@@ -166,7 +195,8 @@ class Records:
             [self.values[row] for row in keep],
             [self.headers[row] for row in keep],
         )
-        kept.bytes = sum(len(value) for value in kept.values if value)
+        sizes = _claim_sizes(kept.headers, kept.values)
+        kept.bytes = sum(len(value) for value in kept.values if value) + (sum(sizes) if sizes else 0)
         return kept
 
     def dead_letter(self, topic: str, row: int, error: BaseException) -> DeadLetter:
@@ -182,6 +212,80 @@ class Records:
             error_type=type(error).__name__,
             error=str(error).strip() or repr(error),
         )
+
+
+def _claim_sizes(
+    headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]
+) -> list[int] | None:
+    """Per record, what its claim will weigh once resolved (0 for other records); None without claims.
+
+    Records with the usual headers share one of a few tuples (or have none), which ``count``
+    finds in C: a batch without claims costs no Python per record.
+    """
+    if sum(map(headers.count, _SHARED_HEADERS)) == len(headers):
+        return None
+    sizes = []
+    for entries, value in zip(headers, values, strict=True):
+        size = 0
+        if entries is not None and contract.is_claim(entries):
+            try:
+                size = contract.parse_claim_reference(value, entries[0][1]).size
+            except ContractError:
+                pass  # dead-lettered when resolved
+        sizes.append(size)
+    return sizes if any(sizes) else None
+
+
+def _within_room(
+    room: int,
+    values: list[bytes | None],
+    sizes: list[int],
+    partitions: list[int],
+    offsets: list[int],
+    deferred: dict[int, int],
+    *,
+    taken: bool,
+) -> list[int]:
+    """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""
+    keep = []
+    for row, (value, size, partition) in enumerate(zip(values, sizes, partitions, strict=True)):
+        if partition in deferred:
+            continue
+        weight = size + (len(value) if value else 0)
+        if size and taken and weight > room:
+            deferred[partition] = offsets[row]
+            continue
+        keep.append(row)
+        room -= weight
+        taken = True
+    return keep
+
+
+def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[list[DeadLetter], list[str]]:
+    """Replace each claim record's reference by the claimed event; dead letters for those that cannot be.
+
+    In place: a resolved record's value is the event and its headers lose the claim marker
+    (``lakehouse.claim.resolved`` names the digest instead), so dead letters made later
+    from it hold the full event. Returns the unresolvable records as dead letters and the
+    digests resolved. A claim store that does not answer raises ``TransientError``.
+    """
+    headers = records.headers
+    if sum(map(headers.count, _SHARED_HEADERS)) == len(headers):
+        return [], []
+    letters: list[DeadLetter] = []
+    digests: list[str] = []
+    for row, entries in enumerate(headers):
+        if entries is None or not contract.is_claim(entries):
+            continue
+        try:
+            reference = contract.parse_claim_reference(records.values[row], entries[0][1])
+            records.values[row] = claims.get(reference)
+        except ContractError as error:
+            letters.append(records.dead_letter(topic, row, error))
+            continue
+        headers[row] = (*entries[1:], (HEADER_CLAIM_RESOLVED, reference.digest.encode()))
+        digests.append(reference.digest)
+    return letters, digests
 
 
 def _text_array(buffers: tuple[bytes, bytes, bytes], count: int) -> pa.Array:
@@ -332,12 +436,27 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
     return DecodedTopic(topic, frame, field_names, dead_letters, last_offsets, first_offsets, records)
 
 
-def decode_guarded(topic: str, records: Records) -> DecodedTopic:
-    """``decode_topic``, except that records on which it fails become dead letters instead of an error.
+def decode_guarded(topic: str, records: Records, claims: ClaimStore) -> DecodedTopic:
+    """Claims resolved, then ``decode_topic``, except that records on which it fails become dead letters.
 
     Whatever decoding raises on record content (a native panic, RecursionError, any exception)
     is isolated by bisection (bronze_writer.errors); the other records are decoded together.
     """
+    unresolved, digests = resolve_claims(topic, records, claims)
+    if not unresolved:
+        decoded = _decode_isolating(topic, records)
+    else:
+        failed = {(letter.partition, letter.offset) for letter in unresolved}
+        rows = [row for row, key in enumerate(zip(records.partitions, records.offsets, strict=True)) if key not in failed]
+        decoded = _decode_isolating(topic, records.subset(rows))
+        decoded.dead_letters = unresolved + decoded.dead_letters
+        decoded.first_offsets, decoded.last_offsets = _offset_bounds(records)  # they still move the partition on
+        decoded.records = records
+    decoded.claims = digests
+    return decoded
+
+
+def _decode_isolating(topic: str, records: Records) -> DecodedTopic:
     try:
         return decode_topic(topic, records)
     except BaseException as error:  # classified: only the records' fault is isolated
@@ -363,4 +482,14 @@ def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
     return first, last
 
 
-__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "decode_guarded", "decode_topic"]
+__all__ = [
+    "HEADER_CLAIM_RESOLVED",
+    "KIND_COLUMN",
+    "TEXT_COLUMN",
+    "DeadLetter",
+    "DecodedTopic",
+    "Records",
+    "decode_guarded",
+    "decode_topic",
+    "resolve_claims",
+]

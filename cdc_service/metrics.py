@@ -29,6 +29,14 @@ class CdcMetrics:
         self.dead_letters = Counter(
             "cdc_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"], registry=r
         )
+        self.claimed_events = Counter(
+            "cdc_claimed_events_total",
+            "Events too large for their topic, kept in the claim store and published as references.",
+            registry=r,
+        )
+        self.claimed_bytes = Counter(
+            "cdc_claimed_bytes_total", "Bytes of the events kept in the claim store.", registry=r
+        )
         self.publish_latency = Histogram(
             "cdc_publish_latency_seconds",
             "From producing a batch to its acknowledgement (or transaction commit).",

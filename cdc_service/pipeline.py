@@ -87,6 +87,7 @@ from cdc_service.snapshot import (
     copy_collection,
 )
 from lakehouse_common.errors import FatalError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.observability import Status
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class ServiceState:
     ready: Status = field(default_factory=lambda: Status(False, "starting"))
     loop_tick: float = field(default_factory=time.monotonic)
     consecutive_failures: int = 0
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)  # one log line per Kafka connection change
 
     def forced(self, stream_id: str) -> bool:
         return self.force_snapshot is None or stream_id in self.force_snapshot
@@ -225,7 +227,7 @@ class PipelineAttempt:
         try:
             self._client = mongo_client(self.settings)
             resources.callback(self._client.close)
-            self._publisher = EventPublisher(self.settings)
+            self._publisher = EventPublisher(self.settings, connection=self.state.kafka)
             resources.callback(self._close_publisher)
             resources.callback(self._close_progress)
             resources.callback(self._join_readers)
@@ -289,7 +291,9 @@ class PipelineAttempt:
             partitions=1,
             replication=settings.topics.checkpoint_replication_factor,
         )
-        self._checkpoints = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name)
+        self._checkpoints = load_checkpoints(
+            client_config(settings, self.state.kafka), settings.topics.checkpoint_topic, settings.name
+        )
         layout = choose_layout(settings.stream.layout, server_hello(self.client), self.namespaces)
         split = settings.stream.split_large_events and split_events_supported(build_info(self.client))
         self._options = StreamOptions(settings.stream, self.namespaces, split_supported=split)
@@ -886,6 +890,9 @@ class PipelineAttempt:
             self.metrics.events_skipped.inc(result.skipped)
         if result.dead_lettered:
             self.metrics.dead_letters.labels("unpublishable").inc(result.dead_lettered)
+        if result.claimed:
+            self.metrics.claimed_events.inc(result.claimed)
+            self.metrics.claimed_bytes.inc(result.claimed_bytes)
         if result.produced:
             self._batch_started.append(time.monotonic())
 

@@ -26,6 +26,7 @@ from cdc_service.pipeline import PipelineAttempt, ServiceState
 from cdc_service.planning import namespace_filter
 from cdc_service.settings import CdcSettings
 from lakehouse_common.errors import LakehouseError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.lifecycle import ExitCode
 from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact
@@ -40,7 +41,7 @@ class CdcService:
         self.settings = settings
         self.metrics = metrics or CdcMetrics()
         self.namespaces = namespace_filter(settings)
-        self.state = ServiceState()
+        self.state = ServiceState(kafka=KafkaConnection(self.metrics.registry, "cdc"))
         self.attempt: PipelineAttempt | None = None  # the current (or last) attempt
         self._stop = threading.Event()
         self._server: ObservabilityServer | None = None
