@@ -10,7 +10,7 @@ STAMPS := $(VENV)/.stamps
 CODEC_SOURCES := $(wildcard native/lakehouse_codec/src/*.rs) native/lakehouse_codec/Cargo.toml native/lakehouse_codec/pyproject.toml
 JVM_INPUTS := $(wildcard local_stack/maven/*/pom.xml) local_stack/java/MongoStandIn.java local_stack/fetch.py
 
-.PHONY: setup test bench stack-up stack-down stack-status clean
+.PHONY: setup lint test bench stack-up stack-down stack-status clean
 
 HELM_VERSION := v3.22.0
 HELM := $(CACHE)/bin/helm
@@ -71,9 +71,16 @@ $(WEED_STAMP):
 	  && GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o $(abspath $(WEED)) ./weed
 	@touch $@
 
+# The code-health gate, before the (slow) suite: ruff's lint rules and formatting, then mypy over
+# the packages (all configured in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # Two workers, whole test files each (pytest-xdist); TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
-test: setup
+test: setup lint
 	@mkdir -p build/test-results
 	$(BIN)/pytest --junitxml=build/test-results/junit.xml -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 

@@ -29,11 +29,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import bson
 from bson import Decimal128, ObjectId, Timestamp
 
-from lakehouse_common.contract import ValueFormat, encode_events, headers_for
+from lakehouse_common.contract import ProducedHeaders, ValueFormat, encode_events, headers_for
 from local_stack.paths import PROJECT_ROOT
 
 TEMPLATE_ID = "ffffffffffffffff"
@@ -46,7 +47,7 @@ def _log(message: str) -> None:
     print(f"[bench_bronze {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _templates(rng: random.Random) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def _templates(rng: random.Random) -> list[tuple[bytes, bytes, ProducedHeaders]]:
     """Distinct ~1 KB order events with placeholder ids, encoded once by the contract."""
     statuses = ["new", "paid", "shipped", "returned"]
     raw = []
@@ -99,10 +100,10 @@ def _produce(bootstrap: str, topic: str, count: int) -> int:
         event_id = b"%016x" % sequence
         oid = b"%024x" % (sequence + 1)
         value = value.replace(template_id, event_id).replace(template_oid, oid)
-        headers = [headers[0], headers[1], (headers[2][0], event_id), headers[3]]
+        record_headers: ProducedHeaders = [headers[0], headers[1], (headers[2][0], event_id), headers[3]]
         while True:
             try:
-                producer.produce(topic, value=value, key=key.replace(template_oid, oid), headers=headers)
+                producer.produce(topic, value=value, key=key.replace(template_oid, oid), headers=record_headers)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -126,14 +127,19 @@ def _end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 def _raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     """The ceiling: confluent-kafka consuming the topic, reading every value and its position."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
     assigned: list[float] = []
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
          "enable.auto.commit": False, "queued.max.messages.kbytes": 65536}
     )  # fmt: skip
-    consumer.subscribe([topic], on_assign=lambda c, p: (assigned.append(time.monotonic()), c.assign(p)))
+
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned.append(time.monotonic())
+        consumer.assign(partitions)
+
+    consumer.subscribe([topic], on_assign=on_assign)
     seen = 0
     size = 0
     try:
@@ -142,7 +148,7 @@ def _raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, float]:
                 if message.error():
                     continue
                 value = message.value()
-                size += len(value)
+                size += len(value) if value is not None else 0
                 message.partition(), message.offset()
                 seen += 1
         finished = time.monotonic()
@@ -228,7 +234,9 @@ def _bronze_writer(bootstrap: str, topic: str, lake_root: Path, ends: dict[int, 
     import polars as pl
 
     log_table = pl.read_delta(lake.ingest_log_uri(str(lake_root)))
-    ended = log_table["committed_at"].max()
+    ended = cast("datetime | None", log_table["committed_at"].max())
+    if ended is None or assigned is None:
+        raise RuntimeError(f"bronze-writer logged no assignment or committed nothing (see {log})")
     rows = int(log_table["rows"].sum())
     seconds = (ended - assigned).total_seconds()
     return {
@@ -393,7 +401,7 @@ def main(results_dir: Path) -> dict[str, object]:
         "machine": f"{os.cpu_count()} cores",
     }
     if "events_per_cpu_second" in spark:
-        result["per_core_vs_spark"] = round(writer["events_per_cpu_second"] / spark["events_per_cpu_second"], 2)
+        result["per_core_vs_spark"] = round(writer["events_per_cpu_second"] / cast(float, spark["events_per_cpu_second"]), 2)
     (results_dir / "bronze.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(work / "lake", ignore_errors=True)
     shutil.rmtree(work / "spark", ignore_errors=True)

@@ -36,7 +36,7 @@ from confluent_kafka import Producer
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
 from cdc_service.publisher import EncodedBatch, EventPublisher, encode_batch, producer_config
 from cdc_service.settings import CdcSettings
-from lakehouse_common.contract import ValueFormat, encode_events, headers_for
+from lakehouse_common.contract import ProducedHeaders, ValueFormat, encode_events, headers_for
 from local_stack.kafka import start_kafka
 from local_stack.paths import PROJECT_ROOT
 
@@ -140,7 +140,7 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
 
 
 def run_raw_producer(
-    settings: CdcSettings, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]], topic: str, total: int,
+    settings: CdcSettings, records: list[tuple[bytes | None, bytes, ProducedHeaders]], topic: str, total: int,
     *, with_headers: bool = True,
 ) -> float:
     """Events per second of confluent-kafka alone, sending prepared records (key, value and,

@@ -11,7 +11,6 @@ import importlib
 import json
 import sys
 import time
-from pathlib import Path
 
 from local_stack.paths import PROJECT_ROOT
 

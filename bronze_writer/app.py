@@ -29,7 +29,9 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from enum import StrEnum
 from types import TracebackType
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -48,6 +50,17 @@ from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact_mapping
 
 logger = logging.getLogger(__name__)
+
+class FlushReason(StrEnum):
+    """Why a micro-batch was handed to landing (the ``reason`` label of ``bronze_flushes``)."""
+
+    ROWS = "rows"  # batch.max_rows reached
+    BYTES = "bytes"  # batch.max_bytes reached, or a partition's buffer is full
+    LATENCY = "latency"  # batch.max_latency_seconds since the batch's first message
+    OFFSETS = "offsets"  # the consumer's position is out of range: land what is held, then find out why
+    REBALANCE = "rebalance"  # partitions are being revoked
+    SHUTDOWN = "shutdown"  # the writer is stopping
+
 
 _CONSUME_CHUNK = 5000
 # Batches handed over and not landed yet: one decoding while the one before it is written.
@@ -109,7 +122,7 @@ class Batch:
             self.started = time.monotonic()
         by_topic: dict[str, list[Message]] = defaultdict(list)
         for message in messages:
-            by_topic[message.topic()].append(message)
+            by_topic[cast(str, message.topic())].append(message)  # a consumed record names its topic
         again = []
         for topic, group in by_topic.items():
             records = self.topics.get(topic)
@@ -418,7 +431,7 @@ class BronzeWriter:
         logger.warning(
             "the consumer's position is out of range", extra={"topic": topic, "partition": partition, "offset": requested}
         )
-        self._land_everything_held("offsets")
+        self._land_everything_held(FlushReason.OFFSETS)
         next_offset = self.lander.start_offsets(topic, [partition])[partition]
         expected = {(topic, partition): (requested if next_offset is None else next_offset,
                                          self.lander.table_for(topic).marks.get(f"{topic}/{partition}"))}
@@ -454,24 +467,24 @@ class BronzeWriter:
         if self._paused:
             self._consumer.pause(positions)
 
-    def _flush_reason(self) -> str | None:
+    def _flush_reason(self) -> FlushReason | None:
         limits = self.settings.batch
         batch = self._batch
         if not batch.rows:
             return None
         if batch.rows >= limits.max_rows:
-            return "rows"
+            return FlushReason.ROWS
         if batch.bytes >= limits.max_bytes or batch.full:
-            return "bytes"
+            return FlushReason.BYTES
         if batch.age() >= limits.max_latency_seconds:
-            return "latency"
+            return FlushReason.LATENCY
         return None
 
-    def _hand_over(self, reason: str) -> None:
+    def _hand_over(self, reason: FlushReason) -> None:
         """Give the batch to the decoding stage, or pause partitions until the pipeline has room."""
         self._collect_inflight(block=False)
         if len(self._inflight) >= _PIPELINE_DEPTH:
-            if reason != "latency":
+            if reason is not FlushReason.LATENCY:
                 self._pause()
             return
         batch, self._batch = self._batch, Batch()
@@ -504,11 +517,14 @@ class BronzeWriter:
             ]
             if owned and self._consumer is not None:
                 try:
-                    self._consumer.commit(offsets=owned, asynchronous=not (final and not self._inflight))
+                    if final and not self._inflight:
+                        self._consumer.commit(offsets=owned, asynchronous=False)
+                    else:
+                        self._consumer.commit(offsets=owned, asynchronous=True)
                 except KafkaException as error:
                     logger.warning("Kafka offset commit failed (monitoring only)", extra={"error": str(error)})
 
-    def _land_everything_held(self, reason: str) -> None:
+    def _land_everything_held(self, reason: FlushReason) -> None:
         """Wait for the batches in flight, then land the one being collected."""
         self._collect_inflight(block=True)
         if self._batch.rows:
@@ -538,7 +554,7 @@ class BronzeWriter:
         logger.info("stopping: landing buffered records", extra={"rows": self._batch.rows})
         self._collect_inflight(block=True, final=not self._batch.rows)
         if self._batch.rows:
-            self._hand_over("shutdown")
+            self._hand_over(FlushReason.SHUTDOWN)
             self._collect_inflight(block=True, final=True)
 
     # --- rebalancing -----------------------------------------------------------------------
@@ -596,7 +612,7 @@ class BronzeWriter:
         """Land everything held before the partitions move to another replica."""
         revoked = {(partition.topic, partition.partition) for partition in partitions}
         logger.info("partitions revoked: landing what is held", extra={"count": len(revoked)})
-        self._land_everything_held("rebalance")
+        self._land_everything_held(FlushReason.REBALANCE)
         self._batch.drop(revoked)
         self._assigned -= revoked
         self.metrics.assigned.set(len(self._assigned))
@@ -659,4 +675,4 @@ class BronzeWriter:
         return Status(True, f"{len(self._assigned)} partitions assigned")
 
 
-__all__ = ["Batch", "BronzeWriter"]
+__all__ = ["Batch", "BronzeWriter", "FlushReason"]

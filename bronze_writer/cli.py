@@ -25,7 +25,7 @@ logger = logging.getLogger("bronze_writer")
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
-ConfigOption = config_option("BRONZE_CONFIG")
+ConfigOption = Annotated[Path | None, config_option("BRONZE_CONFIG")]
 TableOption = Annotated[
     list[str] | None, typer.Option("--table", "-t", help="Only this table, as <db>.<collection> (repeatable).")
 ]

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import lakehouse_codec
 import polars as pl
 import pyarrow as pa
 from confluent_kafka import Message
 
+import lakehouse_codec
 from bronze_writer.errors import Action, Stage, classify, describe, isolate_poison
 from lakehouse_common import contract
 from lakehouse_common.claims import ClaimStore
@@ -41,7 +41,8 @@ from lakehouse_common.errors import (
 )
 
 _VERSION = (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION)
-_FAST_HEADERS = {
+# Keyed by a record's first two headers as confluent-kafka returns them.
+_FAST_HEADERS: dict[tuple[tuple[str, bytes | None], ...], ValueFormat] = {
     (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json")): ValueFormat.JSON,
     (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson")): ValueFormat.BSON,
 }
@@ -162,7 +163,11 @@ class Records:
         offsets = cast(list[int], [message.offset() for message in messages])
         # Records with the contract's usual headers keep a shared copy of them; only the others
         # keep their own (header objects retained per record would cost more than the parsing).
-        headers = [_kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)]
+        # A consumed record's headers are a list of (name, bytes or None); confluent-kafka types them as produce() takes them.
+        headers = [
+            _kept_headers(cast("list[tuple[str, bytes | None]] | None", message.headers()), value is None)
+            for message, value in zip(messages, values, strict=True)
+        ]
         sizes = _claim_sizes(headers, values)
         deferred: dict[int, int] = {}
         if sizes is not None and limit is not None:
@@ -311,19 +316,21 @@ def _formats(headers: Sequence[Sequence[tuple[str, bytes | None]] | None]) -> li
         return fast  # type: ignore[return-value]
     result: list[ValueFormat | ContractError] = []
     for value_format, entries in zip(fast, headers, strict=True):
-        if value_format is None:
-            try:
-                value_format = contract.parse_headers(entries).value_format
-            except ContractError as error:
-                value_format = error
-        result.append(value_format)
+        if value_format is not None:
+            result.append(value_format)
+            continue
+        try:
+            result.append(contract.parse_headers(entries).value_format)
+        except ContractError as error:
+            result.append(error)
     return result
 
 
 def _bson_to_json(values: list[bytes]) -> list[bytes | UndecodableEventError]:
     """BSON values as relaxed Extended JSON: one native call, or one by one to find the bad ones."""
     try:
-        return contract.values_to_ndjson(values).split(b"\n")[: len(values)]
+        lines: list[bytes | UndecodableEventError] = list(contract.values_to_ndjson(values).split(b"\n")[: len(values)])
+        return lines
     except UndecodableEventError:
         converted: list[bytes | UndecodableEventError] = []
         for value in values:
@@ -360,7 +367,7 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
     scan_input: bytes | list[bytes] | None = None
     if all(value_format is ValueFormat.BSON for value_format in formats) and all(values):
         try:  # the common all-BSON batch: one native call to NDJSON, split by the scanner
-            scan_input = contract.values_to_ndjson(values)
+            scan_input = contract.values_to_ndjson(cast(list[bytes], values))  # all present: checked above
         except UndecodableEventError:
             scan_input = None  # find the bad values one by one below
     json_values = values

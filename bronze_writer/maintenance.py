@@ -117,7 +117,7 @@ def add_kafka_high_watermarks(statuses: Iterable[TableStatus], settings: BronzeS
     """Fill each partition's high watermark, so status can show the lag."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    config = dict(settings.kafka.librdkafka_config())
+    config: dict[str, str | bool] = dict(settings.kafka.librdkafka_config())
     config.update({"group.id": f"{settings.consumer.group_id}-status", "enable.auto.commit": False})
     consumer = Consumer(config)
     try:

@@ -85,10 +85,10 @@ for _kind, _family in _FAMILY_OF_KIND.items():
 
 _DELTA_TYPE_OF_FAMILY = {"long": "long", "double": "double", "bool": "boolean", "date": "timestamp"}
 _FAMILY_OF_DELTA_TYPE = {"long": "long", "double": "double", "boolean": "bool", "timestamp": "date", "string": "string"}
-_POLARS_TYPE_OF_FAMILY = {
-    "long": pl.Int64,
-    "double": pl.Float64,
-    "bool": pl.Boolean,
+_POLARS_TYPE_OF_FAMILY: dict[str, pl.DataType] = {
+    "long": pl.Int64(),
+    "double": pl.Float64(),
+    "bool": pl.Boolean(),
     "date": pl.Datetime("us", "UTC"),
 }
 
@@ -291,9 +291,9 @@ def resolve(
         elif name in columns:
             families[name] = columns[name].family
         elif first_kind_of.get(name) is not None:
-            family = _FAMILY_OF_KIND[first_kind_of[name]]
-            families[name] = family
-            new_columns[name] = ColumnType(family)
+            first_family = _FAMILY_OF_KIND[first_kind_of[name]]
+            families[name] = first_family
+            new_columns[name] = ColumnType(first_family)
         # else: only nulls so far, so no type to establish; the raw payload keeps them.
 
     value_exprs: list[pl.Expr] = []
@@ -308,7 +308,7 @@ def resolve(
         value, fits = _converted(family, kind, text)
         rescue = (kind > Kind.NULL) & ~fits
         if family is not None:
-            target = _POLARS_TYPE_OF_FAMILY.get(family, pl.String)
+            target = _POLARS_TYPE_OF_FAMILY.get(family, pl.String())
             value_exprs.append(pl.when(fits).then(value).otherwise(None).cast(target).alias(name))
         type_name = kind.replace_strict(TYPE_NAMES, default=None, return_dtype=pl.String)
         entry = pl.concat_str(
@@ -363,7 +363,7 @@ def resolve(
     # Columns the table has but this batch lacks are written as nulls of their own type.
     present = set(typed.columns)
     missing = [
-        pl.lit(None, _POLARS_TYPE_OF_FAMILY.get(column.family, pl.String)).alias(name)
+        pl.lit(None, _POLARS_TYPE_OF_FAMILY.get(column.family, pl.String())).alias(name)
         for name, column in columns.items()
         if name not in present
     ]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import polars as pl
 import pyarrow as pa
@@ -374,7 +375,7 @@ class BronzeTable:
     ) -> CommitResult:
         frame = pending.frame if version is not None else pending.frame.clear()
         committed_at = datetime.now(UTC)
-        oldest_cluster_time = frame["__cluster_time_seconds"].min() if frame.height else None
+        oldest_cluster_time = cast("int | None", frame["__cluster_time_seconds"].min()) if frame.height else None
         if not offsets:  # nothing committed: say which offsets were read again
             offsets = {
                 f"{decoded.topic}/{partition}": (first, last) for partition, (_count, first, last) in pending.rereads.items()

@@ -75,10 +75,13 @@ class StreamOptions:
 
     def pipeline(self, spec: StreamSpec, position: Position | None) -> list[dict[str, Any]]:
         stages = [self.change_stream_stage(spec, position)]
+        match = None
         if spec.layout is StreamLayout.DEPLOYMENT:
-            stages.append(self.namespaces.match_stage())
+            match = self.namespaces.match_stage()
         elif spec.layout is StreamLayout.DATABASE:
-            stages.append(self.namespaces.match_stage(spec.database))
+            match = self.namespaces.match_stage(spec.database)
+        if match is not None:
+            stages.append(match)
         stages.extend(self.settings.pipeline)
         if self.settings.split_large_events and self.split_supported:
             stages.append({"$changeStreamSplitLargeEvent": {}})

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -47,13 +47,24 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT_VERSION = 1
 
 
+class CheckpointKind(StrEnum):
+    """What moved a stream checkpoint (the ``kind`` of its record and the metrics label)."""
+
+    EVENT = "event"  # acknowledged events
+    HEARTBEAT = "heartbeat"  # a quiet stream's post-batch token
+    SNAPSHOT = "snapshot"  # the position a finished snapshot was taken at
+    START = "start"  # where a stream without a checkpoint began
+    REPLAY = "replay"  # written by `cdc-service replay`
+    MANUAL = "manual"  # written by `cdc-service checkpoints set`
+
+
 @dataclass(frozen=True)
 class StreamCheckpoint:
     """Where one stream resumes."""
 
     stream_id: str
     position: Position
-    kind: str  # event, heartbeat, snapshot, start, replay, manual
+    kind: CheckpointKind
     event_id: str | None = None
     cluster_time: tuple[int, int] | None = None
     events_published: int = 0
@@ -66,7 +77,7 @@ class StreamCheckpoint:
                 "type": "stream",
                 "stream": self.stream_id,
                 "position": self.position.to_dict(),
-                "kind": self.kind,
+                "kind": str(self.kind),
                 "event_id": self.event_id,
                 "cluster_time": self.cluster_time,
                 "events_published": self.events_published,
@@ -81,7 +92,7 @@ class StreamCheckpoint:
         return cls(
             stream_id=data["stream"],
             position=Position.from_dict(data["position"]),
-            kind=data.get("kind", "event"),
+            kind=CheckpointKind(data.get("kind", CheckpointKind.EVENT)),
             event_id=data.get("event_id"),
             cluster_time=(int(cluster_time[0]), int(cluster_time[1])) if cluster_time else None,
             events_published=int(data.get("events_published", 0)),
@@ -169,7 +180,7 @@ class SnapshotState:
             stream_id=data["stream"],
             position=Position.from_dict(data["position"]),
             collections={name: CollectionProgress(**value) for name, value in data.get("collections", {}).items()},
-            cluster_time=tuple(data.get("cluster_time") or (0, 0)),  # type: ignore[arg-type]
+            cluster_time=tuple(data.get("cluster_time") or (0, 0)),
             completed=bool(data.get("completed")),
             started_at=float(data.get("started_at", 0.0)),
             snapshot_id=str(data.get("snapshot_id", "")),
@@ -294,10 +305,11 @@ def load_checkpoints(
             if time.monotonic() > deadline:
                 raise TransientError(f"reading checkpoint topic {topic} timed out")
             message = consumer.poll(0.5)
-            if message is not None and message.error() is not None:
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
-                remaining.discard(message.partition())
+            error = message.error() if message is not None else None
+            if message is not None and error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise TransientError(f"reading checkpoint topic {topic}: {error}")
+                remaining.discard(cast(int, message.partition()))  # an end-of-partition event names its partition
             elif message is not None:
                 records.append((message.key() or b"", message.value()))
             # The position passes transaction markers too, which are never delivered.
@@ -359,6 +371,7 @@ def _with_collection_records(state: SnapshotState, records: Mapping[str, Mapping
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
+    "CheckpointKind",
     "Checkpoints",
     "CollectionProgress",
     "CopyProgress",

@@ -18,7 +18,7 @@ import typer
 from bson import json_util
 from confluent_kafka.admin import AdminClient
 
-from cdc_service.checkpoints import CopyState, load_checkpoints, snapshot_key, stream_key
+from cdc_service.checkpoints import CheckpointKind, CopyState, load_checkpoints, snapshot_key, stream_key
 from cdc_service.metrics import CdcMetrics
 from cdc_service.planning import covered_collections, mongo_client, namespace_filter, plan_streams, server_hello
 from cdc_service.positions import Position, parse_time, timestamp_text
@@ -38,7 +38,7 @@ app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 checkpoint_app = typer.Typer(add_completion=False, help="Show or set stream checkpoints.", no_args_is_help=True)
 app.add_typer(checkpoint_app, name="checkpoint")
 
-ConfigOption = config_option("CDC_CONFIG")
+ConfigOption = Annotated[Path | None, config_option("CDC_CONFIG")]
 StreamOption = Annotated[
     list[str] | None,
     typer.Option("--stream", "-s", help="Stream id (deployment, db:<name>, coll:<db>.<collection>); repeatable."),
@@ -371,7 +371,7 @@ def checkpoint_set(
             if token
             else Position.from_time(parse_time(at_time or ""))
         )
-        write_plan(settings, ReplayPlan(positions={stream: position}), kind="manual")
+        write_plan(settings, ReplayPlan(positions={stream: position}), kind=CheckpointKind.MANUAL)
     except (ValueError, LakehouseError) as error:
         raise _fail(error) from None
     typer.echo(f"{stream}: {position.describe()}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pymongo.errors import OperationFailure
 
+from cdc_service.checkpoints import CheckpointKind
 from lakehouse_common.errors import ConfigError, FatalError, TransientError
 
 # MongoDB server error codes the service treats specially.
@@ -34,7 +35,7 @@ class HistoryLostError(FatalError):
     copy, so copying again would only lose the new copy's resume point the same way).
     """
 
-    def __init__(self, message: str, *, stream_id: str, code: int | None, checkpoint_kind: str | None = None) -> None:
+    def __init__(self, message: str, *, stream_id: str, code: int | None, checkpoint_kind: CheckpointKind | None = None) -> None:
         super().__init__(message)
         self.stream_id = stream_id
         self.code = code

@@ -176,7 +176,7 @@ def read_chunk(
         spec = BRACKETS[bracket]
         wanted = 1 if spec.singleton else limit - len(contents.documents)
         condition = spec.condition(_START if last_key is None else _id_value(last_key))
-        selector = {"_id": condition} if not query else {"$and": [dict(query), {"_id": condition}]}
+        selector: dict[str, Any] = {"_id": condition} if not query else {"$and": [dict(query), {"_id": condition}]}
         found, full = 0, False
         try:
             batches = collection.find_raw_batches(

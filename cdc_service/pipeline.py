@@ -48,6 +48,7 @@ from cdc_service.change_stream import (
     split_events_supported,
 )
 from cdc_service.checkpoints import (
+    CheckpointKind,
     Checkpoints,
     CollectionProgress,
     CopyProgress,
@@ -154,7 +155,7 @@ class StreamRuntime:
     spec: StreamSpec
     durable: StreamCheckpoint | None = None
     pending: Position | None = None
-    pending_kind: str | None = None
+    pending_kind: CheckpointKind | None = None
     pending_event_id: str | None = None
     pending_cluster_time: tuple[int, int] | None = None
     last_written: float = 0.0
@@ -406,7 +407,7 @@ class PipelineAttempt:
             start = None if seen_since is None else Position.from_time((int(seen_since) - DISCOVERY_CLOCK_MARGIN_S, 0))
             self._start_reader(runtime, start)
             if start is not None:
-                runtime.pending, runtime.pending_kind = start, "start"
+                runtime.pending, runtime.pending_kind = start, CheckpointKind.START
             if self.settings.snapshot.mode is SnapshotMode.INITIAL and seen_since is not None:
                 for namespace in covered_collections(self.client, spec, self.namespaces):
                     self._copies.begin(namespace, spec.stream_id, reason="new-collection")
@@ -616,7 +617,7 @@ class PipelineAttempt:
         runtime.snapshot_dirty = True
         resume = runtime.replay_from
         runtime.pending = resume.position if resume else runtime.snapshot.position
-        runtime.pending_kind = "snapshot"
+        runtime.pending_kind = CheckpointKind.SNAPSHOT
         runtime.pending_event_id = resume.event_id if resume else runtime.snapshot.position.event_id
         runtime.pending_cluster_time = resume.cluster_time if resume else runtime.snapshot.cluster_time
         logger.info(
@@ -830,11 +831,11 @@ class PipelineAttempt:
                     in_scope=self.namespaces.collection_in_scope,
                 )
                 self._account(result, runtime)
-                runtime.pending_kind = "event"
+                runtime.pending_kind = CheckpointKind.EVENT
             elif runtime.signals and batch.events:
-                runtime.pending_kind = "event"
+                runtime.pending_kind = CheckpointKind.EVENT
             elif runtime.pending_kind is None:
-                runtime.pending_kind = "heartbeat" if runtime.durable is not None else "start"
+                runtime.pending_kind = CheckpointKind.HEARTBEAT if runtime.durable is not None else CheckpointKind.START
             if batch.position is not None:
                 runtime.pending = batch.position
                 runtime.pending_event_id = batch.position.event_id
@@ -909,9 +910,9 @@ class PipelineAttempt:
                 written.append((runtime, None))
             if runtime.pending is None or runtime.pending_kind is None:
                 continue
-            if runtime.pending_kind == "heartbeat" and not force and now - runtime.last_written < settings.heartbeat_interval_s:
+            if runtime.pending_kind == CheckpointKind.HEARTBEAT and not force and now - runtime.last_written < settings.heartbeat_interval_s:
                 continue
-            if runtime.durable is not None and runtime.durable.position == runtime.pending and runtime.pending_kind == "heartbeat":
+            if runtime.durable is not None and runtime.durable.position == runtime.pending and runtime.pending_kind == CheckpointKind.HEARTBEAT:
                 runtime.pending_kind = None
                 continue
             checkpoint = StreamCheckpoint(
@@ -948,7 +949,7 @@ class PipelineAttempt:
             runtime.last_written = acknowledged
             runtime.pending_kind = None
             self.metrics.checkpoint_written(runtime.spec.stream_id, durable.kind)
-            if durable.kind == "snapshot":
+            if durable.kind == CheckpointKind.SNAPSHOT:
                 if self.state.force_snapshot is not None and not self.state.snapshot_only:
                     self.state.force_snapshot.discard(runtime.spec.stream_id)
                 if not runtime.reader_started and not self.state.snapshot_only:

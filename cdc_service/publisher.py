@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
 from bson.raw_bson import RawBSONDocument
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -49,6 +49,7 @@ from lakehouse_common.contract import (
     HEADER_OPERATION,
     HEADER_VALUE_FORMAT,
     EncodedEvent,
+    ProducedHeaders,
     ValueFormat,
     claim_headers,
     claim_record_value,
@@ -107,7 +108,8 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
         if _interrupt(error):
             raise
     batch = EncodedBatch([])
-    for document in [events] if isinstance(events, bytes) else list(events):
+    documents: list[bytes | RawBSONDocument] = [events] if isinstance(events, bytes) else list(events)
+    for document in documents:
         try:
             batch.events.extend(encode_events([document], value_format))
         except BaseException as error:  # noqa: BLE001 - as above, one event at a time
@@ -365,7 +367,7 @@ class EventPublisher:
         # The hot loop: per event, one route lookup, one size check and one produce call.
         for event in encoded:
             key, value, event_id, operation, database, collection, _ = event
-            route = routes.get((database, collection), False)
+            route: tuple[str, int] | None | Literal[False] = routes.get((database, collection), False)
             if route is False:
                 route = self._first_route(event, in_scope)
             if route is None:
@@ -393,7 +395,7 @@ class EventPublisher:
             operation_header = operation_headers.get(operation)
             if operation_header is None:
                 operation_header = operation_headers[operation] = (HEADER_OPERATION, operation.encode())
-            headers = [version_header, format_header, (HEADER_EVENT_ID, event_id.encode()), operation_header]
+            headers: ProducedHeaders = [version_header, format_header, (HEADER_EVENT_ID, event_id.encode()), operation_header]
             try:
                 produce(topic, value, key, headers=headers)
             except (BufferError, KafkaException):  # a full local queue, or a record refused: the slow path
@@ -428,7 +430,7 @@ class EventPublisher:
             except BufferError:
                 self.producer.poll(0.05)
 
-    def _send_event(self, event: EncodedEvent, topic: str, limit: int, headers: list[Any]) -> bool:
+    def _send_event(self, event: EncodedEvent, topic: str, limit: int, headers: ProducedHeaders) -> bool:
         """Produce one event; when Kafka refuses it for its size, take the oversize path (False: dead-lettered)."""
         try:
             self._send(topic, event.value, event.key, headers)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from cdc_service.checkpoints import StreamCheckpoint, snapshot_key, stream_key
+from cdc_service.checkpoints import CheckpointKind, StreamCheckpoint, snapshot_key, stream_key
 from cdc_service.positions import Position, snapshot_position_of
 from cdc_service.publisher import producer_config
 from cdc_service.scope import StreamSpec
@@ -97,7 +97,7 @@ def plan_from_bronze(
     return plan
 
 
-def write_plan(settings: CdcSettings, plan: ReplayPlan, kind: str = "replay") -> None:
+def write_plan(settings: CdcSettings, plan: ReplayPlan, kind: CheckpointKind = CheckpointKind.REPLAY) -> None:
     """Record the plan in the checkpoint topic; resnapshot streams lose their checkpoints."""
     records: dict[bytes, bytes | None] = {}
     for stream_id, position in plan.positions.items():

@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException
 from pymongo.errors import PyMongoError
 
 from cdc_service.actions import Action, Decision, classify
+from cdc_service.checkpoints import CheckpointKind
 from cdc_service.errors import HistoryLostError
 from cdc_service.metrics import CdcMetrics
 from cdc_service.pipeline import PipelineAttempt, ServiceState
@@ -132,7 +133,7 @@ class CdcService:
         """Mark the stream for a new snapshot; False when that cannot help (it would loop)."""
         stream_id = error.stream_id
         forced = self.state.force_snapshot
-        if forced is None or stream_id in forced or error.checkpoint_kind == "snapshot":
+        if forced is None or stream_id in forced or error.checkpoint_kind == CheckpointKind.SNAPSHOT:
             # It never streamed past its last copy: the copy outlasts the oplog window (or the
             # resume point is unusable for another reason); another copy would end the same way.
             logger.error(

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -73,7 +73,7 @@ def kafka_positions(bootstrap: str, topics: dict[str, str], timeout: float = 120
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard((message.topic(), message.partition()))
+                    remaining.discard((cast(str, message.topic()), cast(int, message.partition())))  # an end-of-partition event names both
                 continue
             value, topic = message.value(), str(message.topic())
             headers = message.headers()

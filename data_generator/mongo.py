@@ -24,7 +24,7 @@ from data_generator.operations import Delete, Insert, Operation, Replace, Update
 Progress = Callable[[int, int | None], None]
 """Called with (operations written so far, total if known)."""
 
-_TZ_AWARE = CodecOptions(tz_aware=True, tzinfo=UTC)
+_TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 
 
 def _request(operation: Operation) -> Any:

@@ -136,6 +136,11 @@ def landing_state(
     return state
 
 
+def _seconds(value: object) -> float | None:
+    """A lag figure to the millisecond; None where there is none (polars types aggregates loosely)."""
+    return round(float(value), 3) if isinstance(value, int | float) else None
+
+
 @dataclass(frozen=True)
 class Lag:
     """End-to-end lag, MongoDB write (cluster time) to bronze commit (ingest time), in seconds.
@@ -183,10 +188,10 @@ def end_to_end_lag(lake_root: Path | str, database: str, collections: Iterable[s
     )
     last = changes.sort(["__cluster_time", "__cluster_time_increment"]).row(-1, named=True)
     return Lag(
-        last_write_seconds=round(last["lag"], 3),
-        p50_seconds=round(changes["lag"].quantile(0.5), 3),
-        p95_seconds=round(changes["lag"].quantile(0.95), 3),
-        max_seconds=round(changes["lag"].max(), 3),
+        last_write_seconds=_seconds(last["lag"]),
+        p50_seconds=_seconds(changes["lag"].quantile(0.5)),
+        p95_seconds=_seconds(changes["lag"].quantile(0.95)),
+        max_seconds=_seconds(changes["lag"].max()),
         events=changes.height,
     )
 

@@ -64,7 +64,6 @@ from local_stack.object_store import ObjectStore, start_object_store
 from local_stack.paths import PROJECT_ROOT
 from local_stack.processes import free_port, pid_alive
 
-
 STANDIN = "stand-in"
 REAL_REPLICA_SET = "real replica set"
 

@@ -8,25 +8,27 @@ error), never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import typer
-from pydantic_settings import BaseSettings
+from typer.models import OptionInfo
 
 from lakehouse_common.errors import ConfigError
 from lakehouse_common.json_logging import configure_logging
 from lakehouse_common.lifecycle import ExitCode
-from lakehouse_common.settings import load_settings
-
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+from lakehouse_common.settings import SettingsT, load_settings
 
 
-def config_option(envvar: str) -> Any:
-    """The ``--config/-c`` option: a YAML file, also given by ``envvar``; environment variables win over it."""
-    return Annotated[
-        Path | None,
-        typer.Option("--config", "-c", envvar=envvar, help="YAML configuration file; environment variables win over it."),
-    ]
+def config_option(envvar: str) -> OptionInfo:
+    """The ``--config/-c`` option: a YAML file, also given by ``envvar``; environment variables win over it.
+
+    Used as ``Annotated[Path | None, config_option("X_CONFIG")]``: the alias is spelled out in each
+    console script so that type checkers see a type, not a value.
+    """
+    option: OptionInfo = typer.Option(
+        "--config", "-c", envvar=envvar, help="YAML configuration file; environment variables win over it."
+    )
+    return option
 
 
 def load_cli_settings(

@@ -147,7 +147,7 @@ def walk(model: type[BaseModel], prefix: str, path: str = "") -> Iterator[Settin
 
 def service_settings(service: str) -> list[Setting]:
     model = settings_class(service)
-    return list(walk(model, model.model_config.get("env_prefix", "")))
+    return list(walk(model, str(model.model_config.get("env_prefix") or "")))
 
 
 def environment_variables(service: str) -> set[str]:

@@ -86,12 +86,12 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import bson
-import lakehouse_codec
 from bson import json_util
 from bson.binary import UuidRepresentation
 from bson.json_util import DatetimeConversion, JSONMode, JSONOptions
 from bson.raw_bson import RawBSONDocument
 
+import lakehouse_codec
 from lakehouse_common.errors import (
     MissingEventFieldError,
     UndecodableEventError,
@@ -185,7 +185,7 @@ EXTENDED_JSON_OPTIONS = JSONOptions(
     tz_aware=True,
     uuid_representation=UuidRepresentation.UNSPECIFIED,
 )
-_BSON_DECODE_OPTIONS = bson.CodecOptions(
+_BSON_DECODE_OPTIONS: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(
     tz_aware=True,
     uuid_representation=UuidRepresentation.UNSPECIFIED,
     datetime_conversion=DatetimeConversion.DATETIME_AUTO,
@@ -262,7 +262,11 @@ def encode_events(events: bytes | Sequence[bytes | RawBSONDocument], value_forma
     return list(map(_as_encoded_event, encoded))
 
 
-def headers_for(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[str, bytes]]:
+# Record headers as confluent-kafka's produce() takes them (its list type is invariant in the value).
+ProducedHeaders = list[tuple[str, str | bytes | None]]
+
+
+def headers_for(event: EncodedEvent, value_format: ValueFormat) -> ProducedHeaders:
     """The contract headers of one record."""
     return [
         (HEADER_CONTRACT_VERSION, b"%d" % CONTRACT_VERSION),
@@ -290,7 +294,7 @@ def claim_record_value(reference: ClaimReference) -> bytes:
     )
 
 
-def claim_headers(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[str, bytes]]:
+def claim_headers(event: EncodedEvent, value_format: ValueFormat) -> ProducedHeaders:
     """The headers of a claimed event's record: the claim marker first, then the usual ones."""
     return [(HEADER_CLAIM, CLAIM_ALGORITHM.encode()), *headers_for(event, value_format)]
 
@@ -493,6 +497,7 @@ __all__ = [
     "EncodedEvent",
     "EventHeaders",
     "Operation",
+    "ProducedHeaders",
     "SnapshotEventId",
     "ValueFormat",
     "check_topic_mapping",

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,12 +35,19 @@ def _state_file() -> Path:
     return state_dir() / "state.json"
 
 
-def read_state() -> dict[str, object] | None:
+def read_state() -> dict[str, Any] | None:
     """What ``up`` recorded, or None when the stack is not up."""
     path = _state_file()
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def _pid_of(process: subprocess.Popen[bytes] | None) -> int:
+    """The pid of a component ``up`` just started (a started component always has its process)."""
+    if process is None:
+        raise StackError("a component of the stack started without a process")
+    return process.pid
 
 
 @app.command()
@@ -50,17 +58,18 @@ def up(
 ) -> None:
     """Start Kafka, the object store and the MongoDB stand-in in the background."""
     state = read_state()
-    if state and all(pid_alive(int(pid)) for pid in state["pids"].values()):  # type: ignore[union-attr]
+    if state and all(pid_alive(int(pid)) for pid in state["pids"].values()):
         typer.echo(f"the stack is already up: {_state_file()}")
         raise typer.Exit(ExitCode.OK)
     root = state_dir()
     root.mkdir(parents=True, exist_ok=True)
     try:
         broker = start_kafka(root / "kafka")
+        pids = {"kafka": _pid_of(broker.process)}
         record: dict[str, object] = {
             "kafka_bootstrap_servers": broker.bootstrap_servers,
             "kafka_logs": str(broker.log_file.parent),
-            "pids": {"kafka": broker.process.pid},  # type: ignore[union-attr]
+            "pids": pids,
             "started_at": time.time(),
         }
         mongo_uri = os.environ.get("MONGO_URI")
@@ -71,9 +80,9 @@ def up(
             standin = start_mongo_standin(root / "mongo")
             record["mongo_uri"] = standin.uri
             record["mongo"] = STANDIN_DESCRIPTION
-            record["pids"]["mongo-standin"] = standin.process.pid  # type: ignore[index,union-attr]
+            pids["mongo-standin"] = _pid_of(standin.process)
         store = start_object_store(root / "object-store")
-        record["pids"]["object-store"] = store.process.pid  # type: ignore[index,union-attr]
+        pids["object-store"] = _pid_of(store.process)
         record["object_store"] = {
             "description": OBJECT_STORE_DESCRIPTION,
             "lake_root": store.lake_root("lake"),
@@ -89,7 +98,7 @@ def up(
             spark = SparkSettings(warehouse_dir=work / "warehouse", metastore_dir=work / "metastore", shuffle_partitions=4)
             cluster = start_spark_cluster(work / "processes", spark, store.storage_options())
             for name, process in cluster.processes.items():
-                record["pids"][f"spark-{name}"] = process.pid  # type: ignore[index]
+                pids[f"spark-{name}"] = process.pid
             record["spark_cluster"] = {"master": cluster.master_url, "dbt_environment": cluster.dbt_environment()}
     except StackError as error:
         typer.echo(f"error: {error}", err=True)
@@ -108,7 +117,7 @@ def down() -> None:
     if state is None:
         typer.echo("the stack is not up")
         return
-    for name, pid in state["pids"].items():  # type: ignore[union-attr]
+    for name, pid in state["pids"].items():
         stop_pid(int(pid))
         typer.echo(f"stopped {name} (pid {pid})")
     _state_file().unlink()
@@ -121,7 +130,7 @@ def status() -> None:
     if state is None:
         typer.echo("the stack is not up")
         raise typer.Exit(ExitCode.FAILED)
-    for name, pid in state["pids"].items():  # type: ignore[union-attr]
+    for name, pid in state["pids"].items():
         typer.echo(f"{name}: pid {pid} {'running' if pid_alive(int(pid)) else 'NOT running'}")
     _echo_endpoints(state)
 

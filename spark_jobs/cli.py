@@ -35,7 +35,7 @@ from spark_jobs.settings import Layer, SparkJobsSettings
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 logger = logging.getLogger("spark_jobs")
 
-ConfigOption = config_option("SPARK_JOBS_CONFIG")
+ConfigOption = Annotated[Path | None, config_option("SPARK_JOBS_CONFIG")]
 
 
 def _settings(config: Path | None, **overrides: object) -> SparkJobsSettings:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter as MetricCounter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as MetricCounter
 
 from spark_jobs.session import pyspark_submit_args, write_spark_defaults
 from spark_jobs.settings import SparkJobsSettings

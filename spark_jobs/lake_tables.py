@@ -9,7 +9,7 @@ of a collection is the model ``stg_mongo__<collection>``, its history
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -53,7 +53,7 @@ def gold_table_uri(root: str, name: str) -> str:
     return layer_table_uri(root, "gold", name)
 
 
-def discover_tables(lake_root: str, layers: list[str], storage_options: Mapping[str, str] | None = None) -> list[LakeTable]:
+def discover_tables(lake_root: str, layers: Sequence[str], storage_options: Mapping[str, str] | None = None) -> list[LakeTable]:
     """Every Delta table under ``<lake_root>/<layer>`` for the given layers, sorted."""
     filesystem, root = arrow_filesystem(lake_root, storage_options or {})
     scheme = lake_root.split("://", 1)[0] + "://" if "://" in lake_root else ""

@@ -171,7 +171,7 @@ def build_spark_session(
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    hadoop = session.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    hadoop = session.sparkContext._jsc.hadoopConfiguration()
     for key, value in secrets.items():
         hadoop.set(key, value)
     return session

@@ -21,6 +21,7 @@ from lakehouse_common.settings import FrozenModel, ServiceSettings
 from spark_jobs.session import SparkSettings
 
 Layer = Literal["bronze", "silver", "gold"]
+ALL_LAYERS: tuple[Layer, ...] = ("bronze", "silver", "gold")
 
 
 def _default_dbt_executable() -> str:
@@ -68,7 +69,7 @@ class DbtSettings(FrozenModel):
 class MaintenanceSettings(FrozenModel):
     """Compaction and vacuum of the lake's Delta tables."""
 
-    layers: list[Layer] = Field(default_factory=lambda: ["bronze", "silver", "gold"], description="Layers to maintain.")
+    layers: list[Layer] = Field(default_factory=lambda: list(ALL_LAYERS), description="Layers to maintain.")
     retention_hours: float = Field(
         168.0, ge=0, description="VACUUM keeps files younger than this; below 168 h, readers of old versions may fail."
     )

@@ -27,7 +27,6 @@ from bronze_writer.settings import BronzeSettings
 from lakehouse_common.json_logging import configure_logging
 from lakehouse_common.settings import load_settings
 
-
 READY = "crash-runner ready"
 
 

@@ -110,7 +110,7 @@ def test_envelope_fields() -> None:
     decoded = decode_topic("cdc.shop.orders", collect(records([event], partition=2, first_offset=40)))
     row = decoded.frame.row(0, named=True)
     assert row["__event_id"] == event_id(9)
-    assert row["__resume_token"] == '{"_data":"%s"}' % event_id(9)
+    assert row["__resume_token"] == f'{{"_data":"{event_id(9)}"}}'
     assert row["__operation"] == "update"
     assert (row["__db"], row["__collection"]) == ("shop", "orders")
     assert row["__document_key"] == '{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}}'

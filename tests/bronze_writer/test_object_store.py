@@ -5,9 +5,6 @@ are refused at start with exit status 2."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,7 +13,7 @@ from confluent_kafka import Message
 from bronze_writer.decode import decode_topic
 from bronze_writer.lander import Lander
 from bronze_writer.metrics import BronzeMetrics
-from bronze_writer.settings import BronzeSettings
+from bronze_writer.settings import BronzeSettings, LakeSettings
 from bronze_writer.tables import BronzeTable, namespace_for_topic
 from lakehouse_common import lake
 from lakehouse_common.contract import ValueFormat
@@ -63,10 +62,10 @@ def test_each_commit_records_offsets_batch_and_cumulative_marks(lander: Lander, 
     }
     marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert marks == {
-        f"{TOPIC}/0": lake.HighWaterMark(TOPIC, 0, 6, event_id(7), '{"_data":"%s"}' % event_id(7)),
-        f"{TOPIC}/1": lake.HighWaterMark(TOPIC, 1, 2, event_id(103), '{"_data":"%s"}' % event_id(103)),
+        f"{TOPIC}/0": lake.HighWaterMark(TOPIC, 0, 6, event_id(7), f'{{"_data":"{event_id(7)}"}}'),
+        f"{TOPIC}/1": lake.HighWaterMark(TOPIC, 1, 2, event_id(103), f'{{"_data":"{event_id(103)}"}}'),
     }
-    assert lake.earliest_resume_token(marks) == '{"_data":"%s"}' % event_id(7)
+    assert lake.earliest_resume_token(marks) == f'{{"_data":"{event_id(7)}"}}'
     log = read_bronze(lake.ingest_log_uri(settings.lake.root)).sort("table_version")
     assert log["table_version"].to_list() == [1, 2]
     assert log["rows"].to_list() == [8, 2]
@@ -245,7 +244,9 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(lake_root: str) -> 
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def racer() -> None:
+        def racer(
+            lake_settings: LakeSettings = lake_settings, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors
+        ) -> None:
             try:
                 table = BronzeTable(lake_settings, "shop", "orders")
                 barrier.wait()

@@ -16,9 +16,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # cdc_support, shared by the tests of this package
 
+from cdc_support import settings_env, settings_from  # noqa: E402
+
 from cdc_service.service import CdcService  # noqa: E402
 from cdc_service.settings import CdcSettings  # noqa: E402
-from cdc_support import settings_env, settings_from  # noqa: E402
 from local_stack.paths import PROJECT_ROOT  # noqa: E402
 
 

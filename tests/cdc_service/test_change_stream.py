@@ -11,12 +11,12 @@ import json
 
 import bson
 import pytest
+from cdc_support import fixture_events, raw
 
 from cdc_service.change_stream import BatchAssembler, FragmentAssembler, StreamOptions, is_fragment, split_events_supported
 from cdc_service.positions import Position
 from cdc_service.scope import NamespaceFilter, StreamSpec
 from cdc_service.settings import FullDocumentMode, PreImageMode, ScopeSettings, StreamLayout, StreamSettings
-from cdc_support import fixture_events, raw
 from lakehouse_common.contract import ValueFormat, decode_value, encode_events
 
 EVENTS = fixture_events()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cdc_support import event_ids, read_topic, settings_env
 from deltalake import CommitProperties, write_deltalake
 from typer.testing import CliRunner
 
@@ -18,7 +19,6 @@ from cdc_service.cli import app
 from cdc_service.positions import Position
 from cdc_service.replay import plan_from_bronze
 from cdc_service.scope import StreamSpec
-from cdc_support import event_ids, read_topic, settings_env
 from lakehouse_common import lake
 from lakehouse_common.contract import topic_name
 from lakehouse_common.lake import HighWaterMark

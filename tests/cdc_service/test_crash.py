@@ -8,9 +8,9 @@ import time
 from collections import Counter
 
 import pytest
+from cdc_support import event_ids, read_topic
 
 from cdc_service.checkpoints import load_checkpoints
-from cdc_support import event_ids, read_topic
 
 pytestmark = pytest.mark.timeout(300)
 

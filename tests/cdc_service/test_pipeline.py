@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cdc_support import fixture_events, raw, settings_from
 
 from cdc_service import pipeline
 from cdc_service.change_stream import ReadBatch
@@ -18,7 +19,6 @@ from cdc_service.positions import Position
 from cdc_service.scope import NamespaceFilter
 from cdc_service.service import CdcService
 from cdc_service.settings import CdcSettings
-from cdc_support import fixture_events, raw, settings_from
 from lakehouse_common.errors import ConfigError, FatalError, TransientError
 from lakehouse_common.lifecycle import ExitCode
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import bson
 import pytest
 from bson.raw_bson import RawBSONDocument
+from cdc_support import fixture_events, raw, read_topic, settings_env
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
@@ -18,7 +19,6 @@ from cdc_service.actions import Action, classify
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
 from cdc_service.publisher import EventPublisher, TopicManager, client_config, producer_config
 from cdc_service.settings import CdcSettings
-from cdc_support import fixture_events, raw, read_topic, settings_env
 from lakehouse_common import lake
 from lakehouse_common.claims import LANDED_SUFFIX, ClaimStore, claim_path
 from lakehouse_common.contract import (

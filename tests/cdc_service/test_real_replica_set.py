@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pymongo
 import pytest
+from cdc_support import read_topic, settings_env, settings_from
 
 from cdc_service.positions import Position
 from cdc_service.replay import ReplayPlan, write_plan
-from cdc_support import read_topic, settings_env, settings_from
 
 pytestmark = [pytest.mark.real_mongo, pytest.mark.timeout(300)]
 
@@ -137,8 +137,9 @@ def test_history_lost(policy, real_replica_set, real_client, databases, kafka_br
     env = _env(real_replica_set, kafka_broker, databases[0], CDC_ON_HISTORY_LOST=policy, CDC_STREAM__LAYOUT="collection")
     stream_id = f"coll:{databases[0]}.ledger"
     settings = settings_from(env)
-    from cdc_service.publisher import TopicManager, client_config
     from confluent_kafka.admin import AdminClient
+
+    from cdc_service.publisher import TopicManager, client_config
 
     TopicManager(AdminClient(client_config(settings)), settings).ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
     write_plan(settings, ReplayPlan(positions={stream_id: Position.from_time((946684800, 1))}))  # 2000-01-01: long gone

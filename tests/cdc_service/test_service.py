@@ -11,12 +11,12 @@ from collections import Counter
 
 import pymongo
 import pytest
+from cdc_support import apply_events, event_ids, read_topic, settings_from
 
 from cdc_service.checkpoints import CollectionProgress, SnapshotState, load_checkpoints
 from cdc_service.positions import Position
 from cdc_service.replay import ReplayPlan, write_plan, write_records
 from cdc_service.scope import StreamSpec
-from cdc_support import apply_events, event_ids, read_topic, settings_from
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -231,8 +231,9 @@ def test_an_interrupted_snapshot_does_not_copy_finished_collections_again(
         stream_id = StreamSpec.parse(f"coll:{mongo_database.name}.{name}").stream_id
         state = SnapshotState(stream_id, position, {f"{mongo_database.name}.{name}": progress}, cluster_time=(1, 1))
         records.update(state.records(settings.name))
-    from cdc_service.publisher import TopicManager, client_config
     from confluent_kafka.admin import AdminClient
+
+    from cdc_service.publisher import TopicManager, client_config
 
     TopicManager(AdminClient(client_config(settings)), settings).ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
     write_records(settings, records)
@@ -333,12 +334,12 @@ def test_copying_a_streamed_collection_again_skips_no_change_made_while_the_serv
 
 
 def test_a_lost_history_message_says_what_was_lost_and_how_to_recover() -> None:
-    from cdc_service.checkpoints import StreamCheckpoint
+    from cdc_service.checkpoints import CheckpointKind, StreamCheckpoint
     from cdc_service.errors import HistoryLostError
     from cdc_service.pipeline import describe_history_lost
 
     error = HistoryLostError("stream coll:shop.orders cannot resume (code 286)", stream_id="coll:shop.orders", code=286)
-    checkpoint = StreamCheckpoint("coll:shop.orders", Position.from_token({"_data": "82AA"}), "event", cluster_time=(1_714_564_800, 3))
+    checkpoint = StreamCheckpoint("coll:shop.orders", Position.from_token({"_data": "82AA"}), CheckpointKind.EVENT, cluster_time=(1_714_564_800, 3))
     message = describe_history_lost(error, checkpoint)
     assert "2024-05-01T12:00:00+00:00" in message  # from the last checkpoint's cluster time ...
     assert "cdc-service snapshot --stream coll:shop.orders" in message  # ... and the command to recover

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+from demo_support import bronze_event_ids, demo_settings
 from rich.console import Console
 
 from data_generator.config import COLLECTIONS
@@ -25,8 +26,6 @@ from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import KafkaBroker
 from local_stack.mongo import MongoStandIn
 from local_stack.processes import pid_alive
-
-from demo_support import bronze_event_ids, demo_settings
 
 
 def test_demo_builds_silver_equal_to_mongodb_and_stops_everything(

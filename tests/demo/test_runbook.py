@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from demo_support import bronze_event_ids, demo_settings
 from rich.console import Console
 
 from data_generator.config import COLLECTIONS
@@ -25,8 +26,6 @@ from demo.run import DemoRun
 from local_stack.kafka import KafkaBroker
 from local_stack.mongo import MongoStandIn
 from local_stack.paths import PROJECT_ROOT
-
-from demo_support import bronze_event_ids, demo_settings
 
 RUNBOOK = PROJECT_ROOT / "docs" / "runbook.md"
 _BLOCK = re.compile(r"<!-- runbook-test: (?P<name>[\w-]+) -->\s*```bash\n(?P<body>.*?)```", re.DOTALL)

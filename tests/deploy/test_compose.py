@@ -9,7 +9,6 @@ import subprocess
 from typing import Any
 
 import pytest
-
 from deploy_support import (
     COMPOSE_FILE,
     DOCKERFILE,

@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from deploy_support import (
     DOCKERIGNORE,
     PROJECT_ROOT,

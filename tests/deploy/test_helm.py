@@ -13,11 +13,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-
 from deploy_support import (
+    CHART_DIR,
     CI_VALUES,
     KUBERNETES_VERSION,
-    CHART_DIR,
     SERVICES,
     environment_problems,
     helm,

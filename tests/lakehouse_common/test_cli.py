@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import typer
@@ -20,7 +21,7 @@ class ExampleSettings(ServiceSettings):
     batch_rows: int = Field(1000, ge=1)
 
 
-ConfigOption = config_option("EXAMPLE_CONFIG")
+ConfigOption = Annotated[Path | None, config_option("EXAMPLE_CONFIG")]
 app = typer.Typer()
 
 

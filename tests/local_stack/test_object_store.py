@@ -47,7 +47,9 @@ def test_racing_conditional_creates_have_exactly_one_winner(object_store: Object
         winners: list[int] = []
         refused: list[int] = []
 
-        def race(racer: int, key: str = key, start: threading.Barrier = start) -> None:
+        def race(
+            racer: int, key: str = key, start: threading.Barrier = start, winners: list[int] = winners, refused: list[int] = refused
+        ) -> None:
             start.wait()
             try:
                 obstore.put(store, key, f"racer-{racer}".encode(), mode="create")

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bson
-import lakehouse_codec
 import pytest
 from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.binary import UuidRepresentation
@@ -28,6 +27,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.json_util import DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 
+import lakehouse_codec
 from lakehouse_common import contract
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.errors import UndecodableEventError

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bson
-import lakehouse_codec
 import pytest
 from bson import Timestamp
 from bson.raw_bson import RawBSONDocument
+
+import lakehouse_codec
 
 
 def _event(operation: str, database: str, collection: str, number: int) -> bytes:

@@ -6,9 +6,10 @@ import json
 import struct
 
 import bson
-import lakehouse_codec
 import pytest
 from bson.raw_bson import RawBSONDocument
+
+import lakehouse_codec
 
 # The encoder's bound (200 BSON levels) plus the deepest Extended JSON wrapper ($dbPointer: 3).
 MAX_JSON_DEPTH = 203

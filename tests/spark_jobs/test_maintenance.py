@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 
 from data_generator import BronzeFixtureWriter, ChangeEventEncoder, Insert
-from spark_jobs.maintenance import maintain
 from spark_jobs.lake_tables import discover_tables
+from spark_jobs.maintenance import maintain
 from spark_jobs.settings import MaintenanceSettings
 
 AT = datetime(2025, 3, 1, tzinfo=UTC)
