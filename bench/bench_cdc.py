@@ -126,7 +126,7 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
         result = publisher.publish(encoded)
         published += result.produced
         now = time.monotonic()
-        if now - last_commit >= settings.checkpoint_interval_s:
+        if now - last_commit >= settings.checkpoint_interval_seconds:
             publisher.commit({b"bench/stream/x": json.dumps({"event_id": result.last_event_id}).encode()},
                              settings.topics.checkpoint_topic, 60)
             last_commit = now

@@ -38,7 +38,7 @@ class CopyRequests:
         *,
         in_scope: Callable[[str], bool],
         covering_stream: Callable[[str], str | None],
-        discovery_interval_s: float,
+        discovery_interval_seconds: float,
     ) -> None:
         self.service = service
         self.client = client
@@ -47,7 +47,7 @@ class CopyRequests:
         self.metrics = metrics
         self.in_scope = in_scope
         self.covering_stream = covering_stream
-        self.discovery_interval_s = discovery_interval_s
+        self.discovery_interval_seconds = discovery_interval_seconds
         self._read_pending: set[str] = set()
 
     def handle(self, document: dict[str, Any], *, pending: bool = False) -> None:
@@ -91,7 +91,7 @@ class CopyRequests:
                 problems.append(f"{namespace} is not captured by this service (outside its scope)")
             elif stream_id is None:
                 problems.append(f"{namespace}: no change stream covers it yet (does it exist? discovery runs every "
-                                f"{self.discovery_interval_s:g}s)")
+                                f"{self.discovery_interval_seconds:g}s)")
             elif running is not None and running.running:
                 problems.append(f"{namespace}: copy {running.copy_id} is running (chunk {running.chunks + 1}); "
                                 "stop it first with a stop-snapshot signal")

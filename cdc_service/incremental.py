@@ -348,13 +348,13 @@ class IncrementalCopies:
     """
 
     def __init__(self, settings_name: str, chunk_size: int, chunk_max_bytes: int, metrics: CdcMetrics,
-                 *, progress_log_interval_s: float = 10.0, snapshot_attempt: Callable[[str], int] = lambda namespace: 0) -> None:
+                 *, progress_log_interval_seconds: float = 10.0, snapshot_attempt: Callable[[str], int] = lambda namespace: 0) -> None:
         self._service = settings_name
         self._snapshot_attempt = snapshot_attempt
         self._chunk_size = chunk_size
         self._chunk_max_bytes = chunk_max_bytes
         self._metrics = metrics
-        self._log_interval = progress_log_interval_s
+        self._log_interval = progress_log_interval_seconds
         self._copies: dict[str, CopyProgress] = {}
         self._dirty: set[str] = set()
         self._windows: dict[str, ChunkWindow] = {}  # by window id

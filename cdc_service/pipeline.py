@@ -211,7 +211,7 @@ class PipelineAttempt:
         snapshot = settings.snapshot
         self._copies = IncrementalCopies(
             settings.name, snapshot.chunk_size, snapshot.chunk_max_bytes, metrics,
-            progress_log_interval_s=snapshot.progress_log_interval_s, snapshot_attempt=self._snapshot_attempt,
+            progress_log_interval_seconds=snapshot.progress_log_interval_seconds, snapshot_attempt=self._snapshot_attempt,
         )
         self._signal_box: SignalBox | None = None
         self._signals_wanted = bool(settings.snapshot.signal_collection) and not state.snapshot_only
@@ -338,7 +338,7 @@ class PipelineAttempt:
             if item is not None:
                 self._handle(item)
             now = time.monotonic()
-            if self.publisher.pending_events >= settings.max_batch_events or now - last_commit >= settings.checkpoint_interval_s:
+            if self.publisher.pending_events >= settings.max_batch_events or now - last_commit >= settings.checkpoint_interval_seconds:
                 self._commit()
                 last_commit = now
             if self.state.snapshot_only and self._snapshots_finished():
@@ -346,7 +346,7 @@ class PipelineAttempt:
                 logger.info("snapshot finished; stream checkpoints recorded")
                 return
             self._schedule_copies()
-            if now - self._last_discovery >= settings.stream.discovery_interval_s:
+            if now - self._last_discovery >= settings.stream.discovery_interval_seconds:
                 self._discover()
         self._drain()
 
@@ -366,7 +366,7 @@ class PipelineAttempt:
 
     def _drain(self) -> None:
         """Stop reading, publish what was already read, flush and checkpoint, within the bound."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         self.readers_stop.set()
         self.state.ready = Status(False, "stopping")
         while time.monotonic() < deadline:
@@ -465,7 +465,7 @@ class PipelineAttempt:
         self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True,
         after_open: Callable[[], Any] | None = None,
     ) -> None:
-        idle = self.settings.stream.idle_poll_interval_s
+        idle = self.settings.stream.idle_poll_interval_seconds
         value_format = self.settings.producer.value_format
         try:
             if fresh:
@@ -555,7 +555,7 @@ class PipelineAttempt:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.settings.snapshot.parallelism, thread_name_prefix="snapshot")
         if self._progress is None:
-            self._progress = SnapshotProgress(self.settings.progress_bar, self.settings.snapshot.progress_log_interval_s)
+            self._progress = SnapshotProgress(self.settings.progress_bar, self.settings.snapshot.progress_log_interval_seconds)
         todo = [name for name, progress in state.collections.items() if not progress.done]
         for namespace in todo:
             database, collection = namespace.split(".", 1)
@@ -641,7 +641,7 @@ class PipelineAttempt:
         self._requests = CopyRequests(
             self.settings.name, self.client, self._signal_box, self._copies, self.metrics,
             in_scope=self._in_scope, covering_stream=self._stream_covering,
-            discovery_interval_s=self.settings.stream.discovery_interval_s,
+            discovery_interval_seconds=self.settings.stream.discovery_interval_seconds,
         )
         database, collection = namespace.split(".", 1)
         runtime = StreamRuntime(StreamSpec(StreamLayout.COLLECTION, database, collection), signals=True)
@@ -910,7 +910,7 @@ class PipelineAttempt:
                 written.append((runtime, None))
             if runtime.pending is None or runtime.pending_kind is None:
                 continue
-            if runtime.pending_kind == CheckpointKind.HEARTBEAT and not force and now - runtime.last_written < settings.heartbeat_interval_s:
+            if runtime.pending_kind == CheckpointKind.HEARTBEAT and not force and now - runtime.last_written < settings.heartbeat_interval_seconds:
                 continue
             if runtime.durable is not None and runtime.durable.position == runtime.pending and runtime.pending_kind == CheckpointKind.HEARTBEAT:
                 runtime.pending_kind = None

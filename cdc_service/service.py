@@ -121,7 +121,7 @@ class CdcService:
         if settings.retry_max_attempts and failures > settings.retry_max_attempts:
             logger.error("giving up after %d consecutive failures: %s", settings.retry_max_attempts, redact(str(error)))
             return None
-        backoff = min(settings.retry_initial_backoff_s * 2 ** (failures - 1), settings.retry_max_backoff_s)
+        backoff = min(settings.retry_initial_backoff_seconds * 2 ** (failures - 1), settings.retry_max_backoff_seconds)
         self.state.ready = Status(False, f"restarting after: {redact(str(error))[:200]}")
         logger.warning(
             "pipeline failed; restarting from the last checkpoint",

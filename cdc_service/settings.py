@@ -7,8 +7,9 @@ problem naming the environment variable that sets it (``lakehouse_common.setting
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -149,6 +150,11 @@ class ScopeSettings(FrozenModel):
 class StreamSettings(FrozenModel):
     """How change streams are opened."""
 
+    renamed_settings: ClassVar[Mapping[str, str]] = {
+        "idle_poll_interval_s": "idle_poll_interval_seconds",
+        "discovery_interval_s": "discovery_interval_seconds",
+    }
+
     layout: StreamLayout = Field(StreamLayout.AUTO, description="deployment, database, collection or auto.")
     full_document: FullDocumentMode = Field(
         FullDocumentMode.UPDATE_LOOKUP, description="fullDocument: default, updateLookup, whenAvailable or required."
@@ -166,10 +172,10 @@ class StreamSettings(FrozenModel):
     )
     batch_size: int = Field(1000, ge=1, description="Events per getMore batch.")
     max_await_ms: int = Field(1000, ge=10, description="How long a getMore waits for events on the server.")
-    idle_poll_interval_s: float = Field(
+    idle_poll_interval_seconds: float = Field(
         0.2, gt=0, description="Pause after an empty batch when the server does not wait (the stand-in)."
     )
-    discovery_interval_s: float = Field(
+    discovery_interval_seconds: float = Field(
         10.0, gt=0, description="How often new databases/collections are looked for (database/collection layouts)."
     )
 
@@ -257,10 +263,12 @@ class ClaimSettings(FrozenModel):
 class SnapshotSettings(FrozenModel):
     """Copies of existing documents: the initial one, and chunked ones while streaming (on signal)."""
 
+    renamed_settings: ClassVar[Mapping[str, str]] = {"progress_log_interval_s": "progress_log_interval_seconds"}
+
     mode: SnapshotMode = Field(SnapshotMode.INITIAL, description="initial or never.")
     parallelism: int = Field(4, ge=1, description="Collections copied at once.")
     batch_size: int = Field(2000, ge=1, description="Documents per find batch.")
-    progress_log_interval_s: float = Field(10.0, gt=0, description="Progress log period when not on a terminal.")
+    progress_log_interval_seconds: float = Field(10.0, gt=0, description="Progress log period when not on a terminal.")
     signal_collection: str | None = Field(
         None,
         description="Signal collection (db.collection) for snapshots on signal while streaming; none: off. "
@@ -288,6 +296,11 @@ class CdcSettings(ServiceSettings):
     """Configuration of cdc_service."""
 
     model_config = {**ServiceSettings.model_config, "env_prefix": "CDC_"}
+    # Durations are in seconds and say so; the former ``_s`` names still work, with a warning.
+    renamed_settings: ClassVar[Mapping[str, str]] = {
+        f"{name}_s": f"{name}_seconds"
+        for name in ("checkpoint_interval", "heartbeat_interval", "shutdown_timeout", "retry_initial_backoff", "retry_max_backoff")
+    }
 
     name: str = Field("cdc", description="Service name: checkpoint keys and the default transactional id use it.")
     mongo_uri: SecretStr = Field(..., description="MongoDB connection string (never logged).")
@@ -301,12 +314,12 @@ class CdcSettings(ServiceSettings):
     on_history_lost: HistoryLostPolicy = Field(
         HistoryLostPolicy.FAIL, description="fail (stop with instructions) or resnapshot (copy affected collections again)."
     )
-    checkpoint_interval_s: float = Field(1.0, gt=0, description="How often acknowledged positions are checkpointed.")
-    heartbeat_interval_s: float = Field(10.0, gt=0, description="How often a quiet stream checkpoints its post-batch token.")
+    checkpoint_interval_seconds: float = Field(1.0, gt=0, description="How often acknowledged positions are checkpointed.")
+    heartbeat_interval_seconds: float = Field(10.0, gt=0, description="How often a quiet stream checkpoints its post-batch token.")
     max_batch_events: int = Field(20_000, ge=1, description="Events per transaction/checkpoint cycle at most.")
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on drain, flush and checkpoint at SIGTERM.")
-    retry_initial_backoff_s: float = Field(0.5, gt=0, description="First pause after a transient failure.")
-    retry_max_backoff_s: float = Field(
+    shutdown_timeout_seconds: float = Field(30.0, gt=0, description="Bound on drain, flush and checkpoint at SIGTERM.")
+    retry_initial_backoff_seconds: float = Field(0.5, gt=0, description="First pause after a transient failure.")
+    retry_max_backoff_seconds: float = Field(
         10.0, gt=0,
         description="Longest pause between retries: after an outage, capture resumes at most this long after the "
         "dependency is back (at 30 s a broker restart cost up to half a minute of capture).",

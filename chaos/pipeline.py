@@ -77,8 +77,8 @@ def service_environment(settings: ChaosSettings, lane: Lane, bootstrap: str, mon
         # A broker pause must outlast the producer's delivery timeout (issue 10: records
         # queued before the pause time out while later ones are delivered).
         "CDC_PRODUCER__DELIVERY_TIMEOUT_MS": str(settings.delivery_timeout_ms),
-        "CDC_RETRY_MAX_BACKOFF_S": str(settings.cdc_retry_max_backoff_s),
-        "CDC_HEARTBEAT_INTERVAL_S": "2",
+        "CDC_RETRY_MAX_BACKOFF_SECONDS": str(settings.cdc_retry_max_backoff_seconds),
+        "CDC_HEARTBEAT_INTERVAL_SECONDS": "2",
         "CDC_PROGRESS_BAR": "never",
         "CDC_HTTP__HOST": "127.0.0.1",
         "CDC_HTTP__PORT": "0",

@@ -8,7 +8,9 @@ need to make progress under chaos are set in their environment by the harness
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -22,6 +24,7 @@ class ChaosSettings(ServiceSettings):
     """Everything ``lakehouse-chaos`` needs; every field has a working default."""
 
     model_config = SettingsConfigDict(env_prefix="CHAOS_")
+    renamed_settings: ClassVar[Mapping[str, str]] = {"cdc_retry_max_backoff_s": "cdc_retry_max_backoff_seconds"}
 
     work_dir: Path = Field(
         PROJECT_ROOT / "build" / "chaos",
@@ -75,7 +78,7 @@ class ChaosSettings(ServiceSettings):
     writer_session_timeout_ms: int = Field(
         10000, ge=6000, description="bronze-writer's consumer session timeout during the run."
     )
-    cdc_retry_max_backoff_s: float = Field(
+    cdc_retry_max_backoff_seconds: float = Field(
         5.0, gt=0, description="cdc-service's longest pause between pipeline restarts during the run."
     )
     silver: bool = Field(True, description="Build silver with dbt after each mode and compare it with MongoDB.")

@@ -315,7 +315,7 @@ class DemoRun:
             "CDC_HTTP__HOST": "127.0.0.1",
             "CDC_HTTP__PORT": str(self.ports["cdc-service"]),
             "CDC_PROGRESS_BAR": "never",
-            "CDC_HEARTBEAT_INTERVAL_S": "5",
+            "CDC_HEARTBEAT_INTERVAL_SECONDS": "5",
             "BRONZE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "BRONZE_LAKE__ROOT": lake,
             "BRONZE_LAKE__STORAGE_OPTIONS": options,

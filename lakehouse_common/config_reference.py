@@ -14,7 +14,7 @@ import json
 import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -150,6 +150,17 @@ def service_settings(service: str) -> list[Setting]:
     return list(walk(model, str(model.model_config.get("env_prefix") or "")))
 
 
+def former_names(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str]]:
+    """(former variable, current variable) of every renamed setting, nested sections included."""
+    renamed: Mapping[str, str] = getattr(model, "renamed_settings", {})
+    for old, new in renamed.items():
+        yield f"{prefix}{old}".upper(), _variable(prefix, new, model.model_fields[new])
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            yield from former_names(nested, f"{_variable(prefix, name, field)}__")
+
+
 def environment_variables(service: str) -> set[str]:
     """Every environment variable the service reads (leaves only)."""
     return {setting.variable for setting in service_settings(service)}
@@ -166,6 +177,13 @@ def render() -> str:
         "environment variables win over the file. Dictionary settings take JSON in the environment.",
         "Secrets (marked 🔒) are never logged.",
         "",
+        "Durations are in seconds and their names end in `_seconds`. The exceptions mirror a Kafka",
+        "(librdkafka) property of the same name and unit, and keep it: `*_ms` settings such as",
+        "`CDC_PRODUCER__LINGER_MS` (`linger.ms`) or `BRONZE_CONSUMER__SESSION_TIMEOUT_MS`",
+        "(`session.timeout.ms`). Former names of renamed settings still work (in the environment,",
+        "the YAML file and arguments), the current name winning where both are set; each logs a",
+        "deprecation warning once. They are listed under each service.",
+        "",
     ]
     for service in DOCUMENTED:
         lines += [f"## {service}", "", "| variable | type | default | description |", "| --- | --- | --- | --- |"]
@@ -174,6 +192,12 @@ def render() -> str:
             default = f"`{setting.default}`" if setting.default else ""
             lines.append(f"| {name} | {setting.type} | {default} | {setting.description} |")
         lines.append("")
+        model = settings_class(service)
+        renamed = list(former_names(model, str(model.model_config.get("env_prefix") or "")))
+        if renamed:
+            lines += ["Former names (deprecated):", "", "| former variable | use |", "| --- | --- |"]
+            lines += [f"| `{old}` | `{new}` |" for old, new in renamed]
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -10,10 +10,15 @@ with the environment variable that sets it.
 from __future__ import annotations
 
 import contextvars
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,8 +32,57 @@ _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("conf
 
 SettingsT = TypeVar("SettingsT", bound="ServiceSettings")
 
+logger = logging.getLogger(__name__)
 
-class FrozenModel(BaseModel):
+_warned_renames: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _apply_renames(owner: type, renamed: Mapping[str, str], data: Any) -> Any:
+    """Move values given under a field's former name to its current one, warning once per name.
+
+    The current name wins where both are given (in any source: arguments, environment, YAML).
+    """
+    if not renamed or not isinstance(data, dict) or not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        data.setdefault(new, value)
+        with _warned_lock:
+            first_time = (owner.__qualname__, old) not in _warned_renames
+            _warned_renames.add((owner.__qualname__, old))
+        if first_time:
+            config: Mapping[str, Any] = getattr(owner, "model_config", {})
+            # A service's own fields have their whole variable; a section's, its last part.
+            prefix = str(config.get("env_prefix") or "...") if issubclass(owner, BaseSettings) else "..."
+            message = (
+                f"setting {old!r} of {owner.__name__} ({prefix}{old.upper()}) is deprecated and will be removed: "
+                f"use {new!r} ({prefix}{new.upper()})"
+            )
+            logger.warning(message, extra={"deprecated": old, "replacement": new})
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+    return data
+
+
+class RenamedSettings:
+    """Former names of fields, still accepted: ``renamed_settings = {"old_name": "new_name"}``.
+
+    Each former name works in every source (arguments, environment variables, the YAML file)
+    and logs a deprecation warning once per process.
+    """
+
+    renamed_settings: ClassVar[Mapping[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data: Any) -> Any:
+        return _apply_renames(cls, cls.renamed_settings, data)
+
+
+class FrozenModel(RenamedSettings, BaseModel):
     """A nested settings section: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,7 +129,23 @@ class HttpSettings(FrozenModel):
     port: int = Field(9400, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
 
 
-class ServiceSettings(BaseSettings):
+class _FormerNamesFromEnvironment(PydanticBaseSettingsSource):
+    """Top-level fields' former environment variables (``<prefix><old name>``), which the
+    environment source does not read; nested ones arrive through ``<prefix><section>__``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        renamed: Mapping[str, str] = getattr(self.settings_cls, "renamed_settings", {})
+        if not renamed:
+            return {}
+        prefix = str(self.config.get("env_prefix") or "")
+        environment = {name.upper(): value for name, value in os.environ.items()}
+        return {old: environment[(prefix + old).upper()] for old in renamed if (prefix + old).upper() in environment}
+
+
+class ServiceSettings(RenamedSettings, BaseSettings):
     """Base of every service's settings."""
 
     model_config = SettingsConfigDict(
@@ -97,7 +167,12 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _FormerNamesFromEnvironment(settings_cls),
+            file_secret_settings,
+        ]
         config_file = _config_file.get()
         if config_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
@@ -134,6 +209,7 @@ __all__ = [
     "FrozenModel",
     "HttpSettings",
     "KafkaSettings",
+    "RenamedSettings",
     "ServiceSettings",
     "describe_validation_error",
     "load_settings",

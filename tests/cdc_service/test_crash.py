@@ -28,7 +28,7 @@ def _records_so_far(bootstrap: str, topic: str, isolation: str) -> int:
 def test_sigkill_then_restart_loses_nothing(delivery, cdc_env, service_process, mongo_database, kafka_broker) -> None:
     events = mongo_database["events"]
     events.insert_one({"_id": 0})
-    env = cdc_env(CDC_PRODUCER__DELIVERY=delivery, CDC_CHECKPOINT_INTERVAL_S="0.5", CDC_MAX_BATCH_EVENTS="200")
+    env = cdc_env(CDC_PRODUCER__DELIVERY=delivery, CDC_CHECKPOINT_INTERVAL_SECONDS="0.5", CDC_MAX_BATCH_EVENTS="200")
     topic = f"{env['CDC_TOPICS__PREFIX']}.{mongo_database.name}.events"
     bootstrap = kafka_broker.bootstrap_servers
     isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"

@@ -140,7 +140,7 @@ def _run_script(monkeypatch: pytest.MonkeyPatch, steps: list[Any], **settings: A
     _ScriptedAttempt.script = iter(steps)
     _ScriptedAttempt.seen_forced = []
     monkeypatch.setattr("cdc_service.service.PipelineAttempt", _ScriptedAttempt)
-    values = {"mongo_uri": "mongodb://unused", "retry_initial_backoff_s": 0.01, **settings}
+    values = {"mongo_uri": "mongodb://unused", "retry_initial_backoff_seconds": 0.01, **settings}
     return CdcService(CdcSettings(**values)).run(), _ScriptedAttempt.seen_forced
 
 

@@ -269,7 +269,7 @@ def test_an_unavailable_broker_is_retried_then_streaming_resumes_from_the_checkp
         pytest.skip("the broker's failure is the subject; one MongoDB is enough")
     payments = mongo_database["payments"]
     payments.insert_one({"_id": 0})
-    env = cdc_env(CDC_PRODUCER__DELIVERY_TIMEOUT_MS="2000", CDC_RETRY_MAX_BACKOFF_S="1")
+    env = cdc_env(CDC_PRODUCER__DELIVERY_TIMEOUT_MS="2000", CDC_RETRY_MAX_BACKOFF_SECONDS="1")
     service = run_service(env)
     service.streaming(1)
     kafka_broker.process.send_signal(signal.SIGSTOP)  # unavailable: the broker answers nothing

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cdc_service.settings import CdcSettings, DeliveryMode, FullDocumentMode, StreamLayout
+from lakehouse_common import settings as lakehouse_settings
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.errors import ConfigError
 from lakehouse_common.settings import load_settings
@@ -114,3 +115,55 @@ def test_pipeline_stages_that_keep_the_resume_token_are_accepted(monkeypatch: py
     monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
     monkeypatch.setenv("CDC_STREAM__PIPELINE", json.dumps([stage]))
     assert load_settings(CdcSettings).stream.pipeline == [stage]
+
+
+@pytest.fixture
+def fresh_deprecation_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each former name warns once per process: forget the names earlier tests used."""
+    monkeypatch.setattr(lakehouse_settings, "_warned_renames", set())
+
+
+@pytest.mark.usefixtures("fresh_deprecation_warnings")
+def test_former_duration_names_still_work_and_warn_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``_s`` durations became ``_seconds``: the old variables, YAML keys and arguments keep working."""
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
+    monkeypatch.setenv("CDC_RETRY_MAX_BACKOFF_S", "4")  # top level: not a field, so not read by the env source
+    monkeypatch.setenv("CDC_STREAM__IDLE_POLL_INTERVAL_S", "0.7")  # a section's
+    config = tmp_path / "cdc.yaml"
+    config.write_text("checkpoint_interval_s: 2.5\nsnapshot:\n  progress_log_interval_s: 3\n")
+    with caplog.at_level("WARNING", logger="lakehouse_common.settings"), pytest.warns(DeprecationWarning) as caught:
+        settings = load_settings(CdcSettings, config, heartbeat_interval_s=7)
+        again = load_settings(CdcSettings, config, heartbeat_interval_s=7)
+
+    assert settings == again
+    assert settings.retry_max_backoff_seconds == 4.0
+    assert settings.stream.idle_poll_interval_seconds == 0.7
+    assert settings.checkpoint_interval_seconds == 2.5
+    assert settings.snapshot.progress_log_interval_seconds == 3.0
+    assert settings.heartbeat_interval_seconds == 7.0
+    former = ["retry_max_backoff_s", "idle_poll_interval_s", "checkpoint_interval_s", "progress_log_interval_s", "heartbeat_interval_s"]
+    for name in former:  # once each, though the settings loaded twice
+        assert sum(f"'{name}'" in str(warning.message) for warning in caught) == 1, name
+        assert sum(f"'{name}'" in record.getMessage() for record in caplog.records) == 1, name
+    assert any("CDC_RETRY_MAX_BACKOFF_SECONDS" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.usefixtures("fresh_deprecation_warnings")
+def test_the_current_duration_name_wins_over_the_former(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
+    monkeypatch.setenv("CDC_RETRY_MAX_BACKOFF_S", "4")
+    monkeypatch.setenv("CDC_RETRY_MAX_BACKOFF_SECONDS", "6")
+    with pytest.warns(DeprecationWarning, match="retry_max_backoff_s"):
+        settings = load_settings(CdcSettings)
+    assert settings.retry_max_backoff_seconds == 6.0
+
+
+def test_current_duration_names_do_not_warn(monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder) -> None:
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://localhost")
+    monkeypatch.setenv("CDC_RETRY_MAX_BACKOFF_SECONDS", "6")
+    monkeypatch.setenv("CDC_STREAM__IDLE_POLL_INTERVAL_SECONDS", "0.5")
+    settings = load_settings(CdcSettings)
+    assert (settings.retry_max_backoff_seconds, settings.stream.idle_poll_interval_seconds) == (6.0, 0.5)
+    assert not [warning for warning in recwarn if issubclass(warning.category, DeprecationWarning)]
