@@ -311,3 +311,16 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
     )
     yield cluster
     cluster.stop(keep_logs=request.session.testsfailed > 0)
+
+
+# Fixtures each pytest-xdist worker would otherwise make again: the tests that use one run on one worker.
+_SHARED_EXPENSIVE_FIXTURES = ("built_lake", "spark_cluster", "spark")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for `--dist loadgroup`: a file's tests stay together (its module fixtures are made
+    once), and so do all tests of one expensive session fixture (the dbt-built lakes: three dbt runs each)."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        shared = next((name for name in _SHARED_EXPENSIVE_FIXTURES if name in fixtures), None)
+        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::")[0]))

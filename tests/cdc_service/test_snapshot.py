@@ -28,7 +28,7 @@ from lakehouse_common.contract import ValueFormat, encode_events, snapshot_event
     "identifier",
     [
         ObjectId("65a1b2c3d4e5f60718293a4b"), 7, Int64(2**40), 2.5, "text-id", {"a": 1, "b": [1, 2]},
-        Binary(uuid.uuid4().bytes, 4), Decimal128("1.5"), True, dt.datetime(2024, 1, 1), None,
+        Binary(uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f").bytes, 4), Decimal128("1.5"), True, dt.datetime(2024, 1, 1), None,
     ],
 )
 def test_the_document_key_is_cut_from_the_bytes(identifier: object) -> None:
