@@ -155,7 +155,12 @@ def _raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     finally:
         consumer.close()
     seconds = finished - assigned[0]
-    return {"events": seen, "seconds": round(seconds, 2), "events_per_s": round(seen / seconds), "mb_per_s": round(size / seconds / 1e6, 1)}
+    return {
+        "events": seen,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(seen / seconds),
+        "mb_per_s": round(size / seconds / 1e6, 1),
+    }
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -190,7 +195,9 @@ def _tree_usage(root: int) -> tuple[float, float]:
     return cpu, peak
 
 
-def _bronze_writer(bootstrap: str, topic: str, lake_root: Path, ends: dict[int, int], total_bytes: int, log: Path) -> dict[str, float]:
+def _bronze_writer(
+    bootstrap: str, topic: str, lake_root: Path, ends: dict[int, int], total_bytes: int, log: Path
+) -> dict[str, float]:
     from deltalake import DeltaTable
 
     from lakehouse_common import lake
@@ -384,7 +391,11 @@ def main(results_dir: Path) -> dict[str, object]:
         _log(f"raw consume: {raw}")
         writer = _bronze_writer(broker.bootstrap_servers, topic, work / "lake", ends, total_bytes, work / "bronze-writer.log")
         _log(f"bronze_writer: {writer}")
-        spark = _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes) if with_spark else {"skipped": "BENCH_BRONZE_SPARK=0"}
+        spark = (
+            _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes)
+            if with_spark
+            else {"skipped": "BENCH_BRONZE_SPARK=0"}
+        )
         _log(f"spark: {spark}")
     finally:
         broker.stop()

@@ -122,8 +122,12 @@ def main(results_dir: Path) -> dict[str, Any]:
         orders = client["shop"]["orders"]
         payload = "x" * 420
         for start in range(0, documents, 10_000):
-            orders.insert_many([{"_id": number, "version": 0, "status": "placed", "notes": payload}
-                                for number in range(start, min(start + 10_000, documents))])
+            orders.insert_many(
+                [
+                    {"_id": number, "version": 0, "status": "placed", "notes": payload}
+                    for number in range(start, min(start + 10_000, documents))
+                ]
+            )
         service = CdcService(_settings(standin.uri, broker.bootstrap_servers, chunk))
         runner = threading.Thread(target=service.run, daemon=True)
         runner.start()

@@ -92,9 +92,7 @@ def reset_offsets(
     partition: Annotated[
         list[int] | None, typer.Option("--partition", "-p", help="Only this partition (repeatable; default: all).")
     ] = None,
-    to: Annotated[
-        str, typer.Option(help="Where landing continues: earliest, latest, or the next offset to land.")
-    ] = "earliest",
+    to: Annotated[str, typer.Option(help="Where landing continues: earliest, latest, or the next offset to land.")] = "earliest",
 ) -> None:
     """Record in the topic's bronze table where its partitions continue, after an offset discontinuity.
 
@@ -128,9 +126,7 @@ def reset_offsets(
         typer.echo(f"error: Kafka did not answer about {topic}: {error}", err=True)
         raise typer.Exit(ExitCode.FAILED) from None
     index = {"earliest": 0, "latest": 1}
-    next_offsets = {
-        number: int(to) if to.isdigit() else watermarks[(topic, number)][index[to]] for number in partitions
-    }
+    next_offsets = {number: int(to) if to.isdigit() else watermarks[(topic, number)][index[to]] for number in partitions}
     before = {number: table.landed_offset(topic, number) for number in partitions}
     table.reset_offsets(topic, next_offsets, identity, f"reset-offsets --to {to}", settings.replica_name)
     for number in partitions:
@@ -220,9 +216,7 @@ def vacuum(
     claims: Annotated[
         bool, typer.Option(help="Also collect claims (default unless --table is given); see maintenance.claim_*.")
     ] = True,
-    claim_retention_hours: Annotated[
-        int | None, typer.Option(help="Override maintenance.claim_retention_hours.")
-    ] = None,
+    claim_retention_hours: Annotated[int | None, typer.Option(help="Override maintenance.claim_retention_hours.")] = None,
 ) -> None:
     """Delete files that no version within the retention needs (deltalake vacuum), and claims no record needs."""
     from bronze_writer.maintenance import collect_claims, vacuum_table
@@ -238,7 +232,8 @@ def vacuum(
             f"claims: {result.deleted} landed ({result.deleted_bytes} bytes) and {result.orphans_deleted} orphans "
             f"({result.orphans_deleted_bytes} bytes) {verb}; {result.kept} landed kept, {result.orphans_kept} never "
             f"marked landed kept ({result.orphans_kept_bytes} bytes"
-            + (f", oldest {result.oldest_orphan.isoformat()}" if result.oldest_orphan else "") + ")"
+            + (f", oldest {result.oldest_orphan.isoformat()}" if result.oldest_orphan else "")
+            + ")"
         )
 
 

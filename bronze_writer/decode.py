@@ -96,8 +96,10 @@ class DecodedTopic:
     def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
         """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
         assert self.records is not None
-        rows = {(partition, offset): row for row, (partition, offset) in enumerate(zip(
-            self.records.partitions, self.records.offsets, strict=True))}
+        rows = {
+            (partition, offset): row
+            for row, (partition, offset) in enumerate(zip(self.records.partitions, self.records.offsets, strict=True))
+        }
         letters = [self.records.dead_letter(self.topic, rows[position], error) for position, error in sorted(positions.items())]
         keys = pl.DataFrame(
             {"__kafka_partition": [p for p, _ in positions], "__kafka_offset": [o for _, o in positions]},
@@ -108,9 +110,7 @@ class DecodedTopic:
         return letters
 
 
-def _kept_headers(
-    headers: list[tuple[str, bytes | None]] | None, tombstone: bool
-) -> tuple[tuple[str, bytes | None], ...] | None:
+def _kept_headers(headers: list[tuple[str, bytes | None]] | None, tombstone: bool) -> tuple[tuple[str, bytes | None], ...] | None:
     """A shared copy of the usual contract headers, or the record's own (tombstones need their event id)."""
     if not headers:
         return None
@@ -148,7 +148,9 @@ class Records:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(self, messages: Sequence[Message], limit: int | None = None, *, batch_holds_records: bool = False) -> dict[int, int]:
+    def extend(
+        self, messages: Sequence[Message], limit: int | None = None, *, batch_holds_records: bool = False
+    ) -> dict[int, int]:
         """Append records of this topic (the only per-record Python: reading Message fields).
 
         Claims count at their resolved size. With ``limit`` (the most bytes these records may
@@ -175,7 +177,11 @@ class Records:
             keep = _within_room(limit - self.bytes, values, sizes, partitions, offsets, deferred, taken=taken)
             if deferred:
                 messages = [messages[row] for row in keep]
-                values, headers, sizes = [values[row] for row in keep], [headers[row] for row in keep], [sizes[row] for row in keep]
+                values, headers, sizes = (
+                    [values[row] for row in keep],
+                    [headers[row] for row in keep],
+                    [sizes[row] for row in keep],
+                )
                 partitions, offsets = [partitions[row] for row in keep], [offsets[row] for row in keep]
         self.values += values
         self.partitions += partitions
@@ -219,9 +225,7 @@ class Records:
         )
 
 
-def _claim_sizes(
-    headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]
-) -> list[int] | None:
+def _claim_sizes(headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]) -> list[int] | None:
     """Per record, what its claim will weigh once resolved (0 for other records); None without claims.
 
     Records with the usual headers share one of a few tuples (or have none), which ``count``
@@ -295,9 +299,7 @@ def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[li
 
 def _text_array(buffers: tuple[bytes, bytes, bytes], count: int) -> pa.Array:
     validity, offsets, data = buffers
-    return pa.Array.from_buffers(
-        pa.large_utf8(), count, [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+    return pa.Array.from_buffers(pa.large_utf8(), count, [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _int_array(buffers: tuple[bytes, bytes], count: int) -> pa.Array:

@@ -130,10 +130,7 @@ def candidate_files(table: DeltaTable, wanted: pl.Series) -> list[str]:
     frame = pl.DataFrame({"uri": uris, "first": first, "smallest": smallest, "max": actions[_MAX]})
     admitted = frame.filter(
         pl.col("max").is_null()
-        | (
-            (pl.col("first") < count)
-            & (pl.col("smallest").str.slice(0, pl.col("max").str.len_chars()) <= pl.col("max"))
-        )
+        | ((pl.col("first") < count) & (pl.col("smallest").str.slice(0, pl.col("max").str.len_chars()) <= pl.col("max")))
     )
     return admitted["uri"].to_list()
 

@@ -152,8 +152,14 @@ class Lander:
         for letter in letters[:20]:  # each one with its position; a flood is summarized below
             logger.warning(
                 "record sent to the dead-letter table",
-                extra={"topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
-                       "error_type": letter.error_type, "error": letter.error[:500], "table": self.dead_letters.uri},
+                extra={
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "error_type": letter.error_type,
+                    "error": letter.error[:500],
+                    "table": self.dead_letters.uri,
+                },
             )
         if len(letters) > 20:
             logger.warning("more records sent to the dead-letter table", extra={"count": len(letters) - 20})

@@ -52,7 +52,10 @@ def compact_table(uri: str, settings: BronzeSettings) -> dict[str, object]:
         target_size=settings.lake.target_file_size,
         writer_properties=WriterProperties(compression=settings.lake.compression),
     )
-    logger.info("compacted", extra={"table": uri, "files_added": metrics.get("numFilesAdded"), "files_removed": metrics.get("numFilesRemoved")})
+    logger.info(
+        "compacted",
+        extra={"table": uri, "files_added": metrics.get("numFilesAdded"), "files_removed": metrics.get("numFilesRemoved")},
+    )
     return metrics
 
 
@@ -71,9 +74,7 @@ def collect_claims(settings: BronzeSettings, retention_hours: int | None = None,
     hours = maintenance.claim_retention_hours if retention_hours is None else retention_hours
     orphans = maintenance.orphan_claim_retention_hours
     store = ClaimStore(settings.lake.root, settings.lake.deltalake_options())
-    return store.collect(
-        timedelta(hours=hours), None if orphans is None else timedelta(hours=orphans), dry_run=dry_run
-    )
+    return store.collect(timedelta(hours=hours), None if orphans is None else timedelta(hours=orphans), dry_run=dry_run)
 
 
 @dataclass
@@ -107,7 +108,9 @@ def table_status(uri: str, settings: BronzeSettings) -> TableStatus:
         return TableStatus(uri, None, error="no table")
     marks = latest_marks(table) or {}
     partitions = [
-        PartitionStatus(mark.topic, mark.partition, table.transaction_version(lake.app_id(mark.topic, mark.partition)), mark.event_id)
+        PartitionStatus(
+            mark.topic, mark.partition, table.transaction_version(lake.app_id(mark.topic, mark.partition)), mark.event_id
+        )
         for mark in sorted(marks.values(), key=lambda mark: (mark.topic, mark.partition))
     ]
     return TableStatus(uri, table.version(), partitions)

@@ -56,8 +56,7 @@ _EXPLANATIONS = {
     "another Kafka cluster",
     DiscontinuityKind.RETENTION: "the partition now starts above it: records were deleted (retention) before bronze "
     "landed them; `cdc-service replay --from-bronze` publishes them again",
-    DiscontinuityKind.TOPIC_REPLACED: "the topic has another id than the one bronze read from: it was deleted and "
-    "recreated",
+    DiscontinuityKind.TOPIC_REPLACED: "the topic has another id than the one bronze read from: it was deleted and recreated",
     DiscontinuityKind.CLUSTER_REPLACED: "the Kafka cluster has another id than the one bronze read from",
 }
 
@@ -167,7 +166,9 @@ class KafkaInspector:
         try:
             return future.result(self._timeout)
         except TimeoutError as error:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"Kafka did not answer within {self._timeout:.0f}s")) from error
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, f"Kafka did not answer within {self._timeout:.0f}s")
+            ) from error
 
 
 def inspect_partitions(
@@ -183,9 +184,7 @@ def inspect_partitions(
     watermarks = inspector.watermarks(expected)
     found = []
     for (topic, partition), (next_offset, mark) in sorted(expected.items()):
-        discontinuity = find_discontinuity(
-            topic, partition, next_offset, mark, watermarks[(topic, partition)], identities[topic]
-        )
+        discontinuity = find_discontinuity(topic, partition, next_offset, mark, watermarks[(topic, partition)], identities[topic])
         if discontinuity is not None:
             found.append(discontinuity)
     return identities, found

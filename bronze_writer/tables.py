@@ -41,9 +41,7 @@ from lakehouse_common.lake import HighWaterMark
 logger = logging.getLogger(__name__)
 
 # A new bronze table starts with the envelope; document columns arrive by schema merge.
-_ENVELOPE_FOR_DELTA = pa.schema(
-    [field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE]
-)
+_ENVELOPE_FOR_DELTA = pa.schema([field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE])
 INGEST_LOG_SCHEMA = pa.schema(
     [
         ("table_uri", pa.large_utf8()),
@@ -259,9 +257,7 @@ class BronzeTable:
             failure = error
         bad = isolate_poison(range(frame.height), attempt)
         if not bad:
-            raise FatalError(
-                f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}"
-            ) from failure
+            raise FatalError(f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}") from failure
         positions = frame.select("__kafka_partition", "__kafka_offset").rows()
         raise PoisonRowsError({positions[row]: error for row, error in sorted(bad.items())}) from failure
 
@@ -322,8 +318,7 @@ class BronzeTable:
             resolved = self._typed(frame, decoded, ingested_at)
             marks, event_ids = self._marks_after(decoded, frame, advancing, identity)
             offsets = {
-                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last)
-                for partition, last in advancing.items()
+                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last) for partition, last in advancing.items()
             }
             metadata = {
                 lake.BATCH_KEY: lake.batch_metadata(offsets, event_ids),
@@ -406,8 +401,14 @@ class BronzeTable:
         for partition, (count, first, last) in sorted(pending.rereads.items()):
             logger.warning(
                 "records at offsets this table already landed were dropped (landed by another writer?)",
-                extra={"table": self.uri, "topic": topic, "partition": partition, "count": count,
-                       "first_offset": first, "last_offset": last},
+                extra={
+                    "table": self.uri,
+                    "topic": topic,
+                    "partition": partition,
+                    "count": count,
+                    "first_offset": first,
+                    "last_offset": last,
+                },
             )
 
     def reset_offsets(

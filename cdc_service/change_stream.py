@@ -34,9 +34,7 @@ RAW_CODEC_OPTIONS: CodecOptions = CodecOptions(document_class=RawBSONDocument)
 
 # Server errors after which a change stream may be resumed (the drivers' change-stream
 # specification), for servers that do not label them ResumableChangeStreamError.
-RESUMABLE_CODES = frozenset(
-    {6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435, 13436}
-)
+RESUMABLE_CODES = frozenset({6, 7, 43, 63, 89, 91, 133, 150, 189, 234, 262, 9001, 10107, 11600, 11602, 13388, 13435, 13436})
 _SPLIT_EVENT_MARKER = b"\x03splitEvent\x00"
 
 
@@ -294,9 +292,7 @@ class ChangeStreamReader:
         self._cursor_id = int(cursor["id"])
         operation_time = _timestamp(reply.get("operationTime")) if reply is not None else None
         post_batch_token = cursor.get("postBatchResumeToken")
-        complete, position, invalidated = self._batches.add(
-            events, post_batch_token, cursor_closed=self._cursor_id == 0
-        )
+        complete, position, invalidated = self._batches.add(events, post_batch_token, cursor_closed=self._cursor_id == 0)
         if position is not None:
             self.position = position
         last_cluster_time = _timestamp(complete[-1].get("clusterTime")) if complete else None

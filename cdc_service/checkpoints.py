@@ -230,9 +230,7 @@ class CopyProgress:
         return self.state == CopyState.RUNNING
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {"version": CHECKPOINT_FORMAT_VERSION, "type": "copy", **asdict(self)}, separators=(",", ":")
-        ).encode()
+        return json.dumps({"version": CHECKPOINT_FORMAT_VERSION, "type": "copy", **asdict(self)}, separators=(",", ":")).encode()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CopyProgress:
@@ -266,9 +264,7 @@ def copy_key(service: str, namespace: str) -> bytes:
     return f"{service}/copy/{json.dumps(namespace, ensure_ascii=False)}".encode()
 
 
-def load_checkpoints(
-    consumer_config: Mapping[str, str], topic: str, service: str, timeout: float = 30.0
-) -> Checkpoints:
+def load_checkpoints(consumer_config: Mapping[str, str], topic: str, service: str, timeout: float = 30.0) -> Checkpoints:
     """Read the checkpoint topic to its end (committed records only); the last record per key wins.
 
     The end is where the topic ended when reading began: a running service keeps writing,

@@ -110,8 +110,11 @@ def snapshot(
         if code is not None:
             raise typer.Exit(code)
     elif query or collection:
-        typer.echo("error: --filter and --collection need a running service with snapshot.signal_collection "
-                   "(CDC_SNAPSHOT__SIGNAL_COLLECTION)", err=True)
+        typer.echo(
+            "error: --filter and --collection need a running service with snapshot.signal_collection "
+            "(CDC_SNAPSHOT__SIGNAL_COLLECTION)",
+            err=True,
+        )
         raise typer.Exit(ExitCode.BAD_CONFIGURATION)
     _serve(CdcService(settings), snapshot_only=True, force_snapshot=list(stream or []))
 
@@ -135,8 +138,10 @@ def _snapshot_through_service(
             return ExitCode.BAD_CONFIGURATION
         box = SignalBox(client, settings.snapshot.signal_collection)
         signal_id = box.send(wanted, query)
-        typer.echo(f"signal {signal_id} written to {box.namespace}: copy {', '.join(wanted)}"
-                   f"{' where ' + query_text if query_text else ''}; waiting up to {accept_timeout:g}s for the running service")
+        typer.echo(
+            f"signal {signal_id} written to {box.namespace}: copy {', '.join(wanted)}"
+            f"{' where ' + query_text if query_text else ''}; waiting up to {accept_timeout:g}s for the running service"
+        )
         try:
             answer = _wait_for_answer(box, signal_id, accept_timeout)
         except KeyboardInterrupt:
@@ -146,18 +151,22 @@ def _snapshot_through_service(
             return ExitCode.INTERRUPTED
         if answer is None and box.withdraw(signal_id):
             if query is not None or collections:
-                typer.echo(f"no running service accepted the signal within {accept_timeout:g}s (withdrawn); "
-                           "--filter and --collection need one: start the service and try again", err=True)
+                typer.echo(
+                    f"no running service accepted the signal within {accept_timeout:g}s (withdrawn); "
+                    "--filter and --collection need one: start the service and try again",
+                    err=True,
+                )
                 return ExitCode.FAILED
-            typer.echo(f"no running service accepted the signal within {accept_timeout:g}s (withdrawn): "
-                       "copying offline, at a fresh position, as with the service stopped")
+            typer.echo(
+                f"no running service accepted the signal within {accept_timeout:g}s (withdrawn): "
+                "copying offline, at a fresh position, as with the service stopped"
+            )
             return None
         answer = answer or box.status(signal_id) or {}
         if answer.get("status") == SignalStatus.REJECTED:
             typer.echo(f"the service {answer.get('service')} rejected the signal: {answer.get('reason')}", err=True)
             return ExitCode.BAD_CONFIGURATION
-        typer.echo(f"the running service {answer.get('service')} accepted signal {signal_id}: "
-                   "copying in chunks while it streams")
+        typer.echo(f"the running service {answer.get('service')} accepted signal {signal_id}: copying in chunks while it streams")
         if not wait:
             return ExitCode.OK
         return _follow_copy(settings, box, signal_id, wanted)
@@ -196,9 +205,11 @@ def _follow_copy(settings: CdcSettings, box: SignalBox, signal_id: str, wanted: 
             if document.get("status") == SignalStatus.DONE:
                 finished = document.get("finished") or []
                 for entry in finished:
-                    typer.echo(f"{entry.get('namespace')}: {entry.get('state')}, {entry.get('published')} published, "
-                               f"{entry.get('superseded')} superseded by the stream, {entry.get('chunks')} chunks, "
-                               f"{entry.get('seconds')}s{' - ' + entry['detail'] if entry.get('detail') else ''}")
+                    typer.echo(
+                        f"{entry.get('namespace')}: {entry.get('state')}, {entry.get('published')} published, "
+                        f"{entry.get('superseded')} superseded by the stream, {entry.get('chunks')} chunks, "
+                        f"{entry.get('seconds')}s{' - ' + entry['detail'] if entry.get('detail') else ''}"
+                    )
                 failed = [entry for entry in finished if entry.get("state") != CopyState.DONE]
                 return ExitCode.FAILED if failed else ExitCode.OK
             if time.monotonic() - last_report >= 5.0:
@@ -211,8 +222,10 @@ def _follow_copy(settings: CdcSettings, box: SignalBox, signal_id: str, wanted: 
                     progress = copies.get(namespace)
                     if progress is not None and progress.signal_id == value_text(signal_id):
                         remaining = max((progress.estimate or 0) - progress.copied - progress.superseded, 0)
-                        typer.echo(f"{namespace}: {progress.chunks} chunks, {progress.copied} published, "
-                                   f"{progress.superseded} superseded, about {remaining} to go")
+                        typer.echo(
+                            f"{namespace}: {progress.chunks} chunks, {progress.copied} published, "
+                            f"{progress.superseded} superseded, about {remaining} to go"
+                        )
     typer.echo(f"stopped following; the service goes on copying (signal {signal_id} in {box.namespace})")
     return ExitCode.INTERRUPTED
 
@@ -367,15 +380,12 @@ def checkpoint_set(
             typer.echo(f"{stream}: checkpoint deleted")
             return
         position = (
-            Position.from_token_text(token, start_after=start_after)
-            if token
-            else Position.from_time(parse_time(at_time or ""))
+            Position.from_token_text(token, start_after=start_after) if token else Position.from_time(parse_time(at_time or ""))
         )
         write_plan(settings, ReplayPlan(positions={stream: position}), kind=CheckpointKind.MANUAL)
     except (ValueError, LakehouseError) as error:
         raise _fail(error) from None
     typer.echo(f"{stream}: {position.describe()}")
-
 
 
 if __name__ == "__main__":

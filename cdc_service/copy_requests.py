@@ -90,11 +90,15 @@ class CopyRequests:
             if not self.in_scope(namespace):
                 problems.append(f"{namespace} is not captured by this service (outside its scope)")
             elif stream_id is None:
-                problems.append(f"{namespace}: no change stream covers it yet (does it exist? discovery runs every "
-                                f"{self.discovery_interval_seconds:g}s)")
+                problems.append(
+                    f"{namespace}: no change stream covers it yet (does it exist? discovery runs every "
+                    f"{self.discovery_interval_seconds:g}s)"
+                )
             elif running is not None and running.running:
-                problems.append(f"{namespace}: copy {running.copy_id} is running (chunk {running.chunks + 1}); "
-                                "stop it first with a stop-snapshot signal")
+                problems.append(
+                    f"{namespace}: copy {running.copy_id} is running (chunk {running.chunks + 1}); "
+                    "stop it first with a stop-snapshot signal"
+                )
             elif signal.filter is not None and (refusal := self.filter_refused(namespace, signal.filter)):
                 problems.append(f"{namespace}: {refusal}")
             else:
@@ -104,15 +108,18 @@ class CopyRequests:
             return
         if not self.box.accept(signal.id, self.service):
             self.metrics.signals.labels(signal.type.value, "ignored").inc()
-            logger.info("signal not executed: withdrawn, answered already or taken by another service",
-                        extra={"signal": signal.id_text})
+            logger.info(
+                "signal not executed: withdrawn, answered already or taken by another service", extra={"signal": signal.id_text}
+            )
             return
         query = value_text(signal.filter) if signal.filter is not None else None
         for namespace, stream_id in targets:
             self.copies.begin(namespace, stream_id, reason="signal", query=query, signal_id=signal.id_text)
         self.metrics.signals.labels(signal.type.value, "accepted").inc()
-        logger.info("snapshot signal accepted: copying in chunks while streaming",
-                    extra={"signal": signal.id_text, "collections": list(signal.collections), "filter": query})
+        logger.info(
+            "snapshot signal accepted: copying in chunks while streaming",
+            extra={"signal": signal.id_text, "collections": list(signal.collections), "filter": query},
+        )
 
     def filter_refused(self, namespace: str, query: dict[str, Any]) -> str | None:
         """Why MongoDB refuses the filter, asked on an empty range of the _id index; None if it takes it."""

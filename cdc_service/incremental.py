@@ -287,8 +287,13 @@ def read_between_watermarks(client: MongoClient, box: SignalBox, task: ChunkTask
             read.estimate = None
     logger.info(
         "copy chunk read",
-        extra={"namespace": task.namespace, "copy": task.copy_id, "chunk": task.chunk,
-               "documents": len(contents.documents), "bytes": contents.size},
+        extra={
+            "namespace": task.namespace,
+            "copy": task.copy_id,
+            "chunk": task.chunk,
+            "documents": len(contents.documents),
+            "bytes": contents.size,
+        },
     )
     return read
 
@@ -306,8 +311,11 @@ class ChunkWindow:
 
     def ready(self, position: str | None) -> bool:
         return (
-            self.read is not None and self.low is not None and self.high is not None
-            and position is not None and position >= self.high
+            self.read is not None
+            and self.low is not None
+            and self.high is not None
+            and position is not None
+            and position >= self.high
         )
 
     def kept(self) -> tuple[list[RawBSONDocument], int]:
@@ -347,8 +355,16 @@ class IncrementalCopies:
     ``committed`` lets the next chunks begin.
     """
 
-    def __init__(self, settings_name: str, chunk_size: int, chunk_max_bytes: int, metrics: CdcMetrics,
-                 *, progress_log_interval_seconds: float = 10.0, snapshot_attempt: Callable[[str], int] = lambda namespace: 0) -> None:
+    def __init__(
+        self,
+        settings_name: str,
+        chunk_size: int,
+        chunk_max_bytes: int,
+        metrics: CdcMetrics,
+        *,
+        progress_log_interval_seconds: float = 10.0,
+        snapshot_attempt: Callable[[str], int] = lambda namespace: 0,
+    ) -> None:
         self._service = settings_name
         self._snapshot_attempt = snapshot_attempt
         self._chunk_size = chunk_size
@@ -390,8 +406,13 @@ class IncrementalCopies:
             self._metrics.copy_remaining.labels(namespace).set(self._remaining(progress))
             logger.info(
                 "resuming a copy",
-                extra={"namespace": namespace, "copy": progress.copy_id, "from_chunk": progress.chunks + 1,
-                       "copied": progress.copied, "reason": progress.reason},
+                extra={
+                    "namespace": namespace,
+                    "copy": progress.copy_id,
+                    "from_chunk": progress.chunks + 1,
+                    "copied": progress.copied,
+                    "reason": progress.reason,
+                },
             )
         self._metrics.copies_running.set(sum(1 for p in self._copies.values() if p.running))
 
@@ -435,8 +456,15 @@ class IncrementalCopies:
         self._metrics.copies_running.set(sum(1 for p in self._copies.values() if p.running))
         logger.info(
             "copy requested",
-            extra={"namespace": namespace, "copy": progress.copy_id, "attempt": progress.attempt, "reason": reason,
-                   "stream": stream_id, "filter": query, "signal": signal_id},
+            extra={
+                "namespace": namespace,
+                "copy": progress.copy_id,
+                "attempt": progress.attempt,
+                "reason": reason,
+                "stream": stream_id,
+                "filter": query,
+                "signal": signal_id,
+            },
         )
         return progress
 
@@ -471,9 +499,7 @@ class IncrementalCopies:
         window = self._in_flight.pop(namespace, None)
         if window is not None:
             self._windows.pop(window.task.window, None)
-        self._copies[namespace] = replace(
-            self._copies[namespace], state=state.value, detail=detail, finished_at=time.time()
-        )
+        self._copies[namespace] = replace(self._copies[namespace], state=state.value, detail=detail, finished_at=time.time())
         self._dirty.add(namespace)
         self._metrics.copy_remaining.labels(namespace).set(0)
         self._metrics.copies_running.set(sum(1 for p in self._copies.values() if p.running))
@@ -490,8 +516,12 @@ class IncrementalCopies:
         """
         tasks: list[ChunkTask] = []
         for namespace, progress in self._copies.items():
-            if (not progress.running or namespace in self._in_flight or namespace in self._awaiting_commit
-                    or not streaming(progress.stream_id)):
+            if (
+                not progress.running
+                or namespace in self._in_flight
+                or namespace in self._awaiting_commit
+                or not streaming(progress.stream_id)
+            ):
                 continue
             chunk = progress.chunks + 1
             task = ChunkTask(
@@ -604,8 +634,13 @@ class IncrementalCopies:
                 [watermark_id(window.task.window, "low"), watermark_id(window.task.window, "high")]
             )
             finished = FinishedChunk(
-                progress, before.copied + 1, kept, superseded, window.high,
-                window.high_cluster_time or (int(time.time()), 0), self._shard_keys.get(namespace),
+                progress,
+                before.copied + 1,
+                kept,
+                superseded,
+                window.high,
+                window.high_cluster_time or (int(time.time()), 0),
+                self._shard_keys.get(namespace),
             )
             chunks.append(finished)
             self._uncommitted.append(finished)
@@ -619,9 +654,15 @@ class IncrementalCopies:
         elapsed = time.monotonic() - started
         rate = (progress.copied - copied_at_start) / elapsed if elapsed > 0 else 0.0
         details = {
-            "namespace": namespace, "copy": progress.copy_id, "chunk": progress.chunks, "published": len(chunk.documents),
-            "superseded": chunk.superseded, "copied": progress.copied, "remaining": self._remaining(progress),
-            "docs_per_second": round(rate), "events_in_window": len(window.changed),
+            "namespace": namespace,
+            "copy": progress.copy_id,
+            "chunk": progress.chunks,
+            "published": len(chunk.documents),
+            "superseded": chunk.superseded,
+            "copied": progress.copied,
+            "remaining": self._remaining(progress),
+            "docs_per_second": round(rate),
+            "events_in_window": len(window.changed),
         }
         if chunk.superseded:
             # Not lost: the stream's events in the window carry these documents' state.
@@ -672,8 +713,12 @@ class IncrementalCopies:
 def finished_entry(progress: CopyProgress) -> dict[str, Any]:
     """What a signal document records about one collection's ended copy."""
     return {
-        "namespace": progress.namespace, "state": progress.state, "published": progress.copied,
-        "superseded": progress.superseded, "chunks": progress.chunks, "detail": progress.detail,
+        "namespace": progress.namespace,
+        "state": progress.state,
+        "published": progress.copied,
+        "superseded": progress.superseded,
+        "chunks": progress.chunks,
+        "detail": progress.detail,
         "seconds": round((progress.finished_at or time.time()) - progress.started_at, 3),
     }
 

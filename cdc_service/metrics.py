@@ -23,20 +23,14 @@ class CdcMetrics:
             ["operation", "namespace"],
             registry=r,
         )
-        self.events_skipped = Counter(
-            "cdc_events_skipped_total", "Events of namespaces outside the scope, dropped.", registry=r
-        )
-        self.dead_letters = Counter(
-            "cdc_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"], registry=r
-        )
+        self.events_skipped = Counter("cdc_events_skipped_total", "Events of namespaces outside the scope, dropped.", registry=r)
+        self.dead_letters = Counter("cdc_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"], registry=r)
         self.claimed_events = Counter(
             "cdc_claimed_events_total",
             "Events too large for their topic, kept in the claim store and published as references.",
             registry=r,
         )
-        self.claimed_bytes = Counter(
-            "cdc_claimed_bytes_total", "Bytes of the events kept in the claim store.", registry=r
-        )
+        self.claimed_bytes = Counter("cdc_claimed_bytes_total", "Bytes of the events kept in the claim store.", registry=r)
         self.publish_latency = Histogram(
             "cdc_publish_latency_seconds",
             "From producing a batch to its acknowledgement (or transaction commit).",
@@ -72,9 +66,7 @@ class CdcMetrics:
             ["namespace"],
             registry=r,
         )
-        self.copy_chunks = Counter(
-            "cdc_copy_chunks_total", "Chunks of chunked copies made durable.", ["namespace"], registry=r
-        )
+        self.copy_chunks = Counter("cdc_copy_chunks_total", "Chunks of chunked copies made durable.", ["namespace"], registry=r)
         self.copy_remaining = Gauge(
             "cdc_copy_documents_remaining",
             "Documents a running chunked copy has still to read (from the collection's estimated count).",

@@ -210,8 +210,12 @@ class PipelineAttempt:
         self._resources = ExitStack()
         snapshot = settings.snapshot
         self._copies = IncrementalCopies(
-            settings.name, snapshot.chunk_size, snapshot.chunk_max_bytes, metrics,
-            progress_log_interval_seconds=snapshot.progress_log_interval_seconds, snapshot_attempt=self._snapshot_attempt,
+            settings.name,
+            snapshot.chunk_size,
+            snapshot.chunk_max_bytes,
+            metrics,
+            progress_log_interval_seconds=snapshot.progress_log_interval_seconds,
+            snapshot_attempt=self._snapshot_attempt,
         )
         self._signal_box: SignalBox | None = None
         self._signals_wanted = bool(settings.snapshot.signal_collection) and not state.snapshot_only
@@ -239,9 +243,7 @@ class PipelineAttempt:
             raise
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
         self._resources.close()
 
     @property
@@ -302,9 +304,13 @@ class PipelineAttempt:
         self.metrics.streams.set(0)
         logger.info(
             "pipeline starting",
-            extra={"layout": layout.value, "split_large_events": split, "delivery": settings.producer.delivery.value,
-                   "value_format": settings.producer.value_format.value,
-                   "checkpointed_streams": len(self._checkpoints.streams)},
+            extra={
+                "layout": layout.value,
+                "split_large_events": split,
+                "delivery": settings.producer.delivery.value,
+                "value_format": settings.producer.value_format.value,
+                "checkpointed_streams": len(self._checkpoints.streams),
+            },
         )
         specs = plan_streams(self.client, layout, self.namespaces)
         self._claim_topics(specs)
@@ -338,7 +344,10 @@ class PipelineAttempt:
             if item is not None:
                 self._handle(item)
             now = time.monotonic()
-            if self.publisher.pending_events >= settings.max_batch_events or now - last_commit >= settings.checkpoint_interval_seconds:
+            if (
+                self.publisher.pending_events >= settings.max_batch_events
+                or now - last_commit >= settings.checkpoint_interval_seconds
+            ):
                 self._commit()
                 last_commit = now
             if self.state.snapshot_only and self._snapshots_finished():
@@ -448,13 +457,20 @@ class PipelineAttempt:
         )
 
     def spawn_reader(
-        self, stream_id: str, reader: StreamSource, *, fresh: bool, encode: bool = True,
+        self,
+        stream_id: str,
+        reader: StreamSource,
+        *,
+        fresh: bool,
+        encode: bool = True,
         after_open: Callable[[], Any] | None = None,
     ) -> threading.Thread:
         """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop
         (``after_open``: what the thread reads and hands on once the stream is open)."""
         thread = threading.Thread(
-            target=self._read_stream, args=(stream_id, reader, fresh, encode, after_open), name=f"stream-{stream_id}",
+            target=self._read_stream,
+            args=(stream_id, reader, fresh, encode, after_open),
+            name=f"stream-{stream_id}",
             daemon=True,
         )
         self.threads.append(thread)
@@ -462,7 +478,11 @@ class PipelineAttempt:
         return thread
 
     def _read_stream(
-        self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True,
+        self,
+        stream_id: str,
+        reader: StreamSource,
+        fresh: bool,
+        encode: bool = True,
         after_open: Callable[[], Any] | None = None,
     ) -> None:
         idle = self.settings.stream.idle_poll_interval_seconds
@@ -514,8 +534,10 @@ class PipelineAttempt:
             for namespace in covered_collections(self.client, spec, self.namespaces):
                 if namespace not in state.collections:
                     state = state.with_collection(namespace, CollectionProgress())
-            logger.info("resuming an interrupted snapshot", extra={"stream": spec.stream_id,
-                        "done": sorted(n for n, p in state.collections.items() if p.done)})
+            logger.info(
+                "resuming an interrupted snapshot",
+                extra={"stream": spec.stream_id, "done": sorted(n for n, p in state.collections.items() if p.done)},
+            )
         else:
             # The position first, then the list: a collection created in between is listed and
             # copied, and its changes after the position are streamed. Listed first, it would be
@@ -526,22 +548,27 @@ class PipelineAttempt:
             earlier = previous.collections if previous is not None else {}
             cluster_time = start.operation_time or (int(time.time()), 0)
             state = SnapshotState(
-                spec.stream_id, start.position,
-                {namespace: CollectionProgress(attempt=earlier.get(namespace, CollectionProgress()).attempt)
-                 for namespace in namespaces},
+                spec.stream_id,
+                start.position,
+                {
+                    namespace: CollectionProgress(attempt=earlier.get(namespace, CollectionProgress()).attempt)
+                    for namespace in namespaces
+                },
                 cluster_time=cluster_time,
             )
-            logger.info("snapshot starting", extra={"stream": spec.stream_id, "position": start.position.describe(),
-                                                   "collections": len(namespaces)})
+            logger.info(
+                "snapshot starting",
+                extra={"stream": spec.stream_id, "position": start.position.describe(), "collections": len(namespaces)},
+            )
             runtime.replay_from = self._resumable_checkpoint(spec)
         # Each attempt is recorded before it copies anything: its ids sort above the last one's, the
         # chunked copies' too (one attempt counter per collection, so no two records share an id).
         state = replace(
             state,
             collections={
-                name: progress if progress.done else CollectionProgress(
-                    False, max(progress.attempt, self._copy_attempt(name)) + 1, 0
-                )
+                name: progress
+                if progress.done
+                else CollectionProgress(False, max(progress.attempt, self._copy_attempt(name)) + 1, 0)
                 for name, progress in state.collections.items()
             },
         )
@@ -560,8 +587,9 @@ class PipelineAttempt:
         for namespace in todo:
             database, collection = namespace.split(".", 1)
             runtime.topics.add(self.publisher.route(database, collection)[0])
-            task = CopyTask(spec.stream_id, database, collection, position_id,
-                            state.collections[namespace].attempt, state.cluster_time)
+            task = CopyTask(
+                spec.stream_id, database, collection, position_id, state.collections[namespace].attempt, state.cluster_time
+            )
             try:
                 estimate = self.client[database][collection].estimated_document_count()
             except PyMongoError:
@@ -575,7 +603,11 @@ class PipelineAttempt:
     def _copy(self, task: CopyTask) -> None:
         try:
             copy_collection(
-                self.client, task, self._put, self.readers_stop, self.settings.snapshot.batch_size,
+                self.client,
+                task,
+                self._put,
+                self.readers_stop,
+                self.settings.snapshot.batch_size,
                 self.settings.producer.value_format,
             )
         except BaseException as error:  # noqa: BLE001 - handed to the loop
@@ -622,8 +654,10 @@ class PipelineAttempt:
         runtime.pending_cluster_time = resume.cluster_time if resume else runtime.snapshot.cluster_time
         logger.info(
             "snapshot complete",
-            extra={"stream": runtime.spec.stream_id,
-                   "streams_from": "its previous checkpoint (changes since are replayed)" if resume else "the copy's position"},
+            extra={
+                "stream": runtime.spec.stream_id,
+                "streams_from": "its previous checkpoint (changes since are replayed)" if resume else "the copy's position",
+            },
         )
 
     def _snapshots_finished(self) -> bool:
@@ -639,8 +673,13 @@ class PipelineAttempt:
         self._signal_box = SignalBox(self.client, namespace)
         self._copies.restore(self._checkpoints.copies, self._in_scope, self._stream_covering)
         self._requests = CopyRequests(
-            self.settings.name, self.client, self._signal_box, self._copies, self.metrics,
-            in_scope=self._in_scope, covering_stream=self._stream_covering,
+            self.settings.name,
+            self.client,
+            self._signal_box,
+            self._copies,
+            self.metrics,
+            in_scope=self._in_scope,
+            covering_stream=self._stream_covering,
             discovery_interval_seconds=self.settings.stream.discovery_interval_seconds,
         )
         database, collection = namespace.split(".", 1)
@@ -682,9 +721,7 @@ class PipelineAttempt:
     def _streaming(self, stream_id: str) -> bool:
         """A chunk needs the collection's stream and the signal collection's (its watermarks) open."""
         runtime = self.streams.get(stream_id)
-        return runtime is not None and runtime.opened and any(
-            other.signals and other.opened for other in self.streams.values()
-        )
+        return runtime is not None and runtime.opened and any(other.signals and other.opened for other in self.streams.values())
 
     def _read_position(self, stream_id: str) -> str | None:
         runtime = self.streams.get(stream_id)
@@ -827,7 +864,8 @@ class PipelineAttempt:
                 self._copies.observe(item.stream_id, batch.events)
             if item.encoded is not None:
                 result = publisher.publish(
-                    item.encoded, fallback_topics=self._fallback_topics(runtime),
+                    item.encoded,
+                    fallback_topics=self._fallback_topics(runtime),
                     in_scope=self.namespaces.collection_in_scope,
                 )
                 self._account(result, runtime)
@@ -910,9 +948,17 @@ class PipelineAttempt:
                 written.append((runtime, None))
             if runtime.pending is None or runtime.pending_kind is None:
                 continue
-            if runtime.pending_kind == CheckpointKind.HEARTBEAT and not force and now - runtime.last_written < settings.heartbeat_interval_seconds:
+            if (
+                runtime.pending_kind == CheckpointKind.HEARTBEAT
+                and not force
+                and now - runtime.last_written < settings.heartbeat_interval_seconds
+            ):
                 continue
-            if runtime.durable is not None and runtime.durable.position == runtime.pending and runtime.pending_kind == CheckpointKind.HEARTBEAT:
+            if (
+                runtime.durable is not None
+                and runtime.durable.position == runtime.pending
+                and runtime.pending_kind == CheckpointKind.HEARTBEAT
+            ):
                 runtime.pending_kind = None
                 continue
             checkpoint = StreamCheckpoint(

@@ -69,9 +69,7 @@ def plan_streams(client: MongoClient, layout: StreamLayout, namespaces: Namespac
     if layout is StreamLayout.DATABASE:
         return [StreamSpec(StreamLayout.DATABASE, database) for database in databases]
     specs: list[StreamSpec] = []
-    explicit = {
-        name for name in namespaces.scope.include_collections if not name.startswith("/") and "." in name
-    }
+    explicit = {name for name in namespaces.scope.include_collections if not name.startswith("/") and "." in name}
     for database in databases:
         collections = set(_collections_of(client, database))
         collections.update(name.split(".", 1)[1] for name in explicit if name.split(".", 1)[0] == database)

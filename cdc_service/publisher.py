@@ -158,7 +158,9 @@ class TopicManager:
     def limit(self, topic: str) -> int:
         return self._limits[topic]
 
-    def ensure(self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None) -> int:
+    def ensure(
+        self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None
+    ) -> int:
         """Create ``topic`` if missing; return the largest record it and the producer accept."""
         if topic in self._limits:
             return self._limits[topic]
@@ -417,9 +419,7 @@ class EventPublisher:
 
     def known_topics(self, database: str | None) -> list[str]:
         """Topics of the namespaces routed so far (of one database, or all)."""
-        return sorted(
-            {route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)}
-        )
+        return sorted({route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)})
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any] | None = None) -> None:
         """Produce one record, waiting for room while librdkafka's local queue is full (Kafka is slower than MongoDB)."""
@@ -471,9 +471,15 @@ class EventPublisher:
         self._claimed = (self._claimed[0] + 1, self._claimed[1] + len(event.value))
         logger.info(
             "event too large for its topic: kept in the claim store, its reference published",
-            extra={"topic": topic, "event_id": event.event_id, "operation": event.operation, "value_bytes": len(event.value),
-                   "limit_bytes": limit, "claim": self._claims.uri(reference.digest),
-                   "claim_write_seconds": round(time.monotonic() - started, 3)},
+            extra={
+                "topic": topic,
+                "event_id": event.event_id,
+                "operation": event.operation,
+                "value_bytes": len(event.value),
+                "limit_bytes": limit,
+                "claim": self._claims.uri(reference.digest),
+                "claim_write_seconds": round(time.monotonic() - started, 3),
+            },
         )
         return True
 
@@ -493,7 +499,9 @@ class EventPublisher:
             **({"kafka_error": detail} if detail else {}),
         }
         logger.error("event too large for its topic: published a reference to the dead-letter topic", extra=reference)
-        self._produce_dead_letter(json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id)
+        self._produce_dead_letter(
+            json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id
+        )
 
     def dead_letter_raw(self, raw: bytes, *, reason: str, detail: str) -> None:
         logger.error("unpublishable event sent to the dead-letter topic", extra={"reason": reason, "detail": detail})
@@ -509,8 +517,11 @@ class EventPublisher:
             topic,
             value,
             key,
-            [("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
-             ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
+            [
+                ("lakehouse.dead_letter.reason", reason.encode()),
+                ("lakehouse.event.id", event_id.encode()),
+                ("lakehouse.dead_letter.detail", detail.encode()[:1000]),
+            ],
         )
 
     # -- durability ------------------------------------------------------------------------
@@ -534,8 +545,9 @@ class EventPublisher:
         librdkafka would fail its delivery on every attempt. None is: snapshot states are
         split per collection (checkpoints.py).
         """
-        limit = self.topics.ensure(topic, compacted=True, partitions=1,
-                                   replication=self.settings.topics.checkpoint_replication_factor)
+        limit = self.topics.ensure(
+            topic, compacted=True, partitions=1, replication=self.settings.topics.checkpoint_replication_factor
+        )
         size = len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES
         if size > limit:
             raise FatalError(f"checkpoint record {key!r} of {size} bytes exceeds the checkpoint topic's limit of {limit}")
@@ -602,4 +614,14 @@ def _kafka_error(action: str, error: KafkaException) -> Exception:
     return DeliveryFailedError(f"{action}: {error}")
 
 
-__all__ = ["CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES", "RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]
+__all__ = [
+    "CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES",
+    "RECORD_OVERHEAD_BYTES",
+    "EncodedBatch",
+    "EventPublisher",
+    "PublishResult",
+    "TopicManager",
+    "client_config",
+    "encode_batch",
+    "producer_config",
+]

@@ -89,9 +89,7 @@ class NamespaceFilter:
             conditions.extend(_name_conditions("$ns.db", self._include_databases, self._exclude_databases))
         namespace = {"$concat": ["$ns.db", ".", "$ns.coll"]}
         collection_rules: list[dict[str, Any]] = [{"$not": [{"$regexMatch": {"input": "$ns.coll", "regex": r"^system\."}}]}]
-        collection_rules.extend(
-            _expression_conditions(namespace, self._include_collections, self._exclude_collections)
-        )
+        collection_rules.extend(_expression_conditions(namespace, self._include_collections, self._exclude_collections))
         conditions.append(
             {
                 "$or": [

@@ -107,8 +107,11 @@ class CdcService:
                         return decision.exit_code
                     case Action.DEAD_LETTER:
                         # The publisher dead-letters where the record is at hand; one escaping it is a bug.
-                        logger.error("stopping: a record's error escaped its handler: %s", redact(str(error)),
-                                     extra={"error_type": type(error).__name__})
+                        logger.error(
+                            "stopping: a record's error escaped its handler: %s",
+                            redact(str(error)),
+                            extra={"error_type": type(error).__name__},
+                        )
                         return ExitCode.FAILED
         return ExitCode.OK
 
@@ -139,7 +142,9 @@ class CdcService:
             logger.error(
                 "%s -- the stream lost its resume point again before streaming past its last copy: "
                 "not copying it again (enlarge the oplog window, then `cdc-service snapshot --stream %s`)",
-                error, stream_id, extra={"stream": stream_id, "code": error.code},
+                error,
+                stream_id,
+                extra={"stream": stream_id, "code": error.code},
             )
             return False
         forced.add(stream_id)
@@ -155,7 +160,9 @@ class CdcService:
             return
         expected = isinstance(error, (LakehouseError, KafkaException, PyMongoError))
         logger.error(
-            "stopping: %s", redact(str(error)), extra={"error_type": type(error).__name__, "exit_code": int(decision.exit_code)},
+            "stopping: %s",
+            redact(str(error)),
+            extra={"error_type": type(error).__name__, "exit_code": int(decision.exit_code)},
             exc_info=None if expected else error,  # a bug or a native panic: show where
         )
 

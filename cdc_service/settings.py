@@ -142,9 +142,9 @@ class ScopeSettings(FrozenModel):
     )
     exclude_collections: list[str] = Field(default_factory=list, description="Namespaces (db.collection) never captured.")
 
-    _validate = field_validator(
-        "include_databases", "exclude_databases", "include_collections", "exclude_collections"
-    )(_check_patterns)
+    _validate = field_validator("include_databases", "exclude_databases", "include_collections", "exclude_collections")(
+        _check_patterns
+    )
 
 
 class StreamSettings(FrozenModel):
@@ -299,7 +299,13 @@ class CdcSettings(ServiceSettings):
     # Durations are in seconds and say so; the former ``_s`` names still work, with a warning.
     renamed_settings: ClassVar[Mapping[str, str]] = {
         f"{name}_s": f"{name}_seconds"
-        for name in ("checkpoint_interval", "heartbeat_interval", "shutdown_timeout", "retry_initial_backoff", "retry_max_backoff")
+        for name in (
+            "checkpoint_interval",
+            "heartbeat_interval",
+            "shutdown_timeout",
+            "retry_initial_backoff",
+            "retry_max_backoff",
+        )
     }
 
     name: str = Field("cdc", description="Service name: checkpoint keys and the default transactional id use it.")
@@ -315,12 +321,15 @@ class CdcSettings(ServiceSettings):
         HistoryLostPolicy.FAIL, description="fail (stop with instructions) or resnapshot (copy affected collections again)."
     )
     checkpoint_interval_seconds: float = Field(1.0, gt=0, description="How often acknowledged positions are checkpointed.")
-    heartbeat_interval_seconds: float = Field(10.0, gt=0, description="How often a quiet stream checkpoints its post-batch token.")
+    heartbeat_interval_seconds: float = Field(
+        10.0, gt=0, description="How often a quiet stream checkpoints its post-batch token."
+    )
     max_batch_events: int = Field(20_000, ge=1, description="Events per transaction/checkpoint cycle at most.")
     shutdown_timeout_seconds: float = Field(30.0, gt=0, description="Bound on drain, flush and checkpoint at SIGTERM.")
     retry_initial_backoff_seconds: float = Field(0.5, gt=0, description="First pause after a transient failure.")
     retry_max_backoff_seconds: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description="Longest pause between retries: after an outage, capture resumes at most this long after the "
         "dependency is back (at 30 s a broker restart cost up to half a minute of capture).",
     )

@@ -213,7 +213,8 @@ class SignalBox:
     def pending(self, service: str) -> list[dict[str, Any]]:
         """The signal documents still to execute, in the collection's natural order (the watermarks left out)."""
         return [
-            document for document in self.collection.find(self._unanswered(service))
+            document
+            for document in self.collection.find(self._unanswered(service))
             if parse_watermark_id(document.get("_id")) is None
         ]
 
@@ -228,8 +229,14 @@ class SignalBox:
     def reject(self, signal_id: Any, service: str, reason: str) -> None:
         self.collection.update_one(
             {"_id": signal_id, "status": {"$exists": False}},
-            {"$set": {"status": SignalStatus.REJECTED.value, "service": service, "reason": reason,
-                      "answered_at": datetime.now(UTC)}},
+            {
+                "$set": {
+                    "status": SignalStatus.REJECTED.value,
+                    "service": service,
+                    "reason": reason,
+                    "answered_at": datetime.now(UTC),
+                }
+            },
         )
 
     def finish(self, signal_id: Any, finished: Mapping[str, Any], *, done: bool) -> None:

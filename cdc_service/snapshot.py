@@ -234,8 +234,12 @@ class SnapshotProgress:
             for name, count in self._copied.items():
                 logger.info(
                     "snapshot progress",
-                    extra={"namespace": name, "copied": count, "estimated_documents": self._totals.get(name),
-                           "docs_per_second": round(self.rate(name))},
+                    extra={
+                        "namespace": name,
+                        "copied": count,
+                        "estimated_documents": self._totals.get(name),
+                        "docs_per_second": round(self.rate(name)),
+                    },
                 )
 
     def finish(self, namespace: str, copied: int) -> None:
@@ -245,8 +249,12 @@ class SnapshotProgress:
         elapsed = time.monotonic() - self._started.get(namespace, time.monotonic())
         logger.info(
             "snapshot copy finished",
-            extra={"namespace": namespace, "copied": copied, "seconds": round(elapsed, 3),
-                   "docs_per_second": round(self.rate(namespace))},
+            extra={
+                "namespace": namespace,
+                "copied": copied,
+                "seconds": round(elapsed, 3),
+                "docs_per_second": round(self.rate(namespace)),
+            },
         )
 
     def rate(self, namespace: str) -> float:

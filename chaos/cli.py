@@ -31,9 +31,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command()
 def main(
     cycles: Annotated[int | None, typer.Option(help="Fault cycles per delivery mode (CHAOS_CYCLES, 50).")] = None,
-    mode: Annotated[
-        list[DeliveryMode] | None, typer.Option(help="Delivery mode to run (repeatable; CHAOS_MODES, both).")
-    ] = None,
+    mode: Annotated[list[DeliveryMode] | None, typer.Option(help="Delivery mode to run (repeatable; CHAOS_MODES, both).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed of the schedule and the workload (CHAOS_SEED).")] = None,
     rate: Annotated[float | None, typer.Option(help="Workload writes per second (CHAOS_RATE, 40).")] = None,
     silver: Annotated[bool | None, typer.Option("--silver/--no-silver", help="Build and compare silver (CHAOS_SILVER).")] = None,

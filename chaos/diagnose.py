@@ -73,7 +73,9 @@ def kafka_positions(bootstrap: str, topics: dict[str, str], timeout: float = 120
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard((cast(str, message.topic()), cast(int, message.partition())))  # an end-of-partition event names both
+                    remaining.discard(
+                        (cast(str, message.topic()), cast(int, message.partition()))
+                    )  # an end-of-partition event names both
                 continue
             value, topic = message.value(), str(message.topic())
             headers = message.headers()
@@ -91,7 +93,9 @@ def kafka_positions(bootstrap: str, topics: dict[str, str], timeout: float = 120
     return positions
 
 
-def diagnose(check: DeliveryCheck, positions: dict[WriteKey, list[Position]], events: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def diagnose(
+    check: DeliveryCheck, positions: dict[WriteKey, list[Position]], events: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     """Per lost write its Kafka positions; per duplicated event id the positions of its bronze rows."""
     lost = []
     for write in check.lost:

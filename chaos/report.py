@@ -26,8 +26,22 @@ def _seconds(figures: Mapping[str, Any]) -> str:
 def render(console: Console, result: Mapping[str, Any]) -> None:
     """The summary table (per mode) and the recovery table (per victim)."""
     modes: Mapping[str, Mapping[str, Any]] = result["modes"]
-    verdicts = Table(title=f"chaos: seed {result['seed']}, {result['duration_seconds']:.0f}s, load {result['machine']['load_average_after']}")
-    for column in ("mode", "cycles", "kills", "writes", "lost", "duplicated", "bronze replay ≠", "silver ≠", "exits", "stalls", "verdict"):
+    verdicts = Table(
+        title=f"chaos: seed {result['seed']}, {result['duration_seconds']:.0f}s, load {result['machine']['load_average_after']}"
+    )
+    for column in (
+        "mode",
+        "cycles",
+        "kills",
+        "writes",
+        "lost",
+        "duplicated",
+        "bronze replay ≠",
+        "silver ≠",
+        "exits",
+        "stalls",
+        "verdict",
+    ):
         verdicts.add_column(column, justify="left" if column in ("mode", "kills", "verdict") else "right")
     for name, mode in modes.items():
         layers = mode["state_mismatches_by_layer"]

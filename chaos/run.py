@@ -205,8 +205,13 @@ class ChaosRun:
             self._start_stack(stack)
             assert self.broker is not None and self.standin is not None
             lanes = [
-                LaneRun(s, Lane(mode, s.work_dir / mode.value), self.broker.bootstrap_servers, self.standin.uri,
-                        random.Random(f"{self.seed}-{mode.value}"))
+                LaneRun(
+                    s,
+                    Lane(mode, s.work_dir / mode.value),
+                    self.broker.bootstrap_servers,
+                    self.standin.uri,
+                    random.Random(f"{self.seed}-{mode.value}"),
+                )
                 for mode in s.modes
             ]
             for lane in lanes:
@@ -222,8 +227,10 @@ class ChaosRun:
         s.result_file.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
         render(self.console, result)
         self.say(f"result written to {s.result_file}")
-        verdict = "[green]clean: nothing lost, nothing duplicated, every state equal[/]" if result["ok"] else (
-            "[red]FAILED: see the table above and result.json[/]"
+        verdict = (
+            "[green]clean: nothing lost, nothing duplicated, every state equal[/]"
+            if result["ok"]
+            else ("[red]FAILED: see the table above and result.json[/]")
         )
         self.say(verdict)
         return result
@@ -286,7 +293,9 @@ class ChaosRun:
             self.faults.append(fault)
             fault.early = self.rng.random() < s.early_fault_probability and cycle < s.cycles
             if fault.early:
-                self.say(f"cycle {cycle}/{s.cycles}: {victim.value} ({fault.ended_at - fault.injected_at:.1f}s); next fault early")
+                self.say(
+                    f"cycle {cycle}/{s.cycles}: {victim.value} ({fault.ended_at - fault.injected_at:.1f}s); next fault early"
+                )
                 continue
             self._await_recovery(fault, lanes, what=f"cycle {cycle}")
             self.say(
@@ -386,16 +395,25 @@ class ChaosRun:
                 last_report = time.monotonic()
                 self.say(f"  waiting for bronze: writes not landed yet {missing}")
             self.stop_event.wait(1.0)
-        self.say(f"{', '.join(lane.name for lane in lanes)}: bronze holds what it will hold "
-                 f"({time.monotonic() - started:.1f}s after the workload stopped); stopping the services")
+        self.say(
+            f"{', '.join(lane.name for lane in lanes)}: bronze holds what it will hold "
+            f"({time.monotonic() - started:.1f}s after the workload stopped); stopping the services"
+        )
         for lane in lanes:
             for service in reversed(SERVICES):
                 code = lane.services.stop(service, timeout=60)
                 if code not in (0, None):
                     current = lane.services.current(service)
                     lane.unexpected_exits.append(
-                        {"service": service, "incarnation": current.number, "exit_code": code, "cycle": None,
-                         "stage": "SIGTERM at the end", "log": str(current.log_file), "log_tail": current.process.tail(20)}
+                        {
+                            "service": service,
+                            "incarnation": current.number,
+                            "exit_code": code,
+                            "cycle": None,
+                            "stage": "SIGTERM at the end",
+                            "log": str(current.log_file),
+                            "log_tail": current.process.tail(20),
+                        }
                     )
                     self.say(f"[red]{lane.name}: {service} exited {code} on SIGTERM[/]")
             lane.watch.stop()
@@ -439,8 +457,11 @@ class ChaosRun:
         started = time.monotonic()
         processes = {
             lane.name: ManagedProcess(
-                f"dbt-{lane.name}", [console_script("spark-jobs"), "dbt"], lane.services.environment,
-                lane.lane.logs_dir / "dbt.log", PROJECT_ROOT,
+                f"dbt-{lane.name}",
+                [console_script("spark-jobs"), "dbt"],
+                lane.services.environment,
+                lane.lane.logs_dir / "dbt.log",
+                PROJECT_ROOT,
             )
             for lane in lanes
         }

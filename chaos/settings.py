@@ -60,7 +60,9 @@ class ChaosSettings(ServiceSettings):
         description="Chance that the next fault comes before bronze has recovered from the last one (a kill during start-up).",
     )
     recovery_timeout_seconds: float = Field(
-        120.0, gt=0, description="How long bronze may take to land a write made after a fault before the cycle records no progress."
+        120.0,
+        gt=0,
+        description="How long bronze may take to land a write made after a fault before the cycle records no progress.",
     )
     delivery_timeout_ms: int = Field(
         5000, ge=1000, description="cdc-service's producer delivery timeout during the run; a broker pause outlasts it."
@@ -69,15 +71,17 @@ class ChaosSettings(ServiceSettings):
         3.0, gt=0.2, description="A broker pause lasts the delivery timeout plus up to this much (at random)."
     )
     settle_quiet_seconds: float = Field(
-        60.0, gt=0, description="After the last fault: give up waiting for missing writes once bronze has not grown for this long."
+        60.0,
+        gt=0,
+        description="After the last fault: give up waiting for missing writes once bronze has not grown for this long.",
     )
-    settle_timeout_seconds: float = Field(600.0, gt=0, description="After the last fault: the longest wait for bronze to hold every write.")
+    settle_timeout_seconds: float = Field(
+        600.0, gt=0, description="After the last fault: the longest wait for bronze to hold every write."
+    )
     static_membership: bool = Field(
         True, description="Run bronze-writer with a group.instance.id, so a restarted writer takes its partitions back at once."
     )
-    writer_session_timeout_ms: int = Field(
-        10000, ge=6000, description="bronze-writer's consumer session timeout during the run."
-    )
+    writer_session_timeout_ms: int = Field(10000, ge=6000, description="bronze-writer's consumer session timeout during the run.")
     cdc_retry_max_backoff_seconds: float = Field(
         5.0, gt=0, description="cdc-service's longest pause between pipeline restarts during the run."
     )

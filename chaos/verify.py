@@ -90,8 +90,14 @@ def check_delivery(writes: Iterable[Write], events: Mapping[str, list[dict[str, 
             changes += 1
             key = write_key(collection, row)
             if key is None or key not in expected:
-                check.unexpected.append({"collection": collection, "event_id": event_id, "operation": row["__operation"],
-                                         "document_id": row["__document_id"]})
+                check.unexpected.append(
+                    {
+                        "collection": collection,
+                        "event_id": event_id,
+                        "operation": row["__operation"],
+                        "document_id": row["__document_id"],
+                    }
+                )
                 continue
             found[key].append(event_id)
         check.change_events[collection] = changes

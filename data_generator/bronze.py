@@ -220,7 +220,9 @@ class BronzeFixtureWriter:
                 positions = DeltaTable(uri, storage_options=self.storage_options).to_pyarrow_table(
                     columns=["__kafka_topic", "__kafka_partition", "__kafka_offset"]
                 )
-                for row_topic, row_partition, offset in zip(*(positions[name].to_pylist() for name in positions.column_names), strict=True):
+                for row_topic, row_partition, offset in zip(
+                    *(positions[name].to_pylist() for name in positions.column_names), strict=True
+                ):
                     if (row_topic, row_partition) == key:
                         self._offsets[key] = max(self._offsets[key], offset)
         self._offsets[key] += 1

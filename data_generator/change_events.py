@@ -48,7 +48,9 @@ class ChangeEventEncoder:
         self._last = Timestamp(seconds, increment)
         return self._last
 
-    def _envelope(self, operation_type: str, collection: str, cluster_time: Timestamp, event_id: str, at: datetime) -> dict[str, Any]:
+    def _envelope(
+        self, operation_type: str, collection: str, cluster_time: Timestamp, event_id: str, at: datetime
+    ) -> dict[str, Any]:
         return {
             "_id": {"_data": event_id},
             "operationType": operation_type,

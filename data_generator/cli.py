@@ -48,9 +48,7 @@ def _config(seed: int, scale: float, history_days: int, drift_every: int) -> Gen
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-    )
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
 
 
 @app.command()
@@ -114,7 +112,9 @@ def run(
     typer.echo(json.dumps(writer.counts()))
 
 
-def _event_stream(generator: SalesMarketingGenerator, encoder: ChangeEventEncoder, changes: int, snapshot: bool) -> Iterator[dict[str, Any]]:
+def _event_stream(
+    generator: SalesMarketingGenerator, encoder: ChangeEventEncoder, changes: int, snapshot: bool
+) -> Iterator[dict[str, Any]]:
     initial = generator.initial_load()
     yield from encoder.snapshot(initial) if snapshot else encoder.events(initial)
     yield from encoder.events(generator.changes(changes))

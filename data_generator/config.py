@@ -35,13 +35,9 @@ class GeneratorConfig(FrozenModel):
     scale: float = Field(
         1.0, gt=0, description="Size factor: 1.0 is about 11k initial documents (2,000 customers, 60 days of traffic)."
     )
-    start: datetime = Field(
-        datetime(2025, 1, 1, tzinfo=UTC), description="First day of the simulated history (UTC)."
-    )
+    start: datetime = Field(datetime(2025, 1, 1, tzinfo=UTC), description="First day of the simulated history (UTC).")
     history_days: int = Field(60, ge=1, description="Days of history in the initial load.")
-    drift_every: int = Field(
-        2000, ge=1, description="Changes between two schema-drift steps (four steps, see DRIFT_STEPS)."
-    )
+    drift_every: int = Field(2000, ge=1, description="Changes between two schema-drift steps (four steps, see DRIFT_STEPS).")
     mean_seconds_between_changes: float | None = Field(
         None,
         gt=0,

@@ -48,7 +48,14 @@ CITIES = {
     "AU": ("Sydney", "Perth", "Hobart", "Darwin", "Cairns"),
 }
 POSTAL_CODE_DIGITS = {"US": 5, "DE": 5, "FR": 5, "ES": 5, "IT": 5, "AU": 4}
-CITY_COORDINATES = {"US": (39.8, -98.6), "DE": (51.2, 10.4), "FR": (46.6, 2.2), "ES": (40.4, -3.7), "IT": (41.9, 12.6), "AU": (-25.3, 133.8)}
+CITY_COORDINATES = {
+    "US": (39.8, -98.6),
+    "DE": (51.2, 10.4),
+    "FR": (46.6, 2.2),
+    "ES": (40.4, -3.7),
+    "IT": (41.9, 12.6),
+    "AU": (-25.3, 133.8),
+}
 SEGMENTS = ("consumer", "business")
 LOYALTY_TIERS = ("bronze", "silver", "gold", "platinum")
 CONTACT_CHANNELS = ("email", "sms", "push")

@@ -202,7 +202,9 @@ class SalesMarketingGenerator:
             yield from operations
 
     @classmethod
-    def resume(cls, documents: Mapping[str, Iterable[Mapping[str, Any]]], config: GeneratorConfig | None = None) -> SalesMarketingGenerator:
+    def resume(
+        cls, documents: Mapping[str, Iterable[Mapping[str, Any]]], config: GeneratorConfig | None = None
+    ) -> SalesMarketingGenerator:
         """A generator that continues from existing documents (for example, what MongoDB holds).
 
         The change stream after a resume is deterministic for the same documents and seed,
@@ -540,7 +542,10 @@ class SalesMarketingGenerator:
         address: dict[str, Any] = {"city": customer["city"], "country": customer["country"]}
         if self.drift_level >= 4:
             latitude, longitude = domain.CITY_COORDINATES[customer["country"]]
-            address["geo"] = {"lat": round(latitude + self.rng.uniform(-3, 3), 4), "lon": round(longitude + self.rng.uniform(-3, 3), 4)}
+            address["geo"] = {
+                "lat": round(latitude + self.rng.uniform(-3, 3), 4),
+                "lon": round(longitude + self.rng.uniform(-3, 3), 4),
+            }
         order: dict[str, Any] = {
             "_id": self._object_id(at),
             "order_number": f"ORD-{self._next('order'):08d}",
@@ -560,7 +565,10 @@ class SalesMarketingGenerator:
                 "discount_total": discount_total,
                 "shipping_fee": shipping_fee,
                 "total": round(subtotal - discount_total + shipping_fee, 2),
-                "shipping": {"method": "pickup" if channel == "store" else self.rng.choice(domain.SHIPPING_METHODS), "address": address},
+                "shipping": {
+                    "method": "pickup" if channel == "store" else self.rng.choice(domain.SHIPPING_METHODS),
+                    "address": address,
+                },
                 "updated_at": at,
             }
         )
@@ -723,7 +731,11 @@ class SalesMarketingGenerator:
         changes: dict[str, Any] = {"updated_at": self.clock}
         roll = self.rng.random()
         if roll < 0.3:
-            changes["email"] = f"{customer['first_name']}.{self.rng.getrandbits(20)}@{self.rng.choice(domain.EMAIL_DOMAINS)}".lower().replace(" ", "")
+            changes["email"] = (
+                f"{customer['first_name']}.{self.rng.getrandbits(20)}@{self.rng.choice(domain.EMAIL_DOMAINS)}".lower().replace(
+                    " ", ""
+                )
+            )
         elif roll < 0.55:
             changes["marketing_opt_in"] = not customer["marketing_opt_in"]
         elif roll < 0.8:

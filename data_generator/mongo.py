@@ -124,9 +124,7 @@ class MongoWriter:
 
     def documents(self) -> dict[str, list[dict[str, Any]]]:
         """Every generated collection's documents, with tz-aware datetimes."""
-        return {
-            name: list(self.database.get_collection(name, codec_options=_TZ_AWARE).find()) for name in COLLECTIONS
-        }
+        return {name: list(self.database.get_collection(name, codec_options=_TZ_AWARE).find()) for name in COLLECTIONS}
 
     def resume_generator(self, config: GeneratorConfig | None = None) -> SalesMarketingGenerator | None:
         """A generator continuing from what the database holds, or None if it holds nothing yet."""

@@ -40,7 +40,7 @@ class BrowserError(RuntimeError):
 def find_chromium() -> str | None:
     """``CHROMIUM`` from the environment, else Debian's ``/usr/bin/chromium``, else one on PATH."""
     configured = os.environ.get("CHROMIUM")
-    for candidate in ((configured,) if configured else CHROMIUM_CANDIDATES):
+    for candidate in (configured,) if configured else CHROMIUM_CANDIDATES:
         found = shutil.which(candidate)
         if found:
             return found
@@ -52,7 +52,15 @@ def _run(page: Path, *flags: str, timeout: float) -> subprocess.CompletedProcess
     if chromium is None:
         raise BrowserError("no Chromium found: `make setup` installs Debian's chromium package")
     with tempfile.TemporaryDirectory(prefix="lakehouse-chromium-") as profile:
-        argv = [chromium, *BASE_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *flags, page.resolve().as_uri()]
+        argv = [
+            chromium,
+            *BASE_FLAGS,
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *flags,
+            page.resolve().as_uri(),
+        ]
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         except subprocess.TimeoutExpired as error:
@@ -68,11 +76,19 @@ def rendered_dom(page: Path, timeout: float = 180.0, budget_ms: int = 20000) -> 
     return result.stdout, result.stderr
 
 
-def screenshot(page: Path, png: Path, width: int = 1400, height: int = 2600, timeout: float = 180.0, budget_ms: int = 20000) -> Path:
+def screenshot(
+    page: Path, png: Path, width: int = 1400, height: int = 2600, timeout: float = 180.0, budget_ms: int = 20000
+) -> Path:
     """A PNG of the page at ``width`` x ``height`` CSS pixels, after its scripts ran."""
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
-    _run(page, f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}", f"--screenshot={png.resolve()}", timeout=timeout)
+    _run(
+        page,
+        f"--virtual-time-budget={budget_ms}",
+        f"--window-size={width},{height}",
+        f"--screenshot={png.resolve()}",
+        timeout=timeout,
+    )
     if not png.exists() or png.stat().st_size == 0:
         raise BrowserError(f"Chromium wrote no screenshot to {png}")
     return png

@@ -28,12 +28,16 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.command()
 def main(
-    duration: Annotated[float | None, typer.Option(help="Seconds the generator keeps changing data (DEMO_DURATION_SECONDS, 60).")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds the generator keeps changing data (DEMO_DURATION_SECONDS, 60).")
+    ] = None,
     rate: Annotated[float | None, typer.Option(help="Changes per second (DEMO_RATE, 40).")] = None,
     scale: Annotated[float | None, typer.Option(help="Dataset size factor (DEMO_SCALE, 1.0: about 11k documents).")] = None,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep the pipeline live until Ctrl-C.")] = False,
     dbt_every: Annotated[float | None, typer.Option(help="With --keep-running: minutes between dbt rebuilds (2).")] = None,
-    lake: Annotated[str | None, typer.Option(help="local (a directory) or s3 (the local stack's object store) (DEMO_LAKE).")] = None,
+    lake: Annotated[
+        str | None, typer.Option(help="local (a directory) or s3 (the local stack's object store) (DEMO_LAKE).")
+    ] = None,
 ) -> None:
     """Load, stream, catch up, build silver and gold, and check silver against MongoDB."""
     overrides: dict[str, Any] = {}

@@ -39,12 +39,16 @@ def _bronze_frame(
     return pl.from_arrow(table.to_pyarrow_table(columns=columns))  # type: ignore[return-value]
 
 
-def bronze_rows(lake_root: Path | str, database: str, collections: Iterable[str], storage_options: Options = None) -> dict[str, int]:
+def bronze_rows(
+    lake_root: Path | str, database: str, collections: Iterable[str], storage_options: Options = None
+) -> dict[str, int]:
     """Rows (change events) per bronze table; 0 for a table not created yet."""
     counts = {}
     for collection in collections:
         try:
-            table = DeltaTable(bronze_table_uri(str(lake_root), database, collection), storage_options=dict(storage_options or {}))
+            table = DeltaTable(
+                bronze_table_uri(str(lake_root), database, collection), storage_options=dict(storage_options or {})
+            )
         except TableNotFoundError:
             counts[collection] = 0
             continue

@@ -83,11 +83,18 @@ def gold_chart_data(lake_root: Path) -> dict[str, Any]:
     if campaigns is not None and {"channel", "spend", "attributed_revenue"} <= set(campaigns.columns):
         channels = (
             campaigns.group_by("channel")
-            .agg(pl.col("spend").cast(pl.Float64).fill_null(0).sum(), pl.col("attributed_revenue").cast(pl.Float64).fill_null(0).sum())
+            .agg(
+                pl.col("spend").cast(pl.Float64).fill_null(0).sum(),
+                pl.col("attributed_revenue").cast(pl.Float64).fill_null(0).sum(),
+            )
             .sort("channel")
         )
         data["channels"] = [
-            {"channel": row["channel"] or "unknown", "spend": round(row["spend"], 2), "attributed_revenue": round(row["attributed_revenue"], 2)}
+            {
+                "channel": row["channel"] or "unknown",
+                "spend": round(row["spend"], 2),
+                "attributed_revenue": round(row["attributed_revenue"], 2),
+            }
             for row in channels.iter_rows(named=True)
         ]
     return data
@@ -126,7 +133,11 @@ def verification_rows(summary: Mapping[str, Any]) -> list[Verdict]:
     rows = []
     for collection, expected in (summary.get("mongo") or {}).items():
         actual = (summary.get("silver") or {}).get(collection)
-        detail = f"MongoDB {expected:,} documents, silver {actual:,} rows" if actual is not None else f"MongoDB {expected:,} documents, no silver table"
+        detail = (
+            f"MongoDB {expected:,} documents, silver {actual:,} rows"
+            if actual is not None
+            else f"MongoDB {expected:,} documents, no silver table"
+        )
         rows.append(Verdict(collection, actual == expected, detail + " (document counts)"))
     return rows
 
@@ -159,12 +170,23 @@ def stage_rows(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[St
     timings = summary.get("timings_seconds") or {}
     pipeline = series.get("pipeline") or {}
     width = int(pipeline.get("bucket_seconds") or 1)
-    stages = [Stage("snapshot", "documents copied into bronze", sum((summary.get("mongo") or {}).values()) or None, timings.get("snapshot_to_bronze"))]
+    stages = [
+        Stage(
+            "snapshot",
+            "documents copied into bronze",
+            sum((summary.get("mongo") or {}).values()) or None,
+            timings.get("snapshot_to_bronze"),
+        )
+    ]
     for key, label in STAGE_LABELS.items():
         active = _active((pipeline.get("throughput") or {}).get(key) or [], width)
         what = "change events" if key == "mongodb" else "events (snapshot included)"
         stages.append(Stage(label, what, *(active or (None, None))))
-    built = sum((summary.get("silver") or {}).values()) + sum((summary.get("silver_history") or {}).values()) + sum((summary.get("gold") or {}).values())
+    built = (
+        sum((summary.get("silver") or {}).values())
+        + sum((summary.get("silver_history") or {}).values())
+        + sum((summary.get("gold") or {}).values())
+    )
     stages.append(Stage("dbt build", "silver and gold rows written", built or None, timings.get("dbt")))
     return stages
 
@@ -189,7 +211,12 @@ def rows_chart(summary: Mapping[str, Any]) -> go.Figure | None:
     if not collections:
         return None
     figure = go.Figure()
-    for key, label in (("mongo", "MongoDB documents"), ("bronze", "bronze events"), ("silver", "silver current state"), ("silver_history", "silver history")):
+    for key, label in (
+        ("mongo", "MongoDB documents"),
+        ("bronze", "bronze events"),
+        ("silver", "silver current state"),
+        ("silver_history", "silver history"),
+    ):
         values = summary.get(key) or {}
         figure.add_bar(name=label, x=collections, y=[values.get(collection) for collection in collections])
     figure.update_layout(_LAYOUT, title="Rows per layer per collection", barmode="group", yaxis_title="rows")
@@ -202,10 +229,33 @@ def lag_chart(series: Mapping[str, Any]) -> go.Figure | None:
         return None
     times = _times([[point["at"]] for point in lag])
     figure = go.Figure()
-    figure.add_scatter(name="MongoDB → bronze, max", x=times, y=[point["to_bronze_max"] for point in lag], mode="lines", line={"color": "#c0392b", "width": 1})
-    figure.add_scatter(name="MongoDB → bronze, median", x=times, y=[point["to_bronze_p50"] for point in lag], mode="lines", line={"color": "#cd7f32", "width": 2})
-    figure.add_scatter(name="MongoDB → Kafka, median", x=times, y=[point["to_kafka_p50"] for point in lag], mode="lines", line={"color": "#231f20", "width": 1.5})
-    figure.update_layout(_LAYOUT, title="End-to-end lag over the run, per second of MongoDB write time", yaxis_title="seconds", hovermode="x unified")
+    figure.add_scatter(
+        name="MongoDB → bronze, max",
+        x=times,
+        y=[point["to_bronze_max"] for point in lag],
+        mode="lines",
+        line={"color": "#c0392b", "width": 1},
+    )
+    figure.add_scatter(
+        name="MongoDB → bronze, median",
+        x=times,
+        y=[point["to_bronze_p50"] for point in lag],
+        mode="lines",
+        line={"color": "#cd7f32", "width": 2},
+    )
+    figure.add_scatter(
+        name="MongoDB → Kafka, median",
+        x=times,
+        y=[point["to_kafka_p50"] for point in lag],
+        mode="lines",
+        line={"color": "#231f20", "width": 1.5},
+    )
+    figure.update_layout(
+        _LAYOUT,
+        title="End-to-end lag over the run, per second of MongoDB write time",
+        yaxis_title="seconds",
+        hovermode="x unified",
+    )
     return figure
 
 
@@ -220,10 +270,17 @@ def throughput_chart(series: Mapping[str, Any]) -> go.Figure | None:
             # A second without events is a gap on the log axis, not a drop to an invisible zero.
             rates = [point[1] or None for point in points]
             figure.add_scatter(
-                name=label, x=_times(points), y=rates, mode="lines+markers", marker={"size": 3}, line={"color": STAGE_COLOURS[key], "width": 1.5}
+                name=label,
+                x=_times(points),
+                y=rates,
+                mode="lines+markers",
+                marker={"size": 3},
+                line={"color": STAGE_COLOURS[key], "width": 1.5},
             )
     # Log scale: the snapshot's thousands per second and the changes' tens share one chart.
-    figure.update_layout(_LAYOUT, title="Throughput per stage", yaxis={"title": "events per second", "type": "log"}, hovermode="x unified")
+    figure.update_layout(
+        _LAYOUT, title="Throughput per stage", yaxis={"title": "events per second", "type": "log"}, hovermode="x unified"
+    )
     return figure
 
 
@@ -237,7 +294,13 @@ def backlog_chart(series: Mapping[str, Any]) -> go.Figure | None:
     for service, name, label, axis in plotted:
         points = [sample for sample in samples if sample["service"] == service and name in sample["values"]]
         if points:
-            figure.add_scatter(name=label, x=_times([[sample["at"]] for sample in points]), y=[sample["values"][name] for sample in points], mode="lines", yaxis=axis)
+            figure.add_scatter(
+                name=label,
+                x=_times([[sample["at"]] for sample in points]),
+                y=[sample["values"][name] for sample in points],
+                mode="lines",
+                yaxis=axis,
+            )
     if not figure.data:
         return None
     figure.update_layout(
@@ -254,7 +317,14 @@ def funnel_chart(series: Mapping[str, Any]) -> go.Figure | None:
     funnel = (series.get("gold") or {}).get("funnel")
     if not funnel:
         return None
-    figure = go.Figure(go.Funnel(y=[step.replace("_", " ") for step in funnel], x=list(funnel.values()), textinfo="value+percent initial", marker={"color": "#4c8c2b"}))
+    figure = go.Figure(
+        go.Funnel(
+            y=[step.replace("_", " ") for step in funnel],
+            x=list(funnel.values()),
+            textinfo="value+percent initial",
+            marker={"color": "#4c8c2b"},
+        )
+    )
     figure.update_layout(_LAYOUT, title="Web conversion funnel (conversion_funnel)")
     return figure
 
@@ -268,7 +338,11 @@ def revenue_chart(series: Mapping[str, Any]) -> go.Figure | None:
         rows = [row for row in monthly if row["channel"] == channel]
         figure.add_bar(name=channel, x=[row["month"][:7] for row in rows], y=[row["revenue"] for row in rows])
     figure.update_layout(
-        _LAYOUT, title="Revenue per month and sales channel (daily_revenue)", barmode="stack", yaxis_title="revenue", xaxis={"type": "category"}
+        _LAYOUT,
+        title="Revenue per month and sales channel (daily_revenue)",
+        barmode="stack",
+        yaxis_title="revenue",
+        xaxis={"type": "category"},
     )
     return figure
 
@@ -313,9 +387,13 @@ def _number(value: Any, digits: int = 0) -> str:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric_from: int = 1) -> str:
-    head = "".join(f'<th class="{"num" if index >= numeric_from else ""}">{html.escape(header)}</th>' for index, header in enumerate(headers))
+    head = "".join(
+        f'<th class="{"num" if index >= numeric_from else ""}">{html.escape(header)}</th>' for index, header in enumerate(headers)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if index >= numeric_from else ""}">{cell}</td>' for index, cell in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f'<td class="{"num" if index >= numeric_from else ""}">{cell}</td>' for index, cell in enumerate(row))
+        + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -335,20 +413,26 @@ def _kpi_cards(kpis: Mapping[str, Any]) -> str:
     )
     for key, label, show in formats:
         if key in kpis:
-            cards.append(f'<div class="card"><div class="value">{show(kpis[key])}</div><div class="label">{html.escape(label)}</div></div>')
+            cards.append(
+                f'<div class="card"><div class="value">{show(kpis[key])}</div><div class="label">{html.escape(label)}</div></div>'
+            )
     best = kpis.get("best_campaign_by_roas")
     if isinstance(best, Mapping):
         cards.append(
             f'<div class="card"><div class="value">{_number(best.get("roas"), 2)}</div>'
             f'<div class="label">best ROAS: campaign {_number(best.get("campaign_id"))}</div></div>'
         )
-    return f'<div class="cards">{"".join(cards)}</div>' if cards else "<p>No gold KPIs: dbt did not build the marts in this run.</p>"
+    return (
+        f'<div class="cards">{"".join(cards)}</div>' if cards else "<p>No gold KPIs: dbt did not build the marts in this run.</p>"
+    )
 
 
 def _chart_div(chart_id: str, figure: go.Figure | None) -> str:
     if figure is None:
         return f'<div class="chart empty" id="chart-{chart_id}"><p>No data for this chart in this run.</p></div>'
-    body = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{chart_id}", config={"displayModeBar": False, "responsive": True})
+    body = figure.to_html(
+        full_html=False, include_plotlyjs=False, div_id=f"plot-{chart_id}", config={"displayModeBar": False, "responsive": True}
+    )
     return f'<div class="chart" id="chart-{chart_id}" data-chart="{chart_id}">{body}</div>'
 
 
@@ -389,27 +473,52 @@ def render_report(summary: Mapping[str, Any], series: Mapping[str, Any]) -> str:
     rows_table = _table(
         ["collection", "MongoDB documents", "bronze events", "silver current state", "silver history"],
         (
-            [html.escape(collection), _number(expected), _number((summary.get("bronze") or {}).get(collection)),
-             _number((summary.get("silver") or {}).get(collection)), _number((summary.get("silver_history") or {}).get(collection))]
+            [
+                html.escape(collection),
+                _number(expected),
+                _number((summary.get("bronze") or {}).get(collection)),
+                _number((summary.get("silver") or {}).get(collection)),
+                _number((summary.get("silver_history") or {}).get(collection)),
+            ]
             for collection, expected in (summary.get("mongo") or {}).items()
         ),
     )
     verification_table = _table(
         ["collection", "verdict", "detail"],
-        ([html.escape(v.collection), f'<span class="verdict {"ok" if v.ok else "bad"}">{"match" if v.ok else "DIFFERENT"}</span>', html.escape(v.detail)] for v in verdicts),
+        (
+            [
+                html.escape(v.collection),
+                f'<span class="verdict {"ok" if v.ok else "bad"}">{"match" if v.ok else "DIFFERENT"}</span>',
+                html.escape(v.detail),
+            ]
+            for v in verdicts
+        ),
         numeric_from=3,
     )
     stages_table = _table(
         ["stage", "what", "count", "seconds", "per second"],
-        ([html.escape(s.name), html.escape(s.what), _number(s.items), _number(s.seconds, 1), _number(s.per_second, 1)] for s in stage_rows(summary, series)),
+        (
+            [html.escape(s.name), html.escape(s.what), _number(s.items), _number(s.seconds, 1), _number(s.per_second, 1)]
+            for s in stage_rows(summary, series)
+        ),
         numeric_from=2,
     )
     lag_table = _table(
         ["last write", "median", "p95", "max", "change events"],
-        [[_number(summary.get("lag_seconds"), 2), _number(lag.get("p50_seconds"), 2), _number(lag.get("p95_seconds"), 2), _number(lag.get("max_seconds"), 2), _number(lag.get("events"))]],
+        [
+            [
+                _number(summary.get("lag_seconds"), 2),
+                _number(lag.get("p50_seconds"), 2),
+                _number(lag.get("p95_seconds"), 2),
+                _number(lag.get("max_seconds"), 2),
+                _number(lag.get("events")),
+            ]
+        ],
         numeric_from=0,
     )
-    gold_tables = ", ".join(f"{html.escape(name)} {_number(rows)}" for name, rows in (summary.get("gold") or {}).items()) or "none"
+    gold_tables = (
+        ", ".join(f"{html.escape(name)} {_number(rows)}" for name, rows in (summary.get("gold") or {}).items()) or "none"
+    )
     timing_text = ", ".join(f"{html.escape(name.replace('_', ' '))} {_number(seconds, 1)} s" for name, seconds in timings.items())
     problem_list = "".join(f"<li>{html.escape(str(problem))}</li>" for problem in problems)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -511,7 +511,9 @@ class DemoRun:
                 )
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
-                self.say(f"  bronze holds {sum(documents.values()):,}/{sum(mongo.values()):,} documents, {unlanded:,} records unlanded")
+                self.say(
+                    f"  bronze holds {sum(documents.values()):,}/{sum(mongo.values()):,} documents, {unlanded:,} records unlanded"
+                )
             time.sleep(1.0)
 
     def start_sampler(self) -> None:
@@ -562,7 +564,9 @@ class DemoRun:
         """``spark-jobs dbt``: dbt build on Spark + Delta; its console streamed into logs/dbt.log."""
         started = time.monotonic()
         commands = ", ".join(self.settings.dbt_commands)
-        self.say(f"running the dbt runner (spark-jobs dbt: {commands}) on Spark with Delta; log {self.settings.logs_dir / 'dbt.log'}")
+        self.say(
+            f"running the dbt runner (spark-jobs dbt: {commands}) on Spark with Delta; log {self.settings.logs_dir / 'dbt.log'}"
+        )
         process = self._start("dbt", "spark-jobs", "dbt")
         follower = _DbtLogFollower(process.log_file)
         last = 0.0
@@ -576,7 +580,9 @@ class DemoRun:
         follower.read()
         code = process.stop()
         self._phase("dbt", started)
-        self.say(f"dbt finished with exit {code} in {self.timings['dbt']:.0f}s: {follower.done} nodes, {follower.problems} problems")
+        self.say(
+            f"dbt finished with exit {code} in {self.timings['dbt']:.0f}s: {follower.done} nodes, {follower.problems} problems"
+        )
         return code or 0
 
     def start_dbt_loop(self) -> ManagedProcess:

@@ -45,9 +45,7 @@ class DemoSettings(ServiceSettings):
         2.0, gt=0, description="With --keep-running: minutes between dbt rebuilds (spark-jobs dbt --every)."
     )
     spark_driver_memory: str = Field("2g", description="Driver memory of dbt's Spark session.")
-    spark_driver_java_options: str = Field(
-        "", description="Extra JVM options of dbt's Spark driver."
-    )
+    spark_driver_java_options: str = Field("", description="Extra JVM options of dbt's Spark driver.")
     lake: Literal["local", "s3"] = Field(
         "local",
         description="Where the lake lives: a local directory (work_dir/lake), or s3: a bucket of the local stack's "
@@ -59,12 +57,8 @@ class DemoSettings(ServiceSettings):
         validation_alias=AliasChoices("MONGO_URI", "DEMO_MONGO_URI"),
         description="A real MongoDB replica set to use instead of the stand-in (never printed unredacted).",
     )
-    standin_uri: str | None = Field(
-        None, description="A MongoDB stand-in that already runs (tests); default: start one."
-    )
-    kafka_bootstrap_servers: str | None = Field(
-        None, description="A Kafka broker that already runs (tests); default: start one."
-    )
+    standin_uri: str | None = Field(None, description="A MongoDB stand-in that already runs (tests); default: start one.")
+    kafka_bootstrap_servers: str | None = Field(None, description="A Kafka broker that already runs (tests); default: start one.")
 
     @property
     def logs_dir(self) -> Path:

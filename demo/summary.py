@@ -106,7 +106,10 @@ def render(console: Console, summary: Mapping[str, Any]) -> None:
     figures.add_column("value", justify="right")
     lag = summary.get("lag") or {}
     figures.add_row("lag of the last MongoDB write to bronze (s)", _number(summary.get("lag_seconds")))
-    figures.add_row("lag p50 / p95 / max over change events (s)", " / ".join(_number(lag.get(k)) for k in ("p50_seconds", "p95_seconds", "max_seconds")))
+    figures.add_row(
+        "lag p50 / p95 / max over change events (s)",
+        " / ".join(_number(lag.get(k)) for k in ("p50_seconds", "p95_seconds", "max_seconds")),
+    )
     labels = {
         "revenue": "revenue (paid, shipped, delivered)",
         "revenue_orders": "orders with revenue",

@@ -114,7 +114,10 @@ def _bronze_clocks(lake_root: Path, database: str, collections: Iterable[str]) -
         return None
     clocks = pl.concat(frames).select(
         pl.col("__operation").alias("operation"),
-        *(pl.col(f"__{name}").dt.epoch("ms").truediv(1000).alias(name) for name in ("cluster_time", "kafka_timestamp", "ingested_at")),
+        *(
+            pl.col(f"__{name}").dt.epoch("ms").truediv(1000).alias(name)
+            for name in ("cluster_time", "kafka_timestamp", "ingested_at")
+        ),
     )
     return clocks if clocks.height else None
 
@@ -124,12 +127,7 @@ def _rate(times: pl.Series, start: float, width: int) -> list[list[float]]:
     times = times.drop_nulls()
     if times.is_empty():
         return []
-    counts = (
-        times.to_frame("t")
-        .select(((pl.col("t") - start) // width).cast(pl.Int64).alias("bucket"))
-        .group_by("bucket")
-        .len()
-    )
+    counts = times.to_frame("t").select(((pl.col("t") - start) // width).cast(pl.Int64).alias("bucket")).group_by("bucket").len()
     by_bucket = dict(zip(counts["bucket"].to_list(), counts["len"].to_list(), strict=True))
     first, last = min(by_bucket), max(by_bucket)
     return [[start + bucket * width, round(by_bucket.get(bucket, 0) / width, 3)] for bucket in range(first, last + 1)]

@@ -66,11 +66,23 @@ LANDED_SUFFIX = ".landed"
 _PREFIX = f"{CLAIMS_DIRECTORY}/{CLAIM_ALGORITHM}"
 _S3_SCHEMES = ("s3://", "s3a://")
 # object_store's HTTP client options: deltalake takes them among the storage options, object_store apart.
-_CLIENT_OPTIONS = frozenset({
-    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type", "pool_idle_timeout",
-    "pool_max_idle_per_host", "proxy_url", "proxy_ca_certificate", "proxy_excludes", "randomize_addresses",
-    "read_timeout", "timeout", "user_agent",
-})
+_CLIENT_OPTIONS = frozenset(
+    {
+        "allow_http",
+        "allow_invalid_certificates",
+        "connect_timeout",
+        "default_content_type",
+        "pool_idle_timeout",
+        "pool_max_idle_per_host",
+        "proxy_url",
+        "proxy_ca_certificate",
+        "proxy_excludes",
+        "randomize_addresses",
+        "read_timeout",
+        "timeout",
+        "user_agent",
+    }
+)
 _BOOLEAN_CLIENT_OPTIONS = frozenset({"allow_http", "allow_invalid_certificates", "randomize_addresses"})
 # deltalake's own options (commit coordination), which object_store does not know.
 _DELTALAKE_ONLY = frozenset({"aws_s3_allow_unsafe_rename", "aws_s3_locking_provider", "delta_dynamo_table_name"})
@@ -299,9 +311,13 @@ class ClaimStore:
                     raise TransientError(f"cannot delete {self.root}/{path}: {error}") from error
         logger.info(
             "claims collected" if not dry_run else "claims that collection would delete",
-            extra={"claims_root": f"{self.root}/{CLAIMS_DIRECTORY}", "dry_run": dry_run, **result.log_fields(),
-                   "retention_hours": retention.total_seconds() / 3600,
-                   "orphan_retention_hours": None if orphan_retention is None else orphan_retention.total_seconds() / 3600},
+            extra={
+                "claims_root": f"{self.root}/{CLAIMS_DIRECTORY}",
+                "dry_run": dry_run,
+                **result.log_fields(),
+                "retention_hours": retention.total_seconds() / 3600,
+                "orphan_retention_hours": None if orphan_retention is None else orphan_retention.total_seconds() / 3600,
+            },
         )
         if result.orphans_deleted:
             logger.warning(

@@ -31,9 +31,7 @@ def config_option(envvar: str) -> OptionInfo:
     return option
 
 
-def load_cli_settings(
-    settings_class: type[SettingsT], config: Path | None, log_as: str | None, **overrides: Any
-) -> SettingsT:
+def load_cli_settings(settings_class: type[SettingsT], config: Path | None, log_as: str | None, **overrides: Any) -> SettingsT:
     """Validated settings, or exit BAD_CONFIGURATION with the problems; then JSON logs as ``log_as`` (None: leave logging alone)."""
     try:
         settings = load_settings(settings_class, config, **overrides)

@@ -146,9 +146,7 @@ class Operation(StrEnum):
     SNAPSHOT = "snapshot"
 
 
-DOCUMENT_OPERATIONS = frozenset(
-    {Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT}
-)
+DOCUMENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT})
 """Operations about one document: they carry a documentKey and a Kafka key."""
 
 
@@ -290,7 +288,10 @@ class ClaimReference(NamedTuple):
 def claim_record_value(reference: ClaimReference) -> bytes:
     """The value of a record whose event is claimed: the reference, as compact JSON."""
     return b'{"%s":{"%s":"%s","bytes":%d}}' % (
-        _CLAIM_REFERENCE_KEY.encode(), CLAIM_ALGORITHM.encode(), reference.digest.encode(), reference.size
+        _CLAIM_REFERENCE_KEY.encode(),
+        CLAIM_ALGORITHM.encode(),
+        reference.digest.encode(),
+        reference.size,
     )
 
 

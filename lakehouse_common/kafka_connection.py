@@ -28,9 +28,7 @@ logger = logging.getLogger(__name__)
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 # What librdkafka reports while it cannot reach a broker.
-CONNECTION_ERRORS = frozenset(
-    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
-)
+CONNECTION_ERRORS = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT})
 # librdkafka's log facilities of connection failures (``FAIL``: a connection attempt or a connection failed).
 _CONNECTION_FACILITIES = frozenset({"FAIL"})
 _LOST = "Kafka connection lost; further connection errors are counted, not logged, until a client succeeds again"
@@ -57,7 +55,8 @@ class KafkaConnection:
             f"{prefix}_kafka_client_errors",
             "Errors librdkafka reported (error callback), and its connection log lines suppressed while Kafka "
             "was unreachable (code log_line), by code.",
-            ["code"], registry=registry,
+            ["code"],
+            registry=registry,
         )
         self.unreachable = Gauge(
             f"{prefix}_kafka_unreachable", "1 while this service's Kafka clients cannot reach the cluster.", registry=registry
@@ -104,8 +103,11 @@ class KafkaConnection:
         self.unreachable.set(0)
         logger.info(
             "Kafka connection back",
-            extra={"outage_seconds": round(outage, 1), "suppressed_errors": sum(suppressed.values()),
-                   "suppressed_by_code": suppressed},
+            extra={
+                "outage_seconds": round(outage, 1),
+                "suppressed_errors": sum(suppressed.values()),
+                "suppressed_by_code": suppressed,
+            },
         )
 
     def _mark_down(self, code: str) -> bool:

@@ -254,8 +254,7 @@ def _wait_until_ready(broker: KafkaBroker, timeout: float) -> None:
             last_error = error
         time.sleep(0.3)
     raise StackError(
-        f"Kafka broker not ready after {timeout:.0f}s ({last_error}); logs in {broker.log_file.parent}:\n"
-        f"{tail(broker.log_file)}"
+        f"Kafka broker not ready after {timeout:.0f}s ({last_error}); logs in {broker.log_file.parent}:\n{tail(broker.log_file)}"
     )
 
 

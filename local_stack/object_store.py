@@ -118,7 +118,9 @@ def start_object_store(
             }
         )
     )
-    ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")}
+    ports = {
+        name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
+    }
     command = [
         str(weed), "mini",
         f"-dir={work_dir / 'data'}",

@@ -182,7 +182,9 @@ def _thrift_server(
     work_dir = cluster.work_dir
     spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
     spark.metastore_dir.mkdir(parents=True, exist_ok=True)
-    conf = spark_conf(spark.model_copy(update={"master": cluster.master_url, "app_name": "lakehouse-thrift-server"}), storage_options)
+    conf = spark_conf(
+        spark.model_copy(update={"master": cluster.master_url, "app_name": "lakehouse-thrift-server"}), storage_options
+    )
     # Delta's jars on the class paths, not spark.jars: the Thrift Server runs each session's
     # statements in its own class loader, which does not see jars added at submit time.
     classpath = ":".join([conf.pop("spark.jars").replace(",", ":"), *filter(None, [conf.get("spark.driver.extraClassPath")])])
@@ -253,7 +255,9 @@ def _wait_for(ready: object, cluster: SparkCluster, name: str, timeout: float) -
         if ready():  # type: ignore[operator]
             return
         time.sleep(0.5)
-    raise StackError(f"Spark {name} not ready after {timeout:.0f}s; logs in {cluster.logs_dir}:\n{tail(cluster.logs_dir / f'{name}.log')}")
+    raise StackError(
+        f"Spark {name} not ready after {timeout:.0f}s; logs in {cluster.logs_dir}:\n{tail(cluster.logs_dir / f'{name}.log')}"
+    )
 
 
 __all__ = ["THRIFT_SERVER_CLASS", "SparkCluster", "spark_home", "start_spark_cluster"]

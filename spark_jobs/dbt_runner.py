@@ -118,13 +118,23 @@ class DbtMetrics:
     """Prometheus metrics of the runner."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.runs = MetricCounter("lakehouse_dbt_runs", "dbt invocations by command and outcome.", ["command", "outcome"], registry=registry)
-        self.duration = Gauge("lakehouse_dbt_last_duration_seconds", "Duration of the last invocation.", ["command"], registry=registry)
+        self.runs = MetricCounter(
+            "lakehouse_dbt_runs", "dbt invocations by command and outcome.", ["command", "outcome"], registry=registry
+        )
+        self.duration = Gauge(
+            "lakehouse_dbt_last_duration_seconds", "Duration of the last invocation.", ["command"], registry=registry
+        )
         self.last_success = Gauge(
-            "lakehouse_dbt_last_success_timestamp_seconds", "When the command last succeeded (Unix time).", ["command"], registry=registry
+            "lakehouse_dbt_last_success_timestamp_seconds",
+            "When the command last succeeded (Unix time).",
+            ["command"],
+            registry=registry,
         )
         self.nodes = Gauge(
-            "lakehouse_dbt_last_nodes", "Nodes of the last invocation by type and status.", ["command", "resource_type", "status"], registry=registry
+            "lakehouse_dbt_last_nodes",
+            "Nodes of the last invocation by type and status.",
+            ["command", "resource_type", "status"],
+            registry=registry,
         )
 
     def record(self, result: DbtResult) -> None:

@@ -149,9 +149,7 @@ def pyspark_submit_args(settings: SparkSettings) -> str:
     )
 
 
-def build_spark_session(
-    settings: SparkSettings | None = None, storage_options: Mapping[str, str] | None = None
-) -> SparkSession:
+def build_spark_session(settings: SparkSettings | None = None, storage_options: Mapping[str, str] | None = None) -> SparkSession:
     """A SparkSession with Delta, built from ``settings`` (or reused if one is active)."""
     from pyspark.sql import SparkSession
 

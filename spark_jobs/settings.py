@@ -42,7 +42,8 @@ class DbtSettings(FrozenModel):
         description="dbt commands to run, in order, each as on the command line (for example 'build --select silver').",
     )
     keep_going: bool = Field(
-        True, description="Run the remaining commands after one fails (a stale source still gets built); the exit status is the first failure's."
+        True,
+        description="Run the remaining commands after one fails (a stale source still gets built); the exit status is the first failure's.",
     )
     target_path: Path = Field(SOURCE_ROOT / "build" / "dbt" / "target", description="dbt's target directory (run_results.json).")
     log_path: Path = Field(SOURCE_ROOT / "build" / "dbt" / "logs", description="dbt's log directory.")

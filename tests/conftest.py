@@ -136,9 +136,7 @@ def real_replica_set() -> Iterator[MongoEndpoint]:
     try:
         wait_for_logs(container, "Waiting for connections", timeout=60)
         container.exec(["mongosh", "--quiet", "--eval", "rs.initiate({_id:'rs0',members:[{_id:0,host:'localhost:27017'}]})"])
-        uri = (
-            f"mongodb://{container.get_container_host_ip()}:{container.get_exposed_port(27017)}/?directConnection=true"
-        )
+        uri = f"mongodb://{container.get_container_host_ip()}:{container.get_exposed_port(27017)}/?directConnection=true"
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=30000)
         deadline = time.monotonic() + 60
         while not client.admin.command("hello").get("isWritablePrimary") and time.monotonic() < deadline:
@@ -248,7 +246,9 @@ class _DropConditionalHeaders(http.server.BaseHTTPRequestHandler):
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                     self.send_header(key, value)
-            self.send_header("Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)))
+            self.send_header(
+                "Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+            )
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)

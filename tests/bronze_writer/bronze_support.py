@@ -112,15 +112,17 @@ def claim_records(
     messages = []
     for index, encoded in enumerate(encode_events(list(events), value_format)):
         reference = store.put(encoded.value)
-        messages.append(Message(
-            topic=topic,
-            partition=partition,
-            offset=first_offset + index,
-            key=encoded.key,
-            value=claim_record_value(reference),
-            headers=claim_headers(encoded, value_format),
-            timestamp=(1, (BASE_SECONDS + first_offset + index) * 1000),
-        ))
+        messages.append(
+            Message(
+                topic=topic,
+                partition=partition,
+                offset=first_offset + index,
+                key=encoded.key,
+                value=claim_record_value(reference),
+                headers=claim_headers(encoded, value_format),
+                timestamp=(1, (BASE_SECONDS + first_offset + index) * 1000),
+            )
+        )
     return messages
 
 

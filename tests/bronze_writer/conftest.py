@@ -31,7 +31,12 @@ def writer_settings(kafka_broker: KafkaBroker, lake: Any, lake_root: str) -> Cal
 
     def make(topic_pattern: str, group_id: str, **overrides: Any) -> BronzeSettings:
         batch = {"max_latency_seconds": 0.5, **overrides.pop("batch", {})}
-        consumer = {"topic_pattern": topic_pattern, "group_id": group_id, "session_timeout_ms": 6000, **overrides.pop("consumer", {})}
+        consumer = {
+            "topic_pattern": topic_pattern,
+            "group_id": group_id,
+            "session_timeout_ms": 6000,
+            **overrides.pop("consumer", {}),
+        }
         return load_settings(
             BronzeSettings,
             kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},

@@ -78,8 +78,7 @@ def test_invalid_configuration_names_the_variable(monkeypatch: pytest.MonkeyPatc
 def test_yaml_configuration_and_secret_storage_options(tmp_path: Path) -> None:
     config = tmp_path / "bronze.yaml"
     config.write_text(
-        "lake:\n  root: s3://bucket/lake\n  storage_options:\n    AWS_SECRET_ACCESS_KEY: hunter2\n"
-        "batch:\n  max_rows: 1000\n"
+        "lake:\n  root: s3://bucket/lake\n  storage_options:\n    AWS_SECRET_ACCESS_KEY: hunter2\nbatch:\n  max_rows: 1000\n"
     )
     settings = load_settings(BronzeSettings, config)
     assert settings.batch.max_rows == 1000
@@ -134,7 +133,9 @@ def test_vacuum_collects_the_claims_bronze_landed_once_their_retention_passed(
     kept = CliRunner().invoke(app, ["vacuum", "--claim-retention-hours", "1"])
     assert kept.exit_code == 0, kept.output
     assert "claims: 0 landed (0 bytes) and 0 orphans (0 bytes) deleted; 1 landed kept, 1 never marked landed kept" in kept.output
-    assert CliRunner().invoke(app, ["vacuum", "--table", "shop.orders", "--claim-retention-hours", "0"]).output.count("claims") == 0
+    assert (
+        CliRunner().invoke(app, ["vacuum", "--table", "shop.orders", "--claim-retention-hours", "0"]).output.count("claims") == 0
+    )
     dry = CliRunner().invoke(app, ["vacuum", "--claim-retention-hours", "0", "--dry-run"])
     assert "1 landed" in dry.output and "would be deleted" in dry.output and claims_on_disk() == 2
 

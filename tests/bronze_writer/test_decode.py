@@ -177,7 +177,9 @@ def test_a_tombstone_lands_as_a_delete_of_its_key() -> None:
         (contract.HEADER_VALUE_FORMAT, b"json"),
         (contract.HEADER_EVENT_ID, b"00000000000000ff"),
     ]
-    decoded = decode_topic("cdc.shop.orders", collect([_message(3, None, headers, key=b'{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}}')]))
+    decoded = decode_topic(
+        "cdc.shop.orders", collect([_message(3, None, headers, key=b'{"_id":{"$oid":"65a1b2c3d4e5f60718293a4b"}}')])
+    )
     row = decoded.frame.row(0, named=True)
     assert decoded.dead_letters == []
     assert (row["__operation"], row["__event_id"]) == ("delete", "00000000000000ff")
@@ -250,15 +252,38 @@ def test_a_missing_or_corrupt_claim_is_dead_lettered_with_its_reason_and_the_bat
     (lake_dir / claim_path(missing_ref.digest)).unlink()
     corrupt_file = lake_dir / claim_path(contract.parse_claim_reference(corrupt.value()).digest)
     corrupt_file.write_bytes(corrupt_file.read_bytes().replace(b"large", b"LARGE"))
-    garbled = Message(topic="cdc.shop.orders", partition=0, offset=4, key=garbled.key(), value=b'{"lakehouse.claim":{}}',
-                      headers=garbled.headers(), timestamp=(1, 0))
-    batch = [good[0], missing, corrupt, garbled, Message(topic="cdc.shop.orders", partition=0, offset=5, key=good[1].key(),
-                                                         value=good[1].value(), headers=good[1].headers(), timestamp=(1, 0))]
+    garbled = Message(
+        topic="cdc.shop.orders",
+        partition=0,
+        offset=4,
+        key=garbled.key(),
+        value=b'{"lakehouse.claim":{}}',
+        headers=garbled.headers(),
+        timestamp=(1, 0),
+    )
+    batch = [
+        good[0],
+        missing,
+        corrupt,
+        garbled,
+        Message(
+            topic="cdc.shop.orders",
+            partition=0,
+            offset=5,
+            key=good[1].key(),
+            value=good[1].value(),
+            headers=good[1].headers(),
+            timestamp=(1, 0),
+        ),
+    ]
     decoded = decode_guarded("cdc.shop.orders", collect(batch), store)
     assert decoded.frame["__event_id"].to_list() == [event_id(1), event_id(5)]
     letters = {letter.offset: letter for letter in decoded.dead_letters}
     assert {offset: letter.error_type for offset, letter in letters.items()} == {
-        2: "ClaimNotFoundError", 3: "ClaimCorruptError", 4: "UndecodableEventError"}
+        2: "ClaimNotFoundError",
+        3: "ClaimCorruptError",
+        4: "UndecodableEventError",
+    }
     assert missing_ref.digest in letters[2].error
     assert letters[2].value == missing.value()  # the reference is kept: it names the event and the claim
     assert decoded.last_offsets == {0: 5} and decoded.claims == []
@@ -268,7 +293,10 @@ def test_a_missing_or_corrupt_claim_is_dead_lettered_with_its_reason_and_the_bat
 def test_a_reader_that_predates_claims_dead_letters_them_instead_of_landing_garbage(value_format, tmp_path) -> None:
     """The decoding such a reader runs is ``decode_topic`` alone: the claim record is no event to it."""
     store = ClaimStore(str(tmp_path / "lake"))
-    batch = [*records([change_event(1, {"_id": 1})], value_format), *claim_records([change_event(2, LARGE)], store, value_format, first_offset=1)]
+    batch = [
+        *records([change_event(1, {"_id": 1})], value_format),
+        *claim_records([change_event(2, LARGE)], store, value_format, first_offset=1),
+    ]
     decoded = decode_topic("cdc.shop.orders", collect(batch))
     assert decoded.frame["__event_id"].to_list() == [event_id(1)]
     (letter,) = decoded.dead_letters

@@ -101,9 +101,7 @@ def test_a_native_panic_while_typing_is_dead_lettered_before_the_commit(
     assert read_bronze(lake.dead_letter_uri(settings.lake.root)).height == 2
 
 
-def test_an_error_that_is_not_the_records_fault_still_stops(
-    lander: Lander, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_error_that_is_not_the_records_fault_still_stops(lander: Lander, monkeypatch: pytest.MonkeyPatch) -> None:
     def decode_topic(topic: str, batch: decode_module.Records) -> decode_module.DecodedTopic:
         raise MemoryError
 
@@ -132,8 +130,10 @@ def test_a_claimed_event_lands_whole_and_its_claim_is_marked_landed_only_after_t
     lander: Lander, settings: BronzeSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     large = {"_id": 2, "blob": "y" * 200_000}
-    batch = [*records([change_event(1, {"_id": 1})], topic=TOPIC),
-             *claim_records([change_event(2, large)], lander.claims, topic=TOPIC, first_offset=1)]
+    batch = [
+        *records([change_event(1, {"_id": 1})], topic=TOPIC),
+        *claim_records([change_event(2, large)], lander.claims, topic=TOPIC, first_offset=1),
+    ]
     digest = parse_claim_reference(batch[1].value()).digest
     marker = Path(settings.lake.root) / (claim_path(digest) + LANDED_SUFFIX)
 

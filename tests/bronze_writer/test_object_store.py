@@ -159,7 +159,11 @@ def test_a_store_that_ignores_conditional_writes_is_refused_at_start(
     kafka_broker: KafkaBroker, store_ignoring_conditional_writes: UnconditionalStore
 ) -> None:
     environment = _environment(
-        kafka_broker.bootstrap_servers, "cdc.shop.x", f"s3://lakehouse/{uuid.uuid4().hex}", store_ignoring_conditional_writes.storage_options, "w"
+        kafka_broker.bootstrap_servers,
+        "cdc.shop.x",
+        f"s3://lakehouse/{uuid.uuid4().hex}",
+        store_ignoring_conditional_writes.storage_options,
+        "w",
     )
     result = _run(environment)
     assert result.returncode == ExitCode.BAD_CONFIGURATION, result.stdout + result.stderr

@@ -208,5 +208,7 @@ def test_records_deleted_before_they_were_landed_are_reported(
     with WriterThread(accepting):
         wait_until(lambda: _rows(uri).height == 20, timeout=120)
     assert sorted(_rows(uri)["__event_id"].to_list()) == [event_id(n) for n in (*range(1, 11), *range(21, 31))]
-    [reset] = [commit for commit in DeltaTable(uri, storage_options=storage_options(uri)).history() if lake.OFFSET_RESET_KEY in commit]
+    [reset] = [
+        commit for commit in DeltaTable(uri, storage_options=storage_options(uri)).history() if lake.OFFSET_RESET_KEY in commit
+    ]
     assert json.loads(reset[lake.OFFSET_RESET_KEY])["reason"] == "retention"

@@ -245,7 +245,9 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(lake_root: str) -> 
         errors: list[BaseException] = []
 
         def racer(
-            lake_settings: LakeSettings = lake_settings, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors
+            lake_settings: LakeSettings = lake_settings,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
         ) -> None:
             try:
                 table = BronzeTable(lake_settings, "shop", "orders")

@@ -75,17 +75,24 @@ def raw(event: dict[str, Any]) -> RawBSONDocument:
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, isolation: str = "read_committed", idle_s: float = 2.0, timeout_s: float = 60.0,
+    bootstrap: str,
+    topic: str,
+    *,
+    isolation: str = "read_committed",
+    idle_s: float = 2.0,
+    timeout_s: float = 60.0,
     expect: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every record of a topic, decoded: partition, offset, key, headers, event."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "isolation.level": isolation,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "auto.offset.reset": "earliest",
+        }
+    )
     records: list[dict[str, Any]] = []
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -108,17 +115,20 @@ def read_topic(
                 headers = parse_headers(message.headers())
             except ContractError:  # dead letters carry their own headers
                 headers = None
-            records.append({
-                "partition": message.partition(),
-                "offset": message.offset(),
-                "key": message.key(),
-                "headers": headers,
-                "raw_headers": dict(message.headers() or []),
-                # A claim record's value is a reference to the event (contract: Claim checks), not the event.
-                "event": decode_value(value, headers.value_format)
-                if value is not None and headers and not is_claim(message.headers()) else None,
-                "value": value,
-            })
+            records.append(
+                {
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "key": message.key(),
+                    "headers": headers,
+                    "raw_headers": dict(message.headers() or []),
+                    # A claim record's value is a reference to the event (contract: Claim checks), not the event.
+                    "event": decode_value(value, headers.value_format)
+                    if value is not None and headers and not is_claim(message.headers())
+                    else None,
+                    "value": value,
+                }
+            )
     finally:
         consumer.close()
     return records
@@ -153,5 +163,13 @@ def apply_events(records: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
 
 
 __all__ = [
-    "FIXTURES", "ValueFormat", "apply_events", "event_ids", "fixture_events", "raw", "read_topic", "settings_env", "settings_from",
+    "FIXTURES",
+    "ValueFormat",
+    "apply_events",
+    "event_ids",
+    "fixture_events",
+    "raw",
+    "read_topic",
+    "settings_env",
+    "settings_from",
 ]

@@ -21,10 +21,10 @@ from lakehouse_common.lifecycle import ExitCode
 PIPELINE_MODIFIED_ID = (
     "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. "
     "Modifying the _id field of an event makes it impossible to resume the stream from that point. Only "
-    "transformations that retain the unmodified _id field are allowed. Expected: { _id: { _data: \"8265\" } } "
+    'transformations that retain the unmodified _id field are allowed. Expected: { _id: { _data: "8265" } } '
     "but found: {}"
 )
-TOKEN_NOT_FOUND = "resume of change stream was not possible, as the resume token was not found. {_data: \"8265\"}"
+TOKEN_NOT_FOUND = 'resume of change stream was not possible, as the resume token was not found. {_data: "8265"}'
 HISTORY_LOST = "Resume of change stream was not possible, as the resume point may no longer be in the oplog."
 
 

@@ -40,11 +40,18 @@ def test_every_documented_event_is_published_whole(name: str, value_format: Valu
 
 
 def test_shapes_keep_what_consumers_need() -> None:
-    decoded = {name: decode_value(encode_events([raw(e)], ValueFormat.JSON)[0].value, ValueFormat.JSON) for name, e in EVENTS.items() if "splitEvent" not in e}
+    decoded = {
+        name: decode_value(encode_events([raw(e)], ValueFormat.JSON)[0].value, ValueFormat.JSON)
+        for name, e in EVENTS.items()
+        if "splitEvent" not in e
+    }
     update = decoded["update"]["updateDescription"]
     assert update["truncatedArrays"] == [{"field": "history", "newSize": 5}]
     assert update["removedFields"] == ["name"] and update["updatedFields"]["address.city"] == "London"
-    assert decoded["update_disambiguated_paths"]["updateDescription"]["disambiguatedPaths"] == {"a.0": ["a", "0"], "b.c.d": ["b", "c", "d"]}
+    assert decoded["update_disambiguated_paths"]["updateDescription"]["disambiguatedPaths"] == {
+        "a.0": ["a", "0"],
+        "b.c.d": ["b", "c", "d"],
+    }
     assert decoded["update_post_image_gone"]["fullDocument"] is None  # updateLookup found no document
     assert "fullDocument" not in decoded["update"]
     assert decoded["delete_with_pre_image"]["fullDocumentBeforeChange"] == {"_id": 12, "name": "Alan T."}
@@ -83,7 +90,9 @@ def test_a_fragment_out_of_order_is_an_error() -> None:
 
 def test_positions_never_pass_half_a_split_event() -> None:
     assembler = BatchAssembler(split_supported=True)
-    insert, first, second, update = (raw(EVENTS[n]) for n in ("insert", "split_fragment_1_of_2", "split_fragment_2_of_2", "update"))
+    insert, first, second, update = (
+        raw(EVENTS[n]) for n in ("insert", "split_fragment_1_of_2", "split_fragment_2_of_2", "update")
+    )
     post_batch = raw({"_data": EVENTS["split_fragment_1_of_2"]["_id"]["_data"]})
 
     events, position, invalidated = assembler.add([insert, first], post_batch, cursor_closed=False)
@@ -122,10 +131,15 @@ def test_the_change_stream_stage_follows_the_settings() -> None:
     options = StreamOptions(settings, NamespaceFilter(ScopeSettings(include_databases=["shop"])), split_supported=True)
     position = Position.from_token({"_data": "82AA"})
     pipeline = options.pipeline(StreamSpec(StreamLayout.DEPLOYMENT), position)
-    assert pipeline[0] == {"$changeStream": {
-        "fullDocument": "required", "fullDocumentBeforeChange": "whenAvailable", "showExpandedEvents": True,
-        "allChangesForCluster": True, "resumeAfter": {"_data": "82AA"},
-    }}
+    assert pipeline[0] == {
+        "$changeStream": {
+            "fullDocument": "required",
+            "fullDocumentBeforeChange": "whenAvailable",
+            "showExpandedEvents": True,
+            "allChangesForCluster": True,
+            "resumeAfter": {"_data": "82AA"},
+        }
+    }
     assert "$match" in pipeline[1]
     assert pipeline[2] == {"$project": {"fullDocument.secret": 0}}
     assert pipeline[-1] == {"$changeStreamSplitLargeEvent": {}}  # always last

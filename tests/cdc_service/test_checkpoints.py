@@ -33,7 +33,9 @@ def _state(collections: int, **changes: object) -> SnapshotState:
 def test_a_snapshot_of_many_thousand_collections_fits_the_checkpoint_topic_and_reads_back(kafka_broker) -> None:
     name = f"k{uuid.uuid4().hex[:10]}"
     settings = CdcSettings(
-        mongo_uri="mongodb://unused", name=name, kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
+        mongo_uri="mongodb://unused",
+        name=name,
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
         topics={"prefix": name, "checkpoint_topic": f"{name}.checkpoints", "dead_letter_topic": f"{name}.dlq"},
     )
     state = _state(12_000)
@@ -44,7 +46,9 @@ def test_a_snapshot_of_many_thousand_collections_fits_the_checkpoint_topic_and_r
     limit = publisher.topics.ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
     assert limit >= CHECKPOINT_TOPIC_LIMIT
     publisher.commit(records, settings.topics.checkpoint_topic, 60)
-    loaded = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, settings.topics.checkpoint_topic, settings.name)
+    loaded = load_checkpoints(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}, settings.topics.checkpoint_topic, settings.name
+    )
     assert loaded.snapshots["deployment"].collections == state.collections
     assert loaded.snapshots["deployment"].position == state.position
 
@@ -63,10 +67,15 @@ def test_records_of_an_earlier_snapshot_keep_their_attempt_numbers_only() -> Non
 
 def test_a_record_of_the_former_single_record_format_still_loads() -> None:
     legacy = {
-        "version": 1, "type": "snapshot", "stream": "coll:shop.orders",
+        "version": 1,
+        "type": "snapshot",
+        "stream": "coll:shop.orders",
         "position": {"token": '{"_data":"82AA01"}', "start_after": False, "operation_time": None},
         "collections": {"shop.orders": {"done": False, "attempt": 99, "copied": 12}},
-        "cluster_time": [1, 2], "completed": False, "started_at": 1.0, "snapshot_id": "abc",
+        "cluster_time": [1, 2],
+        "completed": False,
+        "started_at": 1.0,
+        "snapshot_id": "abc",
     }
     checkpoints = fold_records("svc", [(snapshot_key("svc", "coll:shop.orders"), json.dumps(legacy).encode())])
     state = checkpoints.snapshots["coll:shop.orders"]
@@ -76,8 +85,20 @@ def test_a_record_of_the_former_single_record_format_still_loads() -> None:
 
 def test_a_copy_record_reads_back_whole_and_the_last_one_per_collection_wins() -> None:
     first = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", filter='{"open": true}', signal_id='"s1"')
-    later = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", bracket=3, last_id="DgAAABBfaWQABwAAAAA=",
-                         chunks=4, copied=4000, superseded=12, estimate=10_000, start_position="8265A1B2C3")
+    later = CopyProgress(
+        "shop.orders",
+        "coll:shop.orders",
+        "c1",
+        1,
+        "signal",
+        bracket=3,
+        last_id="DgAAABBfaWQABwAAAAA=",
+        chunks=4,
+        copied=4000,
+        superseded=12,
+        estimate=10_000,
+        start_position="8265A1B2C3",
+    )
     other = CopyProgress("shop.items/x", "coll:shop.items/x", "c2", 3, "new-collection", state="done")
     records = [(copy_key("svc", p.namespace), p.to_json()) for p in (first, other, later)]
     records.append((copy_key("another", "shop.orders"), first.to_json()))
@@ -95,7 +116,9 @@ def test_checkpoints_are_read_while_a_running_service_keeps_writing_them(kafka_b
 
     name = f"k{uuid.uuid4().hex[:10]}"
     settings = CdcSettings(
-        mongo_uri="mongodb://unused", name=name, kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
+        mongo_uri="mongodb://unused",
+        name=name,
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
         topics={"prefix": name, "checkpoint_topic": f"{name}.checkpoints", "dead_letter_topic": f"{name}.dlq"},
     )
     publisher = EventPublisher(settings)

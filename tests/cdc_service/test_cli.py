@@ -71,8 +71,12 @@ def test_replay_from_bronze_finds_the_table_of_an_escaped_collection_name(tmp_pa
     table = lake.bronze_table_uri(str(tmp_path), database, collection)
     mark = HighWaterMark(topic, 0, 10, "82AA0005", json.dumps({"_data": "82AA0005"}))
     write_deltalake(
-        table, pa.table({"__event_id": ["82AA0005"]}), mode="append",
-        commit_properties=CommitProperties(custom_metadata={lake.HIGH_WATER_MARKS_KEY: lake.encode_high_water_marks({f"{topic}/0": mark})}),
+        table,
+        pa.table({"__event_id": ["82AA0005"]}),
+        mode="append",
+        commit_properties=CommitProperties(
+            custom_metadata={lake.HIGH_WATER_MARKS_KEY: lake.encode_high_water_marks({f"{topic}/0": mark})}
+        ),
     )
     spec = StreamSpec.parse("coll:shop.order items")
     plan = plan_from_bronze([spec], {spec.stream_id: ["shop.order items"]}, str(tmp_path), [])
@@ -91,8 +95,12 @@ def test_secrets_never_reach_the_logs(kafka_broker, tmp_path: Path) -> None:
     env = settings_env("mongodb://app:Sup3rSecret@127.0.0.1:1/?serverSelectionTimeoutMS=300", kafka_broker.bootstrap_servers, "x")
     env.update({"CDC_RETRY_MAX_ATTEMPTS": "1", "CDC_KAFKA__SASL_PASSWORD": "KafkaSecret"})
     result = subprocess.run(
-        [sys.executable, "-m", "cdc_service.cli", "run"], env={**env, "PATH": "/usr/bin:/bin"}, cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "cdc_service.cli", "run"],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == ExitCode.FAILED, output  # MongoDB unreachable: retried once, then a clear stop

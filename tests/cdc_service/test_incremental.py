@@ -94,8 +94,13 @@ class Writer(threading.Thread):
 
 def _cdc(env: dict[str, str], *arguments: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cdc_service.cli", *arguments], env={**__import__("os").environ, **env}, cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", "cdc_service.cli", *arguments],
+        env={**__import__("os").environ, **env},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -152,10 +157,35 @@ def test_a_signalled_copy_under_concurrent_writes_ends_in_mongodbs_state(
 
 def _every_id_type(real: bool) -> list[Any]:
     ids = [
-        MinKey(), None, float("nan"), float("-inf"), -5, Int64(2), 2.5, Decimal128("3.25"), 10**12, float("inf"),
-        "", "a", "b", "ž", {}, {"a": 1}, {"a": 1, "b": 2}, {"z": 0}, Binary(b""), Binary(b"\x01"),
-        ObjectId(b"\x00" * 12), ObjectId(), False, True, datetime(1969, 1, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC),
-        Timestamp(0, 1), Timestamp(1_700_000_000, 3), MaxKey(),
+        MinKey(),
+        None,
+        float("nan"),
+        float("-inf"),
+        -5,
+        Int64(2),
+        2.5,
+        Decimal128("3.25"),
+        10**12,
+        float("inf"),
+        "",
+        "a",
+        "b",
+        "ž",
+        {},
+        {"a": 1},
+        {"a": 1, "b": 2},
+        {"z": 0},
+        Binary(b""),
+        Binary(b"\x01"),
+        ObjectId(b"\x00" * 12),
+        ObjectId(),
+        False,
+        True,
+        datetime(1969, 1, 1, tzinfo=UTC),
+        datetime(2024, 5, 1, tzinfo=UTC),
+        Timestamp(0, 1),
+        Timestamp(1_700_000_000, 3),
+        MaxKey(),
     ]
     if real:  # the stand-in's $gt does not compare binary values of different subtypes; MongoDB does
         ids.append(Binary(b"\x00" * 16, 4))
@@ -217,8 +247,17 @@ def _bracket_of(value: Any) -> int:
             return index
         if bracket.name == "number" and isinstance(value, (int, float, Int64, Decimal128)) and not isinstance(value, bool):
             return index
-    kinds = {type(None): "null", str: "string", dict: "object", bytes: "binData", Binary: "binData", ObjectId: "objectId",
-             bool: "bool", datetime: "date", Timestamp: "timestamp"}
+    kinds = {
+        type(None): "null",
+        str: "string",
+        dict: "object",
+        bytes: "binData",
+        Binary: "binData",
+        ObjectId: "objectId",
+        bool: "bool",
+        datetime: "date",
+        Timestamp: "timestamp",
+    }
     name = "minKey" if isinstance(value, MinKey) else "maxKey" if isinstance(value, MaxKey) else kinds[type(value)]
     return next(index for index, bracket in enumerate(BRACKETS) if bracket.name == name)
 
@@ -335,12 +374,18 @@ def test_signal_documents_copy_a_filtered_part_refuse_bad_ones_and_stop_a_copy(
     namespace = f"{mongo_database.name}.items"
     service = run_service(_signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="50"))
     service.streaming(2)
-    signals.insert_many([
-        {"_id": "bad-filter", "type": "execute-snapshot", "data": {"data-collections": [namespace], "filter": {"$bogus": 1}}},
-        {"_id": "out-of-scope", "type": "execute-snapshot", "data": {"data-collections": ["elsewhere.items"]}},
-        {"_id": "unknown", "type": "make-coffee"},
-        {"_id": "open-only", "type": "execute-snapshot", "data": {"data-collections": [namespace], "filter": {"status": "open"}}},
-    ])
+    signals.insert_many(
+        [
+            {"_id": "bad-filter", "type": "execute-snapshot", "data": {"data-collections": [namespace], "filter": {"$bogus": 1}}},
+            {"_id": "out-of-scope", "type": "execute-snapshot", "data": {"data-collections": ["elsewhere.items"]}},
+            {"_id": "unknown", "type": "make-coffee"},
+            {
+                "_id": "open-only",
+                "type": "execute-snapshot",
+                "data": {"data-collections": [namespace], "filter": {"status": "open"}},
+            },
+        ]
+    )
     done = _wait_for(lambda: (signals.find_one({"_id": "open-only", "status": "done"})), message="the filtered copy")
     assert done["service"] == service.settings.name and done["finished"][0]["published"] == 100
     rejected = {document["_id"]: document["reason"] for document in signals.find({"status": "rejected"})}
@@ -389,15 +434,19 @@ def test_a_collection_renamed_into_the_scope_is_copied_while_it_streams(
         items.update_one({"_id": number}, {"$set": {"version": 1}})
     items.delete_many({"_id": {"$gte": 480}})
     namespace = f"{mongo_database.name}.items"
-    _wait_for(lambda: service.service.metrics.copies_running._value.get() == 0
-              and service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0, message="the copy")  # noqa: SLF001
+    _wait_for(
+        lambda: service.service.metrics.copies_running._value.get() == 0
+        and service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0,
+        message="the copy",
+    )  # noqa: SLF001
     time.sleep(2)
     records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", idle_s=3.0)
     service.stop()
     assert _published_state(records) == _mongo_state(items)
     assert Counter(r["event"]["operationType"] for r in records)["snapshot"] >= 400
-    progress = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
-                                env["CDC_NAME"]).copies[namespace]
+    progress = load_checkpoints(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]
+    ).copies[namespace]
     assert progress.reason == "new-collection" and progress.state == CopyState.DONE
 
 
@@ -410,11 +459,13 @@ def test_signals_written_before_the_service_follows_the_collection_are_executed_
     items, signals = mongo_database["items"], mongo_database["cdc_signals"]
     items.insert_many([{"_id": number} for number in range(120)])
     namespace = f"{mongo_database.name}.items"
-    signals.insert_many([
-        {"_id": "early", "type": "execute-snapshot", "data": {"data-collections": [namespace]}},
-        {"_id": "odd", "type": "make-coffee"},
-        {"_id": "answered", "type": "execute-snapshot", "data": {"data-collections": [namespace]}, "status": "withdrawn"},
-    ])
+    signals.insert_many(
+        [
+            {"_id": "early", "type": "execute-snapshot", "data": {"data-collections": [namespace]}},
+            {"_id": "odd", "type": "make-coffee"},
+            {"_id": "answered", "type": "execute-snapshot", "data": {"data-collections": [namespace]}, "status": "withdrawn"},
+        ]
+    )
     service = run_service(_signal_env(cdc_env, mongo_database.name, CDC_SNAPSHOT__CHUNK_SIZE="50"))
     done = _wait_for(lambda: signals.find_one({"_id": "early", "status": "done"}), message="the early signal's copy")
     assert done["finished"][0]["published"] == 120
@@ -454,8 +505,11 @@ def test_a_collection_added_to_the_include_list_is_copied_in_chunks_while_the_ot
     writer = Writer(added, ids)
     writer.start()
     try:
-        _wait_for(lambda: service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0  # noqa: SLF001
-                  and service.service.metrics.copies_running._value.get() == 0, message="the added collection's copy")  # noqa: SLF001
+        _wait_for(
+            lambda: service.service.metrics.copy_chunks.labels(namespace)._value.get() > 0  # noqa: SLF001
+            and service.service.metrics.copies_running._value.get() == 0,
+            message="the added collection's copy",
+        )  # noqa: SLF001
         first.update_one({"_id": 2}, {"$set": {"version": 2}})  # the other stream went on meanwhile
     finally:
         writer.stop.set()
@@ -468,8 +522,9 @@ def test_a_collection_added_to_the_include_list_is_copied_in_chunks_while_the_ot
     assert _published_state(records) == _mongo_state(added)
     assert _published_state(first_records) == _mongo_state(first)
     assert Counter(r["event"]["operationType"] for r in first_records)["snapshot"] == 50  # not copied again
-    progress = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
-                                env["CDC_NAME"]).copies[namespace]
+    progress = load_checkpoints(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]
+    ).copies[namespace]
     assert progress.reason == "new-collection" and progress.state == CopyState.DONE and progress.chunks >= 1500 // 200
     assert writer.writes > 50
 
@@ -510,8 +565,9 @@ def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and
     assert {d["status"] for d in mongo_database["cdc_signals"].find()} == {"withdrawn"}
     records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{mongo_database.name}.items", expect=30)
     assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 30}
-    streams = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"],
-                               env["CDC_NAME"]).streams
+    streams = load_checkpoints(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]
+    ).streams
     assert streams[f"coll:{mongo_database.name}.items"].kind == "snapshot"  # the offline copy, as before
 
 
@@ -523,9 +579,21 @@ def test_a_snapshot_command_interrupted_before_any_service_answered_withdraws_it
     mongo_database["items"].insert_one({"_id": 1})
     env = _signal_env(cdc_env, mongo_database.name)
     command = subprocess.Popen(
-        [sys.executable, "-m", "cdc_service.cli", "snapshot", "--stream", f"coll:{mongo_database.name}.items",
-         "--accept-timeout", "600"],
-        env={**__import__("os").environ, **env}, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cdc_service.cli",
+            "snapshot",
+            "--stream",
+            f"coll:{mongo_database.name}.items",
+            "--accept-timeout",
+            "600",
+        ],
+        env={**__import__("os").environ, **env},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(lambda: mongo_database["cdc_signals"].find_one(), message="the signal")
@@ -624,8 +692,13 @@ def test_a_copy_killed_mid_way_then_an_offline_snapshot_then_run_loses_no_change
     writer.stop.set()
     writer.join()
     time.sleep(2)
-    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}",
-                         isolation="read_uncommitted", idle_s=3.0, timeout_s=120)
+    records = read_topic(
+        kafka_broker.bootstrap_servers,
+        f"{env['CDC_TOPICS__PREFIX']}.{namespace}",
+        isolation="read_uncommitted",
+        idle_s=3.0,
+        timeout_s=120,
+    )
     second.terminate()
     assert second.wait(60) == 0
     by_id: dict[str, list[bytes]] = {}

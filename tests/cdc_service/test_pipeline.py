@@ -108,7 +108,7 @@ def test_a_snapshot_takes_its_position_before_listing_what_it_copies(
     monkeypatch.setattr(pipeline, "covered_collections", listing)
     service = run_service(cdc_env(), snapshot_only=True)
     assert service.join(120) == ExitCode.OK
-    assert "position" in calls and "listing" in calls[calls.index("position"):]
+    assert "position" in calls and "listing" in calls[calls.index("position") :]
 
 
 class _ScriptedAttempt:
@@ -145,8 +145,9 @@ def _run_script(monkeypatch: pytest.MonkeyPatch, steps: list[Any], **settings: A
 
 
 def _lost(kind: str | None) -> HistoryLostError:
-    return HistoryLostError("stream coll:shop.orders cannot resume (code 286)", stream_id="coll:shop.orders", code=286,
-                            checkpoint_kind=kind)
+    return HistoryLostError(
+        "stream coll:shop.orders cannot resume (code 286)", stream_id="coll:shop.orders", code=286, checkpoint_kind=kind
+    )
 
 
 def test_resnapshot_copies_a_stream_again_only_after_it_streamed_past_its_last_copy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +173,9 @@ def test_resnapshot_copies_a_stream_again_only_after_it_streamed_past_its_last_c
         (ValueError("a bug"), ExitCode.FAILED),
     ],
 )
-def test_run_stops_with_the_exit_code_of_the_action(monkeypatch: pytest.MonkeyPatch, error: Exception, exit_code: ExitCode) -> None:
+def test_run_stops_with_the_exit_code_of_the_action(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, exit_code: ExitCode
+) -> None:
     code, forced = _run_script(monkeypatch, [error, "copied"], on_history_lost="resnapshot")
     assert code == exit_code and len(forced) == 1  # stopped at once: no retry, no copy
 

@@ -43,8 +43,13 @@ def _settings(kafka_broker, **overrides) -> CdcSettings:
         "mongo_uri": "mongodb://unused",
         "name": name,
         "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers},
-        "topics": {"prefix": name, "dead_letter_topic": f"{name}.dlq", "checkpoint_topic": f"{name}.checkpoints",
-                   "partitions": 2, **overrides.pop("topics", {})},
+        "topics": {
+            "prefix": name,
+            "dead_letter_topic": f"{name}.dlq",
+            "checkpoint_topic": f"{name}.checkpoints",
+            "partitions": 2,
+            **overrides.pop("topics", {}),
+        },
         **overrides,
     }
     return CdcSettings(**values)
@@ -90,8 +95,12 @@ def test_oversize_events_go_to_the_dead_letter_topic_as_references_without_claim
 
 @pytest.mark.parametrize("value_format", [ValueFormat.JSON, ValueFormat.BSON])
 def test_oversize_events_are_kept_in_the_claim_store_and_their_references_published(kafka_broker, tmp_path, value_format) -> None:
-    settings = _settings(kafka_broker, topics={"max_message_bytes": 20_000}, claims={"root": str(tmp_path / "lake")},
-                         producer={"value_format": value_format.value})
+    settings = _settings(
+        kafka_broker,
+        topics={"max_message_bytes": 20_000},
+        claims={"root": str(tmp_path / "lake")},
+        producer={"value_format": value_format.value},
+    )
     publisher = EventPublisher(settings)
     big = dict(EVENTS["insert"], fullDocument={"_id": 1, "blob": "x" * 50_000}, documentKey={"_id": 1})
     result = publisher.publish([raw(EVENTS["update"]), raw(big), raw(EVENTS["delete"])])
@@ -112,8 +121,12 @@ def test_oversize_events_are_kept_in_the_claim_store_and_their_references_publis
 
 
 def test_in_exactly_once_mode_a_claim_is_referenced_only_by_a_committed_transaction(kafka_broker, tmp_path) -> None:
-    settings = _settings(kafka_broker, topics={"max_message_bytes": 20_000}, claims={"root": str(tmp_path / "lake")},
-                         producer={"delivery": "exactly_once"})
+    settings = _settings(
+        kafka_broker,
+        topics={"max_message_bytes": 20_000},
+        claims={"root": str(tmp_path / "lake")},
+        producer={"delivery": "exactly_once"},
+    )
     topic = f"{settings.topics.prefix}.shop.customers"
     big = dict(EVENTS["insert"], fullDocument={"_id": 1, "blob": "x" * 50_000}, documentKey={"_id": 1})
     (encoded,) = encode_events([raw(big)], ValueFormat.JSON)
@@ -182,7 +195,10 @@ def test_events_without_a_collection_reach_every_topic_of_their_stream(kafka_bro
     for collection in ("customers", "orders"):
         records = read_topic(kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.{collection}", idle_s=0.5)
         operations = sorted(r["headers"].operation for r in records)
-        expected = {"customers": ["drop", "dropDatabase", "insert", "invalidate"], "orders": ["dropDatabase", "insert", "invalidate", "rename"]}
+        expected = {
+            "customers": ["drop", "dropDatabase", "insert", "invalidate"],
+            "orders": ["dropDatabase", "insert", "invalidate", "rename"],
+        }
         assert operations == expected[collection]
         assert all(r["key"] is None for r in records if r["headers"].operation != "insert")
 
@@ -267,7 +283,9 @@ def test_an_existing_topic_larger_than_the_producer_limit_dead_letters_instead_o
     reference = json.loads(letter["value"])
     assert reference["event_id"] == big["_id"]["_data"] and reference["limit_bytes"] < 1_500_000
     assert sorted(r["headers"].operation for r in read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5, expect=2)) == [
-        "delete", "update"]
+        "delete",
+        "update",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -280,7 +298,11 @@ def test_an_existing_topic_larger_than_the_producer_limit_dead_letters_instead_o
 def test_two_namespaces_on_one_topic_stop_the_service_naming_both_and_the_fix(kafka_broker, mapping, first, second) -> None:
     settings = _settings(kafka_broker)
     prefix = settings.topics.prefix
-    settings = _settings(kafka_broker, name=settings.name, topics={"prefix": prefix, "mapping": {k: v.format(prefix=prefix) for k, v in mapping.items()}})
+    settings = _settings(
+        kafka_broker,
+        name=settings.name,
+        topics={"prefix": prefix, "mapping": {k: v.format(prefix=prefix) for k, v in mapping.items()}},
+    )
     publisher = EventPublisher(settings)
     publisher.route(*first)
     with pytest.raises(ConfigError) as raised:
@@ -342,7 +364,9 @@ def test_documents_larger_than_the_brokers_limit_reach_bronze_whole(
     large = {"_id": "large", "blob": "x" * (4 * ONE_MB), "tags": [{"n": n} for n in range(1000)]}
     documents.insert_many([{"_id": "small-1", "n": 1}, large])  # copied by the snapshot: a snapshot record too large
     env = settings_env(
-        mongo_endpoint.uri, one_mb_broker.bootstrap_servers, mongo_database.name,
+        mongo_endpoint.uri,
+        one_mb_broker.bootstrap_servers,
+        mongo_database.name,
         CDC_TOPICS__MAX_MESSAGE_BYTES=str(ONE_MB),  # what the service allows its topics (Kafka's default cap)
         CDC_CLAIMS__ROOT=lake_root,
     )
@@ -351,8 +375,12 @@ def test_documents_larger_than_the_brokers_limit_reach_bronze_whole(
     bronze = load_settings(
         BronzeSettings,
         kafka={"bootstrap_servers": one_mb_broker.bootstrap_servers},
-        consumer={"topic_pattern": rf"^{name}\.[^.]+\..+", "topic_prefix": name, "group_id": f"{name}-bronze",
-                  "session_timeout_ms": 6000},
+        consumer={
+            "topic_pattern": rf"^{name}\.[^.]+\..+",
+            "topic_prefix": name,
+            "group_id": f"{name}-bronze",
+            "session_timeout_ms": 6000,
+        },
         batch={"max_latency_seconds": 0.5},
         lake={"root": lake_root},
         http={"host": "127.0.0.1", "port": 0},
@@ -388,7 +416,12 @@ def test_documents_larger_than_the_brokers_limit_reach_bronze_whole(
     assert not failure, failure
 
     by_operation = {(row["__operation"], row["__document_id"]): row for row in rows}
-    assert set(by_operation) == {("snapshot", '"small-1"'), ("snapshot", '"large"'), ("update", '"large"'), ("insert", '"small-2"')}
+    assert set(by_operation) == {
+        ("snapshot", '"small-1"'),
+        ("snapshot", '"large"'),
+        ("update", '"large"'),
+        ("insert", '"small-2"'),
+    }
     current = documents.find_one({"_id": "large"})
     update = by_operation[("update", '"large"')]
     assert decode_value(update["__full_document"].encode(), ValueFormat.JSON) == current  # the whole document, equal to MongoDB's

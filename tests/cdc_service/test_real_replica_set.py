@@ -49,7 +49,9 @@ def test_database_and_deployment_scope(layout, real_replica_set, real_client, da
         real_client[database]["orders"].insert_one({"_id": 0})
     real_client[shop]["audit"].insert_one({"_id": 0})
     env = _env(
-        real_replica_set, kafka_broker, shop,
+        real_replica_set,
+        kafka_broker,
+        shop,
         CDC_STREAM__LAYOUT=layout,
         CDC_SCOPE__INCLUDE_DATABASES=f'["{shop}", "/{crm[:3]}{crm[3:]}/"]',
         CDC_SCOPE__EXCLUDE_COLLECTIONS=f'["{shop}.audit"]',
@@ -100,7 +102,9 @@ def test_events_over_16_mb_are_split_and_reassembled(real_replica_set, real_clie
     database.create_collection("media", changeStreamPreAndPostImages={"enabled": True})
     database["media"].insert_one({"_id": 0, "blob": "a" * (10 * 1024 * 1024)})
     env = _env(
-        real_replica_set, kafka_broker, databases[0],
+        real_replica_set,
+        kafka_broker,
+        databases[0],
         CDC_STREAM__FULL_DOCUMENT_BEFORE_CHANGE="required",
         CDC_TOPICS__MAX_MESSAGE_BYTES=str(48 * 1024 * 1024),
         CDC_PRODUCER__VALUE_FORMAT="bson",
@@ -115,7 +119,9 @@ def test_events_over_16_mb_are_split_and_reassembled(real_replica_set, real_clie
     assert replace["fullDocument"]["blob"][0] == "b" and replace["fullDocumentBeforeChange"]["blob"][0] == "a"
 
 
-def test_drop_and_invalidate_restart_the_collection_stream(real_replica_set, real_client, databases, kafka_broker, run_service) -> None:
+def test_drop_and_invalidate_restart_the_collection_stream(
+    real_replica_set, real_client, databases, kafka_broker, run_service
+) -> None:
     database = real_client[databases[0]]
     database["things"].insert_one({"_id": 0})
     env = _env(real_replica_set, kafka_broker, databases[0], CDC_STREAM__LAYOUT="collection")
@@ -127,7 +133,11 @@ def test_drop_and_invalidate_restart_the_collection_stream(real_replica_set, rea
     records = read_topic(kafka_broker.bootstrap_servers, _topic(env, databases[0], "things"), expect=4)
     service.stop()
     assert [r["headers"].operation for r in sorted(records, key=lambda r: r["headers"].event_id)] == [
-        "snapshot", "drop", "invalidate", "insert"]
+        "snapshot",
+        "drop",
+        "invalidate",
+        "insert",
+    ]
 
 
 @pytest.mark.parametrize("policy", ["fail", "resnapshot"])
@@ -141,7 +151,9 @@ def test_history_lost(policy, real_replica_set, real_client, databases, kafka_br
 
     from cdc_service.publisher import TopicManager, client_config
 
-    TopicManager(AdminClient(client_config(settings)), settings).ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
+    TopicManager(AdminClient(client_config(settings)), settings).ensure(
+        settings.topics.checkpoint_topic, compacted=True, partitions=1
+    )
     write_plan(settings, ReplayPlan(positions={stream_id: Position.from_time((946684800, 1))}))  # 2000-01-01: long gone
     service = run_service(env)
     if policy == "fail":

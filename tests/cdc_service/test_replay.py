@@ -26,7 +26,9 @@ def test_replay_from_bronze_finds_the_marks_on_either_lake(lake: Any) -> None:
     write_deltalake(
         lake_layout.bronze_table_uri(lake.root, "shop", "orders"),
         pa.table({"__event_id": list(marks.values())}),
-        commit_properties=CommitProperties(custom_metadata={lake_layout.HIGH_WATER_MARKS_KEY: lake_layout.encode_high_water_marks(recorded)}),
+        commit_properties=CommitProperties(
+            custom_metadata={lake_layout.HIGH_WATER_MARKS_KEY: lake_layout.encode_high_water_marks(recorded)}
+        ),
         storage_options=lake.storage_options,
     )
     orders = StreamSpec.parse("coll:shop.orders")

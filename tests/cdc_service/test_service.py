@@ -114,7 +114,9 @@ def test_a_restart_resumes_without_loss(cdc_env, run_service, mongo_database, ka
 
     ids = event_ids(records)
     assert len(ids) == len(set(ids)) == 122  # nothing lost, nothing twice after a clean stop
-    assert sorted(r["event"]["documentKey"]["_id"] for r in records if r["event"]["operationType"] == "insert") == list(range(1, 121))
+    assert sorted(r["event"]["documentKey"]["_id"] for r in records if r["event"]["operationType"] == "insert") == list(
+        range(1, 121)
+    )
     assert Counter(r["event"]["operationType"] for r in records) == {"insert": 120, "snapshot": 1, "delete": 1}
 
 
@@ -138,8 +140,12 @@ def test_a_heartbeat_advances_the_checkpoint_of_a_quiet_collection(cdc_env, run_
     later = _wait_for(advanced, timeout=30, message="a heartbeat checkpoint")
     service.stop()
     assert later.written_at > first.written_at
-    assert read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "quiet"), idle_s=0.5)[0]["event"][
-        "operationType"] == "snapshot"  # the quiet collection published nothing else
+    assert (
+        read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "quiet"), idle_s=0.5)[0]["event"][
+            "operationType"
+        ]
+        == "snapshot"
+    )  # the quiet collection published nothing else
 
 
 def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_database, kafka_broker) -> None:
@@ -153,7 +159,9 @@ def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_databas
         if number == 5:
             time.sleep(1.2)  # events 6.. start in a later second than event 5
     topic = _topic(env, mongo_database.name, "items")
-    records = sorted(read_topic(kafka_broker.bootstrap_servers, topic, expect=11, idle_s=0.5), key=lambda r: r["headers"].event_id)
+    records = sorted(
+        read_topic(kafka_broker.bootstrap_servers, topic, expect=11, idle_s=0.5), key=lambda r: r["headers"].event_id
+    )
     assert service.stop() == 0
     inserts = [r for r in records if r["event"]["operationType"] == "insert"]
     stream_id = f"coll:{mongo_database.name}.items"
@@ -235,7 +243,9 @@ def test_an_interrupted_snapshot_does_not_copy_finished_collections_again(
 
     from cdc_service.publisher import TopicManager, client_config
 
-    TopicManager(AdminClient(client_config(settings)), settings).ensure(settings.topics.checkpoint_topic, compacted=True, partitions=1)
+    TopicManager(AdminClient(client_config(settings)), settings).ensure(
+        settings.topics.checkpoint_topic, compacted=True, partitions=1
+    )
     write_records(settings, records)
 
     service = run_service(env)
@@ -339,7 +349,9 @@ def test_a_lost_history_message_says_what_was_lost_and_how_to_recover() -> None:
     from cdc_service.pipeline import describe_history_lost
 
     error = HistoryLostError("stream coll:shop.orders cannot resume (code 286)", stream_id="coll:shop.orders", code=286)
-    checkpoint = StreamCheckpoint("coll:shop.orders", Position.from_token({"_data": "82AA"}), CheckpointKind.EVENT, cluster_time=(1_714_564_800, 3))
+    checkpoint = StreamCheckpoint(
+        "coll:shop.orders", Position.from_token({"_data": "82AA"}), CheckpointKind.EVENT, cluster_time=(1_714_564_800, 3)
+    )
     message = describe_history_lost(error, checkpoint)
     assert "2024-05-01T12:00:00+00:00" in message  # from the last checkpoint's cluster time ...
     assert "cdc-service snapshot --stream coll:shop.orders" in message  # ... and the command to recover

@@ -143,7 +143,13 @@ def test_former_duration_names_still_work_and_warn_once(
     assert settings.checkpoint_interval_seconds == 2.5
     assert settings.snapshot.progress_log_interval_seconds == 3.0
     assert settings.heartbeat_interval_seconds == 7.0
-    former = ["retry_max_backoff_s", "idle_poll_interval_s", "checkpoint_interval_s", "progress_log_interval_s", "heartbeat_interval_s"]
+    former = [
+        "retry_max_backoff_s",
+        "idle_poll_interval_s",
+        "checkpoint_interval_s",
+        "progress_log_interval_s",
+        "heartbeat_interval_s",
+    ]
     for name in former:  # once each, though the settings loaded twice
         assert sum(f"'{name}'" in str(warning.message) for warning in caught) == 1, name
         assert sum(f"'{name}'" in record.getMessage() for record in caplog.records) == 1, name

@@ -19,8 +19,13 @@ from cdc_service.signals import (
 
 
 def test_an_execute_snapshot_signal_names_collections_and_an_optional_filter() -> None:
-    signal = parse_signal({"_id": 7, "type": "execute-snapshot",
-                           "data": {"data-collections": ["shop.orders", "shop.orders", "crm.leads"], "filter": {"open": True}}})
+    signal = parse_signal(
+        {
+            "_id": 7,
+            "type": "execute-snapshot",
+            "data": {"data-collections": ["shop.orders", "shop.orders", "crm.leads"], "filter": {"open": True}},
+        }
+    )
     assert signal == Signal(7, SignalType.EXECUTE_SNAPSHOT, ("shop.orders", "crm.leads"), {"open": True})
     assert value_of_text(signal.id_text) == 7
     stop = parse_signal({"_id": "s", "type": "stop-snapshot"})

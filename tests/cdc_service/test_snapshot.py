@@ -27,8 +27,17 @@ from lakehouse_common.contract import ValueFormat, encode_events, snapshot_event
 @pytest.mark.parametrize(
     "identifier",
     [
-        ObjectId("65a1b2c3d4e5f60718293a4b"), 7, Int64(2**40), 2.5, "text-id", {"a": 1, "b": [1, 2]},
-        Binary(uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f").bytes, 4), Decimal128("1.5"), True, dt.datetime(2024, 1, 1), None,
+        ObjectId("65a1b2c3d4e5f60718293a4b"),
+        7,
+        Int64(2**40),
+        2.5,
+        "text-id",
+        {"a": 1, "b": [1, 2]},
+        Binary(uuid.UUID("6f1d3c2e-8a4b-4c5d-9e6f-7a8b9c0d1e2f").bytes, 4),
+        Decimal128("1.5"),
+        True,
+        dt.datetime(2024, 1, 1),
+        None,
     ],
 )
 def test_the_document_key_is_cut_from_the_bytes(identifier: object) -> None:
@@ -67,8 +76,11 @@ def test_a_snapshot_record_and_a_change_event_of_one_document_share_the_kafka_ke
     task = CopyTask("coll:shop.orders", "shop", "orders", "82AA01", attempt=1, cluster_time=(1_700_000_000, 3))
     (snapshot,) = encode_events(build_snapshot_events([stored], task, 1, shard_key), ValueFormat.JSON)
     change = {
-        "_id": {"_data": "82AA0200"}, "operationType": "update", "clusterTime": bson.Timestamp(1_700_000_001, 1),
-        "ns": {"db": "shop", "coll": "orders"}, "documentKey": mongodb_key,
+        "_id": {"_data": "82AA0200"},
+        "operationType": "update",
+        "clusterTime": bson.Timestamp(1_700_000_001, 1),
+        "ns": {"db": "shop", "coll": "orders"},
+        "documentKey": mongodb_key,
         "updateDescription": {"updatedFields": {"total": 2}, "removedFields": [], "truncatedArrays": []},
     }
     (event,) = encode_events([bson.encode(change)], ValueFormat.JSON)

@@ -13,7 +13,12 @@ CLI = Path(sys.executable).with_name("lakehouse-chaos")
 
 
 def test_bad_settings_exit_2_naming_the_variable(tmp_path: Path) -> None:
-    env = {**os.environ, "CHAOS_WORK_DIR": str(tmp_path / "chaos"), "CHAOS_DWELL_MIN_SECONDS": "9", "CHAOS_DWELL_MAX_SECONDS": "1"}
+    env = {
+        **os.environ,
+        "CHAOS_WORK_DIR": str(tmp_path / "chaos"),
+        "CHAOS_DWELL_MIN_SECONDS": "9",
+        "CHAOS_DWELL_MAX_SECONDS": "1",
+    }
     result = subprocess.run([str(CLI), "--cycles", "0"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == ExitCode.BAD_CONFIGURATION, result.stderr
     assert "CHAOS_CYCLES" in result.stderr

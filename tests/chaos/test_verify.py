@@ -15,8 +15,14 @@ from chaos.workload import Write, WriteKind
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def _row(event_id: str, operation: str, document_id: Any, document: dict[str, Any] | None = None,
-         updated: dict[str, Any] | None = None, offset: int = 0) -> dict[str, Any]:
+def _row(
+    event_id: str,
+    operation: str,
+    document_id: Any,
+    document: dict[str, Any] | None = None,
+    updated: dict[str, Any] | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
     return {
         "__event_id": event_id,
         "__operation": operation,

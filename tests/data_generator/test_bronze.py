@@ -40,7 +40,13 @@ def test_envelope_payloads_and_typed_columns(tmp_path: Path) -> None:
     ingested = datetime(2025, 3, 2, tzinfo=UTC)
     writer = BronzeFixtureWriter(tmp_path)
     landed = writer.write(
-        _events([Insert("customers", document, AT), Update("customers", CUSTOMER, after, AT, {"visits": 4}), Delete("customers", CUSTOMER, AT)]),
+        _events(
+            [
+                Insert("customers", document, AT),
+                Update("customers", CUSTOMER, after, AT, {"visits": 4}),
+                Delete("customers", CUSTOMER, AT),
+            ]
+        ),
         ingested,
     )
     assert landed == {"shop.customers": 3}
@@ -83,7 +89,9 @@ def test_type_conflicts_are_rescued_never_cast_and_integers_widen_into_doubles(t
     later = {"_id": 2, "zip": "02139", "price": 3, "amount": 2.7, "owner": "not-an-id", "__v": 1, "code": "y", "a b": 1}
     BronzeFixtureWriter(tmp_path).write(_events([Insert("customers", first, AT)]))
     # A new writer learns the established column types from the table itself.
-    BronzeFixtureWriter(tmp_path).write(_events([Insert("customers", later, AT), Insert("customers", {"_id": 3, "price": 7.5}, AT)]))
+    BronzeFixtureWriter(tmp_path).write(
+        _events([Insert("customers", later, AT), Insert("customers", {"_id": 3, "price": 7.5}, AT)])
+    )
     frame = pl.read_delta(bronze_table_uri(str(tmp_path), "shop", "customers")).sort("_id")
     assert frame["zip"].to_list() == [2139, None, None]
     assert frame["price"].to_list() == [2.7, 3.0, 7.5], "an integer into a double column converts exactly"

@@ -41,7 +41,9 @@ def test_events_and_bronze_need_no_mongodb(tmp_path: Path) -> None:
     assert len(lines) == json.loads(written.output.strip().splitlines()[-1])["events"]
     first = decode_value(lines[0], ValueFormat.JSON)
     assert first["operationType"] == "snapshot" and "fullDocument" in first
-    landed = runner.invoke(app, ["bronze", "--lake-root", str(tmp_path / "lake"), "--changes", "200", "--batch-size", "300", *SIZE])
+    landed = runner.invoke(
+        app, ["bronze", "--lake-root", str(tmp_path / "lake"), "--changes", "200", "--batch-size", "300", *SIZE]
+    )
     assert landed.exit_code == 0, landed.output
     assert json.loads(landed.output.strip().splitlines()[-1])["events"] == len(lines), "the same seed gives the same stream"
     assert sorted(path.name for path in (tmp_path / "lake" / "bronze" / "shop").iterdir()) == sorted(

@@ -28,7 +28,9 @@ def current_documents(bronze_table: str, storage_options: dict[str, str] | None 
     )
     events = events.unique("__event_id", keep="first").sort("__event_id")
     latest = events.group_by("__document_id").agg(pl.col("__operation").last())
-    images = events.filter(pl.col("__full_document").is_not_null()).group_by("__document_id").agg(pl.col("__full_document").last())
+    images = (
+        events.filter(pl.col("__full_document").is_not_null()).group_by("__document_id").agg(pl.col("__full_document").last())
+    )
     alive = latest.filter(pl.col("__operation") != "delete").join(images, on="__document_id", how="inner")
     return {
         row["__document_id"]: json_util.loads(row["__full_document"], json_options=EXTENDED_JSON_OPTIONS)
@@ -162,11 +164,17 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
          "status": pl.String, "start_date": pl.Date, "end_date": pl.Date},
     )  # fmt: skip
     spend = _frame(
-        [(row.get("campaign_id"), float(row["spend"]), row.get("impressions"), row.get("clicks")) for row in documents["ad_spend"]],
+        [
+            (row.get("campaign_id"), float(row["spend"]), row.get("impressions"), row.get("clicks"))
+            for row in documents["ad_spend"]
+        ],
         {"campaign_id": pl.String, "spend": pl.Float64, "impressions": pl.Int64, "clicks": pl.Int64},
     )
     posts = _frame(
-        [(post.get("campaign_id"), post.get("likes"), post.get("comments"), post.get("shares")) for post in documents["social_engagement"]],
+        [
+            (post.get("campaign_id"), post.get("likes"), post.get("comments"), post.get("shares"))
+            for post in documents["social_engagement"]
+        ],
         {"campaign_id": pl.String, "likes": pl.Int64, "comments": pl.Int64, "shares": pl.Int64},
     )
     return {
@@ -177,8 +185,10 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
 
 def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """Orders with value, revenue, first-order flag and last-touch campaign."""
-    values = frames["items"].group_by("order_id").agg(
-        line_count=pl.len(), units=pl.col("quantity").sum(), order_value=pl.col("line_revenue").sum()
+    values = (
+        frames["items"]
+        .group_by("order_id")
+        .agg(line_count=pl.len(), units=pl.col("quantity").sum(), order_value=pl.col("line_revenue").sum())
     )
     orders = (
         frames["orders"]
@@ -205,7 +215,9 @@ def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
         orders.filter(pl.col("is_revenue") & pl.col("customer_id").is_not_null())
         .sort("placed_at")
         .join_asof(
-            touches.select("customer_id", "started_at", pl.col("session_id").alias("touch_session_id"), "utm_campaign").sort("started_at"),
+            touches.select("customer_id", "started_at", pl.col("session_id").alias("touch_session_id"), "utm_campaign").sort(
+                "started_at"
+            ),
             left_on="placed_at",
             right_on="started_at",
             by="customer_id",
@@ -301,8 +313,10 @@ def marts(bronze_root: str | Path, storage_options: dict[str, str] | None = None
         conversion_rate=pl.col("purchased").sum() / pl.len(),
     )
 
-    spend = frames["spend"].group_by("campaign_id").agg(
-        spend=pl.col("spend").sum(), impressions=pl.col("impressions").sum(), clicks=pl.col("clicks").sum()
+    spend = (
+        frames["spend"]
+        .group_by("campaign_id")
+        .agg(spend=pl.col("spend").sum(), impressions=pl.col("impressions").sum(), clicks=pl.col("clicks").sum())
     )
     traffic = sessions.filter(pl.col("utm_campaign").is_not_null()).group_by("utm_campaign").agg(sessions=pl.len())
     conversions = (

@@ -6,7 +6,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-MARTS = ("orders", "daily_revenue", "customers", "customer_cohorts", "product_performance", "conversion_funnel", "campaign_performance")
+MARTS = (
+    "orders",
+    "daily_revenue",
+    "customers",
+    "customer_cohorts",
+    "product_performance",
+    "conversion_funnel",
+    "campaign_performance",
+)
 
 
 @pytest.mark.parametrize("mart", MARTS)

@@ -27,7 +27,11 @@ def test_a_failing_build_returns_dbts_failure_and_names_the_test(built_lake) -> 
     assert failing.exit_code == 1
     problems = {problem["unique_id"].split(".")[2]: problem for problem in failing.summary["problems"]}
     assert "accepted_values_int_orders_status__placed__paid__shipped__delivered__cancelled__refunded" in problems
-    errors = [record for command, _, record in built_lake.dbt_log if command.startswith("build --select") and record.levelno >= logging.ERROR]
+    errors = [
+        record
+        for command, _, record in built_lake.dbt_log
+        if command.startswith("build --select") and record.levelno >= logging.ERROR
+    ]
     assert errors, "the failure reached the log at ERROR"
     assert docs.exit_code == 0, "keep_going: docs are generated after a failed build"
 

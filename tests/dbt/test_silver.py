@@ -159,6 +159,7 @@ def test_silver_tests_check_the_rows_the_last_run_wrote(built_lake) -> None:
     unique_current = (compiled / "_mongo__models.yml" / "unique_stg_mongo__customers___document_id.sql").read_text()
     assert "__processed_at >= timestamp '" in unique_current
     one_current_version = next(
-        path.read_text() for path in (compiled / "_mongo__models.yml").glob("unique_stg_mongo__customers_history___document_id*.sql")
+        path.read_text()
+        for path in (compiled / "_mongo__models.yml").glob("unique_stg_mongo__customers_history___document_id*.sql")
     )
     assert "__is_current and __document_id in (select __document_id from" in one_current_version

@@ -114,8 +114,12 @@ def test_every_chart_with_data_is_drawn_in_the_browser(report_page: tuple[Path, 
                 (trace_id,) = [name for name in e.ancestors if re.fullmatch(r"trace[0-9a-f]+", name)]
                 vertices[trace_id] = vertices.get(trace_id, 0) + _line_points(e.attrs["d"])
         bars = [
-            e.attrs["d"] for e in elements
-            if e.tag == "path" and "point" in e.ancestors and {"barlayer", "funnellayer"} & e.ancestors and len(e.attrs.get("d", "")) > 6
+            e.attrs["d"]
+            for e in elements
+            if e.tag == "path"
+            and "point" in e.ancestors
+            and {"barlayer", "funnellayer"} & e.ancestors
+            and len(e.attrs.get("d", "")) > 6
         ]
         scatter = [trace for trace in figure.data if trace.type == "scatter"]
         assert len(vertices) == len(scatter), f"{chart_id}: {len(vertices)} lines drawn for {len(scatter)} traces"
@@ -123,7 +127,9 @@ def test_every_chart_with_data_is_drawn_in_the_browser(report_page: tuple[Path, 
         # points still draw well over ten.
         fewest = min((min(10, sum(value is not None for value in trace.y)) for trace in scatter), default=0)
         assert all(count >= fewest for count in vertices.values()), f"{chart_id}: vertices per line {vertices}"
-        expected_bars = sum(len(trace.y if trace.type == "funnel" else trace.x) for trace in figure.data if trace.type in ("bar", "funnel"))
+        expected_bars = sum(
+            len(trace.y if trace.type == "funnel" else trace.x) for trace in figure.data if trace.type in ("bar", "funnel")
+        )
         assert len(bars) >= expected_bars * 0.9, f"{chart_id}: {len(bars)} bars drawn of {expected_bars}"
 
 
@@ -176,7 +182,9 @@ def test_the_screenshot_shows_the_rendered_page(report_page: tuple[Path, str, st
 def test_the_demo_writes_the_report_and_its_screenshot(tmp_path: Path) -> None:
     """``DemoRun.write_report``, as the demo's end calls it (here with an empty lake)."""
     summary, _series = _inputs()
-    settings = DemoSettings(work_dir=tmp_path / "demo", kafka_bootstrap_servers="127.0.0.1:1", standin_uri="mongodb://127.0.0.1:1")
+    settings = DemoSettings(
+        work_dir=tmp_path / "demo", kafka_bootstrap_servers="127.0.0.1:1", standin_uri="mongodb://127.0.0.1:1"
+    )
     settings.work_dir.mkdir(parents=True)
     DemoRun(settings).write_report(summary)
     assert (settings.work_dir / "report.html").stat().st_size > 3_000_000

@@ -56,7 +56,9 @@ def _wait_for_bronze(run: DemoRun, mongo: dict[str, int], records_before: int, t
         else:
             confirmations = 0
         time.sleep(1)
-    raise AssertionError(f"bronze did not catch up: {landing.unlanded} unlanded, documents {bronze_documents(s.lake_root, s.database, COLLECTIONS)} != {mongo}")
+    raise AssertionError(
+        f"bronze did not catch up: {landing.unlanded} unlanded, documents {bronze_documents(s.lake_root, s.database, COLLECTIONS)} != {mongo}"
+    )
 
 
 def _assert_no_duplicates(run: DemoRun, mongo: dict[str, int]) -> None:

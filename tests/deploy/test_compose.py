@@ -154,4 +154,3 @@ def test_healthchecks_probe_the_health_endpoints_and_start_up_waits_for_them(com
     assert dependencies["generator"]["mongo"]["condition"] == "service_healthy"
     assert dependencies["kafka-ui"]["kafka"]["condition"] == "service_healthy"
     assert "bronze-writer" in dependencies["dbt-runner"]
-

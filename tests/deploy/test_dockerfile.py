@@ -139,8 +139,13 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
     for source in sources:
         assert (PROJECT_ROOT / source).exists(), f"COPY {source}: no such path"
         assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
-    for needed in ("native/lakehouse_codec/Cargo.lock", "native/lakehouse_codec/src/lib.rs",
-                   "local_stack/maven/delta/pom.xml", "dbt/dbt_project.yml", "dbt/profiles.yml"):
+    for needed in (
+        "native/lakehouse_codec/Cargo.lock",
+        "native/lakehouse_codec/src/lib.rs",
+        "local_stack/maven/delta/pom.xml",
+        "dbt/dbt_project.yml",
+        "dbt/profiles.yml",
+    ):
         assert not _ignored(needed), needed
     for junk in ("native/lakehouse_codec/target", "dbt/target", ".venv", ".cache", "build", "cdc_service/__pycache__"):
         assert _ignored(junk), junk

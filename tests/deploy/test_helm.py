@@ -173,7 +173,9 @@ def test_secrets_come_only_from_existing_secrets(rendered: dict[str, list[dict[s
         environment = _container_environment(production, container)
         prefix = {"cdc-service": "CDC_", "bronze-writer": "BRONZE_"}.get(container["command"][0])
         if prefix:
-            assert environment[f"{prefix}KAFKA__SASL_PASSWORD"] == {"secretKeyRef": {"name": "lakehouse-kafka", "key": "password"}}
+            assert environment[f"{prefix}KAFKA__SASL_PASSWORD"] == {
+                "secretKeyRef": {"name": "lakehouse-kafka", "key": "password"}
+            }
             assert environment[f"{prefix}KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
 
 
@@ -197,7 +199,9 @@ def test_containers_set_only_settings_their_program_reads_with_valid_values(rend
             values = {
                 variable: value
                 if isinstance(value, str)
-                else STAND_IN_VALUES.get(variable, next((v for s, v in STAND_IN_SUFFIXES.items() if variable.endswith(s)), "stand-in"))
+                else STAND_IN_VALUES.get(
+                    variable, next((v for s, v in STAND_IN_SUFFIXES.items() if variable.endswith(s)), "stand-in")
+                )
                 for variable, value in environment.items()
             }
             load_program_settings(command[0], values)
@@ -207,8 +211,10 @@ def test_containers_set_only_settings_their_program_reads_with_valid_values(rend
 
 def test_cronjobs_run_dbt_once_and_the_maintenance(rendered: dict[str, list[dict[str, Any]]]) -> None:
     documents = rendered["default-values"]
-    commands = {job["metadata"]["name"].removeprefix("lakehouse-mongo-cdc-lakehouse-"): _pod_spec(job)["containers"][0]["command"]
-                for job in _kind(documents, "CronJob")}
+    commands = {
+        job["metadata"]["name"].removeprefix("lakehouse-mongo-cdc-lakehouse-"): _pod_spec(job)["containers"][0]["command"]
+        for job in _kind(documents, "CronJob")
+    }
     assert commands == {
         "dbt-runner": ["spark-jobs", "dbt"],
         "bronze-compaction": ["bronze-writer", "compact"],
@@ -241,7 +247,9 @@ def test_the_lake_volume_follows_the_persistence_values(rendered: dict[str, list
     assert lake_volume(rendered["default-values"]) in cdc["volumes"]
     assert {"name": "lake", "mountPath": "/data"} in cdc["containers"][0]["volumeMounts"]
     (config,) = [c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-cdc-service")]
-    bronze_config = next(c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-bronze-writer"))
+    bronze_config = next(
+        c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-bronze-writer")
+    )
     assert config["data"]["CDC_CLAIMS__ROOT"] == bronze_config["data"]["BRONZE_LAKE__ROOT"] == "/data/lake"
 
 
@@ -298,7 +306,10 @@ def test_every_value_is_commented() -> None:
 
 def test_ca_bundles_are_mounted_read_only_where_they_are_used(rendered: dict[str, list[dict[str, Any]]]) -> None:
     production = rendered["production-values"]
-    for kind, suffix, expected in (("Deployment", "-cdc-service", {"kafka-ca", "mongo-ca"}), ("StatefulSet", "-bronze-writer", {"kafka-ca"})):
+    for kind, suffix, expected in (
+        ("Deployment", "-cdc-service", {"kafka-ca", "mongo-ca"}),
+        ("StatefulSet", "-bronze-writer", {"kafka-ca"}),
+    ):
         (container,) = _pod_spec(_named(production, kind, suffix))["containers"]
         mounts = {mount["name"]: mount for mount in container["volumeMounts"] if mount["name"].endswith("-ca")}
         assert set(mounts) == expected, suffix
@@ -357,6 +368,9 @@ def test_the_cluster_target_points_dbt_at_the_thrift_server(rendered: dict[str, 
     dbt = _named(rendered["object-store-values"], "CronJob", "-dbt-runner")
     environment = _container_environment(rendered["object-store-values"], _pod_spec(dbt)["containers"][0])
     assert environment["SPARK_JOBS_DBT__TARGET"] == "cluster"
-    assert json.loads(environment["SPARK_JOBS_DBT__ENV"]) == {"SPARK_THRIFT_HOST": "spark-thrift-server.spark.svc", "SPARK_THRIFT_PORT": "10000"}
+    assert json.loads(environment["SPARK_JOBS_DBT__ENV"]) == {
+        "SPARK_THRIFT_HOST": "spark-thrift-server.spark.svc",
+        "SPARK_THRIFT_PORT": "10000",
+    }
     result = helm("template", "x", str(CHART_DIR), "--kube-version", KUBERNETES_VERSION, "--set", "dbtRunner.target=cluster")
     assert result.returncode != 0 and "dbtRunner.thriftServer.host is required" in result.stderr

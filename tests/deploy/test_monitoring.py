@@ -94,7 +94,9 @@ def _wait_for_metrics(url: str, process: ManagedProcess, deadline: float, until:
 
 
 @pytest.fixture(scope="module")
-def exported(kafka_broker: KafkaBroker, mongo_standin: MongoStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, set[str]]]]:
+def exported(
+    kafka_broker: KafkaBroker, mongo_standin: MongoStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, dict[str, set[str]]]]:
     """Service -> its metric families -> their series, scraped while documents flow through."""
     work = tmp_path_factory.mktemp("monitoring")
     database = f"monitoring_{uuid.uuid4().hex[:8]}"
@@ -142,8 +144,15 @@ def exported(kafka_broker: KafkaBroker, mongo_standin: MongoStandIn, tmp_path_fa
         # Scraped once the documents went all the way, so the labelled series exist too.
         landed = f'bronze_rows_total{{table="{database}.orders"}} 20.0'
         bodies = {
-            "bronze-writer": _wait_for_metrics(f"http://127.0.0.1:{ports['bronze-writer']}/metrics", processes["bronze-writer"], deadline, landed),
-            "cdc-service": _wait_for_metrics(f"http://127.0.0.1:{ports['cdc-service']}/metrics", processes["cdc-service"], deadline, "cdc_checkpoint_age_seconds{"),
+            "bronze-writer": _wait_for_metrics(
+                f"http://127.0.0.1:{ports['bronze-writer']}/metrics", processes["bronze-writer"], deadline, landed
+            ),
+            "cdc-service": _wait_for_metrics(
+                f"http://127.0.0.1:{ports['cdc-service']}/metrics",
+                processes["cdc-service"],
+                deadline,
+                "cdc_checkpoint_age_seconds{",
+            ),
             "dbt-runner": _wait_for_metrics(f"http://127.0.0.1:{ports['dbt-runner']}/metrics", processes["dbt-runner"], deadline),
         }
         yield {name: exported_families(body) for name, body in bodies.items()}
@@ -167,7 +176,11 @@ def test_the_scrape_finds_each_services_metrics(exported: dict[str, dict[str, se
 
 def test_every_queried_metric_is_one_the_services_export(exported: dict[str, dict[str, set[str]]]) -> None:
     known = _all_series(exported) | set(EXTERNAL_SERIES)
-    unknown = [f"{query.where}: {name}" for query in dashboard_queries() + alert_queries() for name in sorted(query.metric_names() - known)]
+    unknown = [
+        f"{query.where}: {name}"
+        for query in dashboard_queries() + alert_queries()
+        for name in sorted(query.metric_names() - known)
+    ]
     assert unknown == [], "queries name metrics no service exports (renamed or misspelled?)"
 
 
@@ -227,7 +240,14 @@ def test_promtool_accepts_the_alert_rules() -> None:
 
 def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:
     queries = dashboard_queries()
-    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query_{index}", "expr": query.parseable} for index, query in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{index}", "expr": query.parseable} for index, query in enumerate(queries)],
+            }
+        ]
+    }
     (tmp_path / "dashboard.yaml").write_text(yaml.safe_dump(rules))
     result = _promtool("check", "rules", "--lint=none", str(tmp_path / "dashboard.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -263,7 +283,11 @@ def test_the_alerts_fire_on_the_conditions_they_name(tmp_path: Path) -> None:
     def fired(at: str, alert: str, labels: dict[str, str], summary: str) -> dict[str, Any]:
         """One firing alert with its labels and annotations, templates rendered."""
         annotations = {**rules[alert]["annotations"], "summary": summary}
-        return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": {**labels, **rules[alert]["labels"]}, "exp_annotations": annotations}]}
+        return {
+            "eval_time": at,
+            "alertname": alert,
+            "exp_alerts": [{"exp_labels": {**labels, **rules[alert]["labels"]}, "exp_annotations": annotations}],
+        }
 
     stale = 'cdc_checkpoint_age_seconds{job="cdc-service", stream="db:shop"}'
     fresh = 'cdc_checkpoint_age_seconds{job="cdc-service", stream="db:crm"}'
@@ -277,18 +301,38 @@ def test_the_alerts_fire_on_the_conditions_they_name(tmp_path: Path) -> None:
                     {"series": stale, "values": _series_values(0, 60, 30)},  # never checkpointed: grows by 60 s a minute
                     {"series": fresh, "values": "5+0x30"},
                     {"series": 'cdc_dead_letters_total{job="cdc-service", reason="too_large"}', "values": "0 0 0 1 1 1 1 1 1 1"},
-                    {"series": 'bronze_consumer_lag_messages{job="bronze-writer", topic="cdc.shop.orders", partition="0"}', "values": "150000+0x30"},
+                    {
+                        "series": 'bronze_consumer_lag_messages{job="bronze-writer", topic="cdc.shop.orders", partition="0"}',
+                        "values": "150000+0x30",
+                    },
                     {"series": 'up{job="bronze-writer", instance="bronze-writer:9400"}', "values": "1 1 0 0 0 0 0 0 0 0"},
                     {"series": 'up{job="cdc-service", instance="cdc-service:9400"}', "values": "1+0x10"},
                 ],
                 "alert_rule_test": [
                     {"eval_time": "10m", "alertname": "CdcCheckpointStale", "exp_alerts": []},  # 600 s reached, not yet for 5m
-                    fired("20m", "CdcCheckpointStale", {"job": "cdc-service", "stream": "db:shop"}, "cdc-service stream db:shop has not checkpointed for 20m 0s"),
-                    fired("5m", "CdcDeadLetters", {"job": "cdc-service", "reason": "too_large"}, "cdc-service sent 1 events to the dead-letter topic (too_large)"),
-                    {"eval_time": "10m", "alertname": "BronzeConsumerLagHigh", "exp_alerts": []},
-                    fired("20m", "BronzeConsumerLagHigh", {"job": "bronze-writer", "topic": "cdc.shop.orders"}, "150k records of cdc.shop.orders wait in Kafka for bronze"),
                     fired(
-                        "9m", "LakehouseTargetDown", {"job": "bronze-writer", "instance": "bronze-writer:9400"},
+                        "20m",
+                        "CdcCheckpointStale",
+                        {"job": "cdc-service", "stream": "db:shop"},
+                        "cdc-service stream db:shop has not checkpointed for 20m 0s",
+                    ),
+                    fired(
+                        "5m",
+                        "CdcDeadLetters",
+                        {"job": "cdc-service", "reason": "too_large"},
+                        "cdc-service sent 1 events to the dead-letter topic (too_large)",
+                    ),
+                    {"eval_time": "10m", "alertname": "BronzeConsumerLagHigh", "exp_alerts": []},
+                    fired(
+                        "20m",
+                        "BronzeConsumerLagHigh",
+                        {"job": "bronze-writer", "topic": "cdc.shop.orders"},
+                        "150k records of cdc.shop.orders wait in Kafka for bronze",
+                    ),
+                    fired(
+                        "9m",
+                        "LakehouseTargetDown",
+                        {"job": "bronze-writer", "instance": "bronze-writer:9400"},
                         "Prometheus cannot scrape bronze-writer (bronze-writer:9400)",
                     ),
                 ],
@@ -309,7 +353,9 @@ def test_every_alert_has_its_runbook_section_and_link() -> None:
     documented = set(sections["Alerts"])
     names = [rule["alert"] for rule in alert_rules()]
     assert len(names) == len(set(names))
-    assert set(names) == documented, f"alerts without a section: {set(names) - documented}; sections without an alert: {documented - set(names)}"
+    assert set(names) == documented, (
+        f"alerts without a section: {set(names) - documented}; sections without an alert: {documented - set(names)}"
+    )
     for rule in alert_rules():
         url = rule["annotations"]["runbook_url"]
         assert url.endswith(f"/docs/runbook.md#{runbook_anchor(rule['alert'])}"), url
@@ -336,7 +382,9 @@ def test_the_dashboard_is_a_provisionable_grafana_dashboard() -> None:
     ids = [panel["id"] for panel in panels(board)]
     assert len(ids) == len(set(ids))
     for panel in panels(board):
-        assert set(panel["gridPos"]) == {"h", "w", "x", "y"} and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        assert set(panel["gridPos"]) == {"h", "w", "x", "y"} and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel[
+            "title"
+        ]
         if panel["type"] == "row":
             continue
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
@@ -353,13 +401,23 @@ def _kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_the_chart_ships_the_dashboard_for_grafanas_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    (config_map,) = [document for document in _kind(rendered["default-values"], "ConfigMap") if document["metadata"]["name"].endswith("-grafana-dashboard")]
+    (config_map,) = [
+        document
+        for document in _kind(rendered["default-values"], "ConfigMap")
+        if document["metadata"]["name"].endswith("-grafana-dashboard")
+    ]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["mongo-cdc-lakehouse.json"]) == dashboard()
-    (production,) = [document for document in _kind(rendered["production-values"], "ConfigMap") if document["metadata"]["name"].endswith("-grafana-dashboard")]
+    (production,) = [
+        document
+        for document in _kind(rendered["production-values"], "ConfigMap")
+        if document["metadata"]["name"].endswith("-grafana-dashboard")
+    ]
     assert production["metadata"]["namespace"] == "monitoring"
     assert production["metadata"]["annotations"] == {"grafana_folder": "Lakehouse"}
-    assert not [document for document in _kind(rendered["minimal-values"], "ConfigMap") if "grafana" in document["metadata"]["name"]]
+    assert not [
+        document for document in _kind(rendered["minimal-values"], "ConfigMap") if "grafana" in document["metadata"]["name"]
+    ]
 
 
 def test_the_chart_ships_the_alerts_as_a_prometheus_rule(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -372,8 +430,13 @@ def test_the_chart_ships_the_alerts_as_a_prometheus_rule(rendered: dict[str, lis
     assert [r["alert"] for r in group["rules"]] == [r["alert"] for r in shipped["groups"][0]["rules"]]
     for rendered_rule, file_rule in zip(group["rules"], shipped["groups"][0]["rules"], strict=True):
         assert rendered_rule["expr"] == file_rule["expr"]
-        assert rendered_rule["annotations"]["summary"] == file_rule["annotations"]["summary"], "annotation templates reach Prometheus unrendered"
-        assert rendered_rule["annotations"]["runbook_url"] == f"https://wiki.example.com/lakehouse/runbook#{runbook_anchor(file_rule['alert'])}"
+        assert rendered_rule["annotations"]["summary"] == file_rule["annotations"]["summary"], (
+            "annotation templates reach Prometheus unrendered"
+        )
+        assert (
+            rendered_rule["annotations"]["runbook_url"]
+            == f"https://wiki.example.com/lakehouse/runbook#{runbook_anchor(file_rule['alert'])}"
+        )
 
 
 def test_the_prometheus_rule_holds_only_rule_groups(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -390,7 +453,11 @@ def test_the_prometheus_rule_holds_only_rule_groups(rendered: dict[str, list[dic
 def test_compose_provisions_prometheus_and_grafana_with_the_same_files(compose: dict[str, Any]) -> None:
     services = compose["services"]
     prometheus, grafana = services["prometheus"], services["grafana"]
-    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"] + grafana["volumes"] if volume.startswith("./")}
+    mounts = {
+        volume.split(":")[1]: volume.split(":")[0]
+        for volume in prometheus["volumes"] + grafana["volumes"]
+        if volume.startswith("./")
+    }
     for source in mounts.values():
         assert (COMPOSE_FILE.parent / source).exists(), source
     assert (COMPOSE_FILE.parent / mounts["/etc/prometheus/rules/mongo-cdc-lakehouse.yaml"]).resolve() == ALERTS_FILE
@@ -408,7 +475,10 @@ def test_compose_provisions_prometheus_and_grafana_with_the_same_files(compose: 
 def test_compose_prometheus_scrapes_every_service_on_its_metrics_port(compose: dict[str, Any]) -> None:
     services = compose["services"]
     prefixes = {"cdc-service": "CDC_", "bronze-writer": "BRONZE_", "dbt-runner": "SPARK_JOBS_"}
-    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    jobs = {
+        job["job_name"]: job["static_configs"][0]["targets"]
+        for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    }
     assert set(jobs) == set(prefixes)
     for name, prefix in prefixes.items():
         port = services[name]["environment"][f"{prefix}HTTP__PORT"]

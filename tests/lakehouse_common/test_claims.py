@@ -113,7 +113,12 @@ def test_collection_deletes_landed_claims_after_the_retention_and_keeps_everythi
 
     result = store.collect(24 * HOUR)
     assert (result.deleted, result.deleted_bytes, result.kept, result.orphans_kept, result.orphans_deleted) == (
-        1, len(b"landed long ago"), 1, 1, 0)
+        1,
+        len(b"landed long ago"),
+        1,
+        1,
+        0,
+    )
     assert result.oldest_orphan is not None and result.oldest_orphan < datetime.now(UTC) - 47 * HOUR
     with pytest.raises(ClaimNotFoundError):
         store.get(landed_old)

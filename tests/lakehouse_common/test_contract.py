@@ -297,7 +297,11 @@ def test_a_mapping_may_not_create_topics_kafka_considers_colliding() -> None:
 def test_snapshot_ids_order_attempts_and_ordinals_for_any_number_of_restarts() -> None:
     position = "8265A1B2C3000000012B042C0100"
     after = position + "296E5A1004"
-    pairs = [(attempt, ordinal) for attempt in (*range(0, 130), 999, 10**6, 10**25, 10**40) for ordinal in (1, 2, 9, 10, 99_999, 10**12, 10**13)]
+    pairs = [
+        (attempt, ordinal)
+        for attempt in (*range(0, 130), 999, 10**6, 10**25, 10**40)
+        for ordinal in (1, 2, 9, 10, 99_999, 10**12, 10**13)
+    ]
     ids = [contract.snapshot_event_id(position, ordinal, attempt=attempt) for attempt, ordinal in pairs]
     assert sorted(ids) == ids  # (attempt, ordinal) order is string order: later attempts above earlier ones
     assert len(set(ids)) == len(ids)
@@ -327,11 +331,16 @@ def test_chunk_ids_sort_between_the_changes_before_and_after_the_high_watermark_
     """A chunk's position is the high watermark's event id, from the signal collection: tokens of
     other collections order by cluster time first (real KeyStrings; the stand-in's hex timestamps)."""
     data, signals = "296E5A1004" + "11" * 16 + "46645F69640029", "296E5A1004" + "EE" * 16 + "46645F69640029"
-    for token in (lambda seconds, inc, uuid: f"82{seconds:08X}{inc:08X}2B022C0100{uuid}", lambda seconds, inc, uuid: f"{seconds:08x}{inc:08x}"):
+    for token in (
+        lambda seconds, inc, uuid: f"82{seconds:08X}{inc:08X}2B022C0100{uuid}",
+        lambda seconds, inc, uuid: f"{seconds:08x}{inc:08x}",
+    ):
         high = token(1_700_000_000, 7, signals)
         before = [token(1_700_000_000, 6, data), token(1_699_999_999, 900, data)]
         after = [token(1_700_000_000, 8, data), token(1_700_000_001, 0, data)]
-        records = [contract.snapshot_event_id(high, ordinal, attempt=attempt) for attempt in (1, 12) for ordinal in (1, 4096, 10**9)]
+        records = [
+            contract.snapshot_event_id(high, ordinal, attempt=attempt) for attempt in (1, 12) for ordinal in (1, 4096, 10**9)
+        ]
         assert max(before) < high < min(records) and max(records) < min(after)
         assert all(contract.parse_snapshot_event_id(record).position == high for record in records)
 

@@ -83,8 +83,12 @@ def _run(script: str, arguments: list[str], environment: dict[str, str]) -> subp
     module = SCRIPTS[script].split(":")[0]
     code = f"import sys; from {module} import app; sys.argv[0] = {script!r}; app()"
     return subprocess.run(
-        [sys.executable, "-c", code, *arguments], env={**os.environ, **environment}, cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code, *arguments],
+        env={**os.environ, **environment},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

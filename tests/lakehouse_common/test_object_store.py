@@ -76,7 +76,9 @@ def test_s3a_properties_follow_the_storage_options() -> None:
     assert properties["fs.s3a.endpoint.region"] == "us-east-1"
     assert (properties["fs.s3a.access.key"], properties["fs.s3a.secret.key"]) == ("key", "secret")
     assert properties["fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
-    virtual = s3a_properties({"AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true", "AWS_SESSION_TOKEN": "t", "access_key_id": "k", "secret_access_key": "s"})
+    virtual = s3a_properties(
+        {"AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "true", "AWS_SESSION_TOKEN": "t", "access_key_id": "k", "secret_access_key": "s"}
+    )
     assert virtual["fs.s3a.path.style.access"] == "false"
     assert virtual["fs.s3a.aws.credentials.provider"].endswith("TemporaryAWSCredentialsProvider")
     assert "fs.s3a.endpoint" not in virtual  # AWS itself: S3A's default endpoint resolution

@@ -46,9 +46,7 @@ def _consumer(broker: KafkaBroker, group: str, **overrides: str) -> Consumer:
     )
 
 
-def test_idempotent_producer_and_committed_offsets_survive_a_consumer_restart(
-    kafka_broker: KafkaBroker, topic: str
-) -> None:
+def test_idempotent_producer_and_committed_offsets_survive_a_consumer_restart(kafka_broker: KafkaBroker, topic: str) -> None:
     producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers, "enable.idempotence": True, "acks": "all"})
     for number in range(100):
         producer.produce(topic, value=f"event-{number}".encode(), key=f"key-{number % 7}".encode())
@@ -77,9 +75,7 @@ def test_idempotent_producer_and_committed_offsets_survive_a_consumer_restart(
 
 
 def test_read_committed_consumers_never_see_aborted_transactions(kafka_broker: KafkaBroker, topic: str) -> None:
-    producer = Producer(
-        {"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": f"tx-{uuid.uuid4().hex}"}
-    )
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": f"tx-{uuid.uuid4().hex}"})
     producer.init_transactions(30)
     producer.begin_transaction()
     for number in range(10):
@@ -106,9 +102,7 @@ def test_read_committed_consumers_never_see_aborted_transactions(kafka_broker: K
     assert {f"aborted-{number}".encode() for number in range(10)} <= set(seen_uncommitted)
 
 
-def test_scram_users_authenticate_and_wrong_passwords_are_refused(
-    kafka_broker: KafkaBroker, topic: str, scram_user: str
-) -> None:
+def test_scram_users_authenticate_and_wrong_passwords_are_refused(kafka_broker: KafkaBroker, topic: str, scram_user: str) -> None:
     producer = Producer(kafka_broker.sasl_client_config(scram_user))
     producer.produce(topic, value=b"over sasl")
     assert producer.flush(30) == 0

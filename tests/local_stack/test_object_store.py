@@ -48,7 +48,11 @@ def test_racing_conditional_creates_have_exactly_one_winner(object_store: Object
         refused: list[int] = []
 
         def race(
-            racer: int, key: str = key, start: threading.Barrier = start, winners: list[int] = winners, refused: list[int] = refused
+            racer: int,
+            key: str = key,
+            start: threading.Barrier = start,
+            winners: list[int] = winners,
+            refused: list[int] = refused,
         ) -> None:
             start.wait()
             try:

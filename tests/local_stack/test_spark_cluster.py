@@ -45,5 +45,10 @@ def test_the_cluster_reads_and_writes_delta_on_the_object_store(spark_cluster: S
     options = object_store.storage_options()
     write_deltalake(f"{root}/bronze", pa.table({"n": list(range(100))}), storage_options=options)
     assert _query(spark_cluster, f"select count(*), sum(n) from delta.`{root}/bronze`") == [(100, 4950)]
-    _query(spark_cluster, f"create table delta.`{root}/silver` using delta as select n * 2 as n from delta.`{root}/bronze` where n < 10")
-    assert sorted(DeltaTable(f"{root}/silver", storage_options=options).to_pyarrow_table()["n"].to_pylist()) == list(range(0, 20, 2))
+    _query(
+        spark_cluster,
+        f"create table delta.`{root}/silver` using delta as select n * 2 as n from delta.`{root}/bronze` where n < 10",
+    )
+    assert sorted(DeltaTable(f"{root}/silver", storage_options=options).to_pyarrow_table()["n"].to_pylist()) == list(
+        range(0, 20, 2)
+    )

@@ -35,8 +35,13 @@ def test_a_native_panic_is_a_python_exception_not_an_abort() -> None:
 
 @pytest.mark.parametrize("value_format", ["json", "bson"])
 def test_each_event_gets_its_own_fields_in_a_mixed_batch(value_format: str) -> None:
-    shapes = [("insert", "shop", "orders"), ("update", "shop", "orders"), ("insert", "shop", "items"),
-              ("delete", "crm", "items"), ("delete", "crm", "items")]
+    shapes = [
+        ("insert", "shop", "orders"),
+        ("update", "shop", "orders"),
+        ("insert", "shop", "items"),
+        ("delete", "crm", "items"),
+        ("delete", "crm", "items"),
+    ]
     raws = [_event(*shape, number) for number, shape in enumerate(shapes)]
 
     encoded = lakehouse_codec.encode_change_events(raws, value_format)

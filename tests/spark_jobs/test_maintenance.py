@@ -28,8 +28,12 @@ def test_compaction_and_vacuum_keep_the_data_and_drop_the_small_files(spark, tmp
         writer.write(encoder.events(Insert("products", document, AT) for document in documents), AT + timedelta(minutes=batch))
     silver = lake / "silver" / "stg_mongo__products"
     for batch in range(3):
-        spark.createDataFrame([(f"{batch}", batch)], "__document_id STRING, price BIGINT").write.format("delta").mode("append").save(str(silver))
-    spark.createDataFrame([("2025-03-01", 1.0)], "day STRING, revenue DOUBLE").write.format("delta").save(str(lake / "gold" / "daily_revenue"))
+        spark.createDataFrame([(f"{batch}", batch)], "__document_id STRING, price BIGINT").write.format("delta").mode(
+            "append"
+        ).save(str(silver))
+    spark.createDataFrame([("2025-03-01", 1.0)], "day STRING, revenue DOUBLE").write.format("delta").save(
+        str(lake / "gold" / "daily_revenue")
+    )
 
     tables = {table.key: table for table in discover_tables(str(lake), ["bronze", "silver", "gold"])}
     assert set(tables) == {"bronze/_ingest_log", "bronze/shop/products", "silver/stg_mongo__products", "gold/daily_revenue"}

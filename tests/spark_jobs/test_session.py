@@ -75,8 +75,13 @@ def test_spark_reads_and_writes_the_object_store_lake_by_the_uris_deltalake_uses
 def test_an_object_store_lake_adds_the_connector_and_s3a_settings(tmp_path: Path) -> None:
     settings = SparkSettings(warehouse_dir=tmp_path / "wh", metastore_dir=tmp_path / "ms")
     assert "spark.driver.extraClassPath" not in spark_conf(settings)
-    conf = spark_conf(settings, {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
-    assert "hadoop-aws-" in conf["spark.driver.extraClassPath"] and conf["spark.executor.extraClassPath"] == conf["spark.driver.extraClassPath"]
+    conf = spark_conf(
+        settings, {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    )
+    assert (
+        "hadoop-aws-" in conf["spark.driver.extraClassPath"]
+        and conf["spark.executor.extraClassPath"] == conf["spark.driver.extraClassPath"]
+    )
     assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:1"
     assert conf["spark.databricks.delta.merge.materializeSource"] == "all"

@@ -63,7 +63,9 @@ def test_maintain_rejects_unknown_layers() -> None:
 def test_dbt_command_passes_the_arguments_after_the_separator_and_exits_failed_when_dbt_fails(tmp_path: Path) -> None:
     script = tmp_path / "dbt"
     argv = tmp_path / "argv.json"
-    script.write_text(f"#!{sys.executable}\nimport json, sys\nopen({str(argv)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n")
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen({str(argv)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n"
+    )
     script.chmod(0o755)
     environment = {
         "SPARK_JOBS_DBT__EXECUTABLE": str(script),
