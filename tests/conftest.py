@@ -313,14 +313,26 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
     cluster.stop(keep_logs=request.session.testsfailed > 0)
 
 
-# Fixtures each pytest-xdist worker would otherwise make again: the tests that use one run on one worker.
-_SHARED_EXPENSIVE_FIXTURES = ("built_lake", "spark_cluster", "spark")
+# Tests that share an expensive session fixture run on one pytest-xdist worker, so it is made once:
+# the dbt-built lakes of tests/dbt (three dbt runs each; test_cluster.py has its own cluster) and
+# the in-process Spark session of tests/spark_jobs. Every other file is a unit of its own.
+_SHARED_SCOPES = {
+    **dict.fromkeys(
+        (f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")),
+        "built_lake",
+    ),
+    **dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark"),
+}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for `--dist loadgroup`: a file's tests stay together (its module fixtures are made
-    once), and so do all tests of one expensive session fixture (the dbt-built lakes: three dbt runs each)."""
-    for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        shared = next((name for name in _SHARED_EXPENSIVE_FIXTURES if name in fixtures), None)
-        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::")[0]))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Whole files per worker, with the files of one shared fixture together (pytest 9 ignores
+    the node-id suffix that `--dist loadgroup` relies on, so the grouping is done here)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _SHARED_SCOPES.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
