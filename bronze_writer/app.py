@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
@@ -34,7 +34,7 @@ from types import TracebackType
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bronze_writer.decode import DecodedTopic, Records
+from bronze_writer.decode import DecodedTopic, Records, collect
 from bronze_writer.errors import Action, OffsetDiscontinuityError, Stage, classify, describe
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.maintenance import Maintenance
@@ -83,20 +83,17 @@ class Batch:
         self.bytes = 0
         self.started: float | None = None
 
-    def add(self, messages: list[Message]) -> None:
+    def add(self, collected: Mapping[str, Records]) -> None:
         if self.started is None:
             self.started = time.monotonic()
-        by_topic: dict[str, list[Message]] = defaultdict(list)
-        for message in messages:
-            by_topic[message.topic()].append(message)
-        for topic, group in by_topic.items():
-            records = self.topics.get(topic)
-            if records is None:
-                records = self.topics[topic] = Records()
-            before = records.bytes
-            records.extend(group)
-            self.bytes += records.bytes - before
-        self.rows += len(messages)
+        for topic, records in collected.items():
+            held = self.topics.get(topic)
+            if held is None:
+                self.topics[topic] = records
+            else:
+                held.extend(records)
+            self.bytes += records.bytes
+            self.rows += len(records)
 
     def age(self) -> float:
         return 0.0 if self.started is None else time.monotonic() - self.started
@@ -270,9 +267,11 @@ class BronzeWriter:
                 timeout=min(0.5, remaining) if not self._paused else 0.1,
             )
             if messages:
-                good = self._without_errors(messages)
-                if good:
-                    self._batch.add(good)
+                collected, errors = collect(messages)
+                if errors:
+                    self._handle_errors([messages[position] for position in errors])
+                if collected:
+                    self._batch.add(collected)
                     self.metrics.buffered_bytes.set(self._batch.bytes)
             reason = self._flush_reason()
             if reason is not None:
@@ -281,23 +280,19 @@ class BronzeWriter:
             self.maintenance.run_due(self.lander.tables())
             self._refresh_lag()
 
-    def _without_errors(self, messages: list[Message]) -> list[Message]:
-        if not any(message.error() for message in messages):
-            return messages
-        good = []
+    def _handle_errors(self, messages: list[Message]) -> None:
+        """The messages that carry an error instead of a record, in order."""
         for message in messages:
             error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
+            assert error is not None
+            if error.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
                 assert topic is not None and partition is not None and offset is not None  # a partition's error
                 self._out_of_range(topic, partition, offset)
             else:
                 self._act(KafkaException(error), Stage.KAFKA)
-        return good
 
     def _out_of_range(self, topic: str, partition: int, requested: int) -> None:
         """Kafka no longer has the offset the consumer asked for: land what is held, then find out why."""

@@ -1,12 +1,14 @@
 """Stage 1: Kafka records of one topic to a Polars frame, vectorized.
 
-The values are joined and handed to the native scanner in one call
-(``lakehouse_codec.scan_change_events``), which returns Arrow buffers: the envelope,
-the payload parts as relaxed Extended JSON, and every top-level field of ``fullDocument``
-as (BSON kind, text). BSON values are first turned into NDJSON with one call
-(``contract.values_to_ndjson``). The only per-record Python is reading the fields of
-confluent-kafka's ``Message`` objects, which its API forces, and the contract-header
-check, a tuple comparison on the headers' first two entries.
+The consumer loop reads confluent-kafka's ``Message`` objects with one native call per
+``consume()`` (``lakehouse_codec.collect_messages``): values, keys and headers stay Python
+objects, positions and formats become packed columns, and the contract-header check is a
+comparison with the shared usual headers. The values are then handed to the native
+scanner in one call (``lakehouse_codec.scan_change_events``), which returns Arrow buffers:
+the envelope, the payload parts as relaxed Extended JSON, and every top-level field of
+``fullDocument`` as (BSON kind, text). Text columns are ``string_view`` arrays into one copy
+of the events' bytes, which Polars and the Parquet writer take without copying again. BSON
+values are first turned into NDJSON with one call (``contract.values_to_ndjson``).
 
 Records that break the contract (headers, bytes, required fields) become ``DeadLetter``s
 with their position and the reason; the rest of the batch goes on.
@@ -15,7 +17,8 @@ with their position and the reason; the rest of the batch goes on.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,15 +38,17 @@ from lakehouse_common.errors import (
 )
 
 _VERSION = (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION)
-_FAST_HEADERS = {
-    (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json")): ValueFormat.JSON,
-    (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson")): ValueFormat.BSON,
-}
-
-_FAST_HEADER_PREFIXES = {prefix: prefix for prefix in _FAST_HEADERS}
+# The contract's usual first two headers; a record that starts with them needs no parsing.
+_JSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json"))
+_BSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson"))
+# collect_messages' format codes; 0: the headers must be parsed (and may break the contract).
+_JSON, _BSON = 1, 2
+_FORMAT_OF_CODE = {_JSON: ValueFormat.JSON, _BSON: ValueFormat.BSON}
 
 KIND_COLUMN = "__kind_{}"
 TEXT_COLUMN = "__text_{}"
+
+Headers = tuple[tuple[str, bytes | None], ...]
 
 
 @dataclass(frozen=True)
@@ -97,19 +102,6 @@ class DecodedTopic:
         return letters
 
 
-def _kept_headers(
-    headers: list[tuple[str, bytes | None]] | None, tombstone: bool
-) -> tuple[tuple[str, bytes | None], ...] | None:
-    """A shared copy of the usual contract headers, or the record's own (tombstones need their event id)."""
-    if not headers:
-        return None
-    if not tombstone:
-        shared = _FAST_HEADER_PREFIXES.get(tuple(headers[:2]))
-        if shared is not None:
-            return shared
-    return tuple(headers)
-
-
 @dataclass
 class Records:
     """One topic's records, kept as columns as they are consumed.
@@ -117,40 +109,43 @@ class Records:
     confluent-kafka's Message objects are read once and dropped: a batch of them held
     for seconds keeps librdkafka's fetch buffers alive and makes Python's garbage collector
     rescan every one of them (measured: consuming while holding Messages ran at 40% of the
-    rate of holding their values). Headers are kept as tuples, which the collector untracks.
+    rate of holding their values). Positions are packed arrays; headers are tuples, which
+    the collector untracks, and records with the contract's usual headers share one.
+    ``formats`` holds collect_messages' codes (1 JSON, 2 BSON, 0 parse the headers).
     """
 
-    partitions: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    timestamps: list[int] = field(default_factory=list)
+    partitions: array[int] = field(default_factory=lambda: array("i"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    timestamps: array[int] = field(default_factory=lambda: array("q"))
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    formats: bytearray = field(default_factory=bytearray)
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
-    headers: list[tuple[tuple[str, bytes | None], ...] | None] = field(default_factory=list)
+    headers: list[Headers | None] = field(default_factory=list)
     bytes: int = 0
 
     @classmethod
     def from_messages(cls, messages: Sequence[Message]) -> Records:
-        records = cls()
-        records.extend(messages)
-        return records
+        """Records of one topic's messages (which carry no error)."""
+        collected, errors = collect(messages)
+        if errors or len(collected) > 1:
+            raise ValueError("expected the error-free messages of one topic")
+        return next(iter(collected.values()), cls())
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(self, messages: Sequence[Message]) -> None:
-        """Append records of this topic (the only per-record Python: reading Message fields)."""
-        values = [message.value() for message in messages]
-        self.values += values
-        self.partitions += [message.partition() for message in messages]
-        self.offsets += [message.offset() for message in messages]
-        self.timestamps += [message.timestamp()[1] for message in messages]
-        self.keys += [message.key() for message in messages]
-        # Records with the contract's usual headers keep a shared copy of them; only the others
-        # keep their own (header objects retained per record would cost more than the parsing).
-        self.headers += [
-            _kept_headers(message.headers(), value is None) for message, value in zip(messages, values, strict=True)
-        ]
-        self.bytes += sum([len(value) for value in values if value])
+    def extend(self, other: Records) -> None:
+        """Append another collection of this topic's records."""
+        self.partitions += other.partitions
+        self.offsets += other.offsets
+        self.timestamps += other.timestamps
+        self.sizes += other.sizes
+        self.formats += other.formats
+        self.keys += other.keys
+        self.values += other.values
+        self.headers += other.headers
+        self.bytes += other.bytes
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
@@ -159,14 +154,16 @@ class Records:
     def subset(self, keep: Sequence[int]) -> Records:
         """These rows, in this order."""
         kept = Records(
-            [self.partitions[row] for row in keep],
-            [self.offsets[row] for row in keep],
-            [self.timestamps[row] for row in keep],
+            array("i", [self.partitions[row] for row in keep]),
+            array("q", [self.offsets[row] for row in keep]),
+            array("q", [self.timestamps[row] for row in keep]),
+            array("q", [self.sizes[row] for row in keep]),
+            bytearray(self.formats[row] for row in keep),
             [self.keys[row] for row in keep],
             [self.values[row] for row in keep],
             [self.headers[row] for row in keep],
         )
-        kept.bytes = sum(len(value) for value in kept.values if value)
+        kept.bytes = sum(kept.sizes)
         return kept
 
     def dead_letter(self, topic: str, row: int, error: BaseException) -> DeadLetter:
@@ -184,29 +181,50 @@ class Records:
         )
 
 
-def _text_array(buffers: tuple[bytes, bytes, bytes], count: int) -> pa.Array:
-    validity, offsets, data = buffers
-    return pa.Array.from_buffers(
-        pa.large_utf8(), count, [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)]
+def collect(messages: Sequence[Message]) -> tuple[dict[str, Records], list[int]]:
+    """Messages as Records per topic (one native call), and the positions of those carrying an error."""
+    by_topic, errors = lakehouse_codec.collect_messages(
+        messages if isinstance(messages, list) else list(messages), _JSON_HEADERS, _BSON_HEADERS
     )
+    collected = {}
+    for topic, (values, keys, headers, partitions, offsets, timestamps, sizes, formats) in by_topic.items():
+        records = Records(keys=keys, values=values, headers=headers, formats=bytearray(formats))
+        records.partitions.frombytes(partitions)
+        records.offsets.frombytes(offsets)
+        records.timestamps.frombytes(timestamps)
+        records.sizes.frombytes(sizes)
+        records.bytes = sum(records.sizes)
+        collected[topic] = records
+    return collected, errors
 
 
-def _int_array(buffers: tuple[bytes, bytes], count: int) -> pa.Array:
-    validity, values = buffers
-    return pa.Array.from_buffers(pa.int64(), count, [pa.py_buffer(validity), pa.py_buffer(values)])
+def _text_array(column: tuple[Any, Any, int], count: int, data: list[pa.Buffer]) -> pa.Array:
+    """A scanner text column: string views into the scan's data buffers (no copy)."""
+    validity, views, nulls = column
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    return pa.Array.from_buffers(pa.string_view(), count, [bitmap, pa.py_buffer(views), *data], null_count=nulls)
 
 
-def _kind_array(kinds: bytes, count: int) -> pa.Array:
+def _int_array(column: tuple[Any, Any, int], count: int) -> pa.Array:
+    validity, values, nulls = column
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    return pa.Array.from_buffers(pa.int64(), count, [bitmap, pa.py_buffer(values)], null_count=nulls)
+
+
+def _kind_array(kinds: Any, count: int) -> pa.Array:
     return pa.Array.from_buffers(pa.uint8(), count, [None, pa.py_buffer(kinds)])
 
 
-def _formats(headers: Sequence[Sequence[tuple[str, bytes | None]] | None]) -> list[ValueFormat | ContractError]:
+def _packed_array(values: array[int], arrow_type: pa.DataType) -> pa.Array:
+    """A packed column of the records (copied: the records' arrays may still grow)."""
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values.tobytes())])
+
+
+def _formats(records: Records) -> list[ValueFormat | ContractError]:
     """Each record's value format, or the contract error that makes it a dead letter."""
-    fast = [_FAST_HEADERS.get(tuple(entries[:2])) if entries else None for entries in headers]
-    if all(fast):
-        return fast  # type: ignore[return-value]
     result: list[ValueFormat | ContractError] = []
-    for value_format, entries in zip(fast, headers, strict=True):
+    for code, entries in zip(records.formats, records.headers, strict=True):
+        value_format: ValueFormat | ContractError | None = _FORMAT_OF_CODE.get(code)
         if value_format is None:
             try:
                 value_format = contract.parse_headers(entries).value_format
@@ -246,27 +264,30 @@ def _tombstone_as_delete(key: bytes | None, headers: Sequence[tuple[str, bytes |
 
 def decode_topic(topic: str, records: Records) -> DecodedTopic:
     """Decode one topic's records (in offset order per partition)."""
-    partitions, offsets, timestamps = records.partitions, records.offsets, records.timestamps
     keys, values, headers = records.keys, records.values, records.headers
-
     first_offsets, last_offsets = _offset_bounds(records)
 
-    formats = _formats(headers)
+    count = len(records)
     problems: dict[int, ContractError] = {}
     scan_input: bytes | list[bytes] | None = None
-    if all(value_format is ValueFormat.BSON for value_format in formats) and all(values):
+    tombstones = None in values
+    if not tombstones and records.formats.count(_JSON) == count:
+        scan_input = values  # type: ignore[assignment]  # the common all-JSON batch, as it came
+    elif not tombstones and records.formats.count(_BSON) == count:
         try:  # the common all-BSON batch: one native call to NDJSON, split by the scanner
-            scan_input = contract.values_to_ndjson(values)
+            scan_input = contract.values_to_ndjson(values)  # type: ignore[arg-type]
         except UndecodableEventError:
             scan_input = None  # find the bad values one by one below
-    json_values = values
-    if scan_input is None and any(value_format is not ValueFormat.JSON for value_format in formats):
+    if scan_input is None:
+        formats = _formats(records)
         json_values = list(values)
-        bson_rows = [row for row, value_format in enumerate(formats) if value_format is ValueFormat.BSON]
+        bson_rows = []
         for row, value_format in enumerate(formats):
             if isinstance(value_format, ContractError):
                 problems[row] = value_format
                 json_values[row] = b"{}"
+            elif value_format is ValueFormat.BSON and values[row] is not None:
+                bson_rows.append(row)
         if bson_rows:
             for row, converted in zip(bson_rows, _bson_to_json([values[row] or b"" for row in bson_rows]), strict=True):
                 if isinstance(converted, UndecodableEventError):
@@ -274,53 +295,53 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
                     json_values[row] = b"{}"
                 else:
                     json_values[row] = converted
-    if scan_input is None and any(value is None for value in json_values):
-        json_values = list(json_values)
         for row, value in enumerate(json_values):
             if value is None and row not in problems:
                 tombstone = _tombstone_as_delete(keys[row], headers[row])
                 if isinstance(tombstone, ContractError):
                     problems[row] = tombstone
+                    json_values[row] = b"{}"
                 else:
                     json_values[row] = tombstone
-        json_values = [b"{}" if value is None else value for value in json_values]
+        scan_input = [b"{}" if value is None else value for value in json_values]
 
-    scanned = lakehouse_codec.scan_change_events(json_values if scan_input is None else scan_input)
-    count = scanned["count"]
+    scanned = lakehouse_codec.scan_change_events(scan_input)
+    assert scanned["count"] == count
     for row, message in scanned["errors"]:
         if row not in problems:
             error_class = MissingEventFieldError if message.startswith("missing") else UndecodableEventError
             problems[row] = error_class(message)
 
+    data = [pa.py_buffer(buffer) for buffer in scanned["buffers"]]
     text = scanned["text"]
     ints = scanned["int"]
-    columns: dict[str, Any] = {
-        "__event_id": _text_array(text["event_id"], count),
-        "__resume_token": _text_array(text["resume_token"], count),
-        "__operation": _text_array(text["operation"], count),
-        "__db": _text_array(text["db"], count),
-        "__collection": _text_array(text["collection"], count),
-        "__document_key": _text_array(text["document_key"], count),
-        "__document_id": _text_array(text["document_id"], count),
+    columns: dict[str, pa.Array] = {
+        "__event_id": _text_array(text["event_id"], count, data),
+        "__resume_token": _text_array(text["resume_token"], count, data),
+        "__operation": _text_array(text["operation"], count, data),
+        "__db": _text_array(text["db"], count, data),
+        "__collection": _text_array(text["collection"], count, data),
+        "__document_key": _text_array(text["document_key"], count, data),
+        "__document_id": _text_array(text["document_id"], count, data),
         "__cluster_time_seconds": _int_array(ints["cluster_time_seconds"], count),
         "__cluster_time_increment": _int_array(ints["cluster_time_increment"], count),
-        "__wall_time_text": _text_array(text["wall_time"], count),
+        "__wall_time_text": _text_array(text["wall_time"], count, data),
         "__wall_time_kind": _kind_array(scanned["wall_time_kind"], count),
-        "__lsid": _text_array(text["lsid"], count),
+        "__lsid": _text_array(text["lsid"], count, data),
         "__txn_number": _int_array(ints["txn_number"], count),
-        "__kafka_partition": pa.array(partitions, pa.int32()),
-        "__kafka_offset": pa.array(offsets, pa.int64()),
-        "__kafka_timestamp_ms": pa.array(timestamps, pa.int64()),
-        "__full_document": _text_array(text["full_document"], count),
-        "__update_description": _text_array(text["update_description"], count),
-        "__full_document_before_change": _text_array(text["full_document_before_change"], count),
-        "__value_bytes": pa.array([len(value) if value else 0 for value in values], pa.int64()),
+        "__kafka_partition": _packed_array(records.partitions, pa.int32()),
+        "__kafka_offset": _packed_array(records.offsets, pa.int64()),
+        "__kafka_timestamp_ms": _packed_array(records.timestamps, pa.int64()),
+        "__full_document": _text_array(text["full_document"], count, data),
+        "__update_description": _text_array(text["update_description"], count, data),
+        "__full_document_before_change": _text_array(text["full_document_before_change"], count, data),
+        "__value_bytes": _packed_array(records.sizes, pa.int64()),
     }
     field_names = []
-    for index, (name, kinds, buffers) in enumerate(scanned["fields"]):
+    for index, (name, kinds, column) in enumerate(scanned["fields"]):
         field_names.append(name)
         columns[KIND_COLUMN.format(index)] = _kind_array(kinds, count)
-        columns[TEXT_COLUMN.format(index)] = _text_array(buffers, count)
+        columns[TEXT_COLUMN.format(index)] = _text_array(column, count, data)
     frame = pl.from_arrow(pa.table(columns))
     assert isinstance(frame, pl.DataFrame)
 
@@ -355,12 +376,16 @@ def decode_guarded(topic: str, records: Records) -> DecodedTopic:
 
 
 def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for partition, offset in zip(records.partitions, records.offsets, strict=True):
-        first.setdefault(partition, offset)
-        last[partition] = offset
+    """Each partition's first and last offset in the batch (records are in offset order per partition)."""
+    if not len(records):
+        return {}, {}
+    positions = pl.DataFrame(
+        {"partition": _packed_array(records.partitions, pa.int32()), "offset": _packed_array(records.offsets, pa.int64())}
+    )
+    bounds = positions.group_by("partition").agg(pl.col("offset").first().alias("first"), pl.col("offset").last().alias("last"))
+    first = dict(zip(bounds["partition"].to_list(), bounds["first"].to_list(), strict=True))
+    last = dict(zip(bounds["partition"].to_list(), bounds["last"].to_list(), strict=True))
     return first, last
 
 
-__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "decode_guarded", "decode_topic"]
+__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "collect", "decode_guarded", "decode_topic"]

@@ -30,6 +30,7 @@ from deltalake.transaction import Transaction
 from bronze_writer.decode import DeadLetter, DecodedTopic
 from bronze_writer.dedupe import EventIdIndex, Lookup, Pending, pending_rows
 from bronze_writer.errors import Action, PoisonRowsError, Stage, classify, describe, isolate_poison
+from bronze_writer.files import DataFiles, stats_columns
 from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, ResolvedBatch, resolve, table_columns
 from bronze_writer.settings import LakeSettings
@@ -182,6 +183,9 @@ class BronzeTable:
         self._writer_properties = WriterProperties(
             compression=lake_settings.compression, column_properties=dict.fromkeys(PAYLOAD_COLUMNS, plain)
         )
+        self._files = DataFiles(
+            self.uri, self._storage_options, lake_settings.compression, lake_settings.target_file_size, PAYLOAD_COLUMNS
+        )
         self.refresh()
 
     @property
@@ -331,18 +335,9 @@ class BronzeTable:
             }
             transactions = [Transaction(lake.app_id(decoded.topic, partition), last) for partition, last in advancing.items()]
             started = time.perf_counter()
+            commit = CommitProperties(custom_metadata=metadata, app_transactions=transactions, max_commit_retries=0)
             try:
-                write_deltalake(
-                    self._table,
-                    resolved.data,
-                    mode="append",
-                    schema_mode="merge" if resolved.needs_schema_merge else None,
-                    target_file_size=self.settings.target_file_size,
-                    writer_properties=self._writer_properties,
-                    commit_properties=CommitProperties(
-                        custom_metadata=metadata, app_transactions=transactions, max_commit_retries=0
-                    ),
-                )
+                version = self._commit(resolved, int(frame["__value_bytes"].sum()), commit)
             except CommitFailedError as error:
                 conflicts += 1
                 logger.info(
@@ -352,14 +347,40 @@ class BronzeTable:
                 time.sleep(random.uniform(0, min(0.05 * 2**attempt, 1.0)))
                 continue
             duration = time.perf_counter() - started
-            version = self._table.version()
             self._marks = marks
             self._marks_version = version
+            self.refresh()  # to the commit (or past it, marks included, if another writer followed)
             return self._result(decoded, pending, version, duration, offsets, event_ids, resolved, conflicts)
         raise FatalError(
             f"bronze commit to {self.uri} still conflicted after {self.settings.max_commit_attempts} attempts; "
             "too many writers on one table? Raise lake.max_commit_attempts"
         )
+
+    def _commit(self, resolved: ResolvedBatch, size_hint: int, commit: CommitProperties) -> int:
+        """Write the files and commit them on the loaded snapshot; returns the new version.
+
+        A batch with new columns goes through deltalake's writer, which merges the schema;
+        every other batch is written by pyarrow (bronze_writer.files) and committed as add
+        actions. Either way the commit lands on exactly this snapshot or raises
+        ``CommitFailedError``.
+        """
+        assert self._table is not None
+        if resolved.needs_schema_merge:
+            write_deltalake(
+                self._table,
+                resolved.data,
+                mode="append",
+                schema_mode="merge",
+                target_file_size=self.settings.target_file_size,
+                writer_properties=self._writer_properties,
+                commit_properties=commit,
+            )
+            return self._table.version()
+        read_version = self._table.version()
+        indexed = stats_columns(resolved.data.column_names, self._table.metadata().configuration, frozenset(PAYLOAD_COLUMNS))
+        actions = self._files.write(resolved.data, indexed, size_hint)
+        self._table.create_write_transaction(actions, "append", self._table.schema(), commit_properties=commit)
+        return read_version + 1
 
     def _result(
         self,

@@ -426,6 +426,7 @@ fn lakehouse_codec(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(to_ndjson, module)?)?;
     module.add_function(wrap_pyfunction!(encode_change_events, module)?)?;
     module.add_function(wrap_pyfunction!(scan::scan_change_events, module)?)?;
+    module.add_function(wrap_pyfunction!(scan::collect_messages, module)?)?;
     module.add_function(wrap_pyfunction!(_raise_panic, module)?)?;
     Ok(())
 }
