@@ -47,6 +47,9 @@ _FORMAT_OF_CODE = {_JSON: ValueFormat.JSON, _BSON: ValueFormat.BSON}
 
 KIND_COLUMN = "__kind_{}"
 TEXT_COLUMN = "__text_{}"
+# A field's dates as UTC microseconds, when the scanner parsed every one (else typing parses the text).
+DATE_COLUMN = "__date_{}"
+WALL_TIME_MICROS = "__wall_time_micros"
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -109,8 +112,10 @@ class Records:
     confluent-kafka's Message objects are read once and dropped: a batch of them held
     for seconds keeps librdkafka's fetch buffers alive and makes Python's garbage collector
     rescan every one of them (measured: consuming while holding Messages ran at 40% of the
-    rate of holding their values). Positions are packed arrays; headers are tuples, which
-    the collector untracks, and records with the contract's usual headers share one.
+    rate of holding their values). Values are copied into native buffers as they are
+    collected (``RecordValues``: no bytes object per record stays alive, and the scanner
+    reads them in place); positions are packed arrays; headers are tuples, which the
+    collector untracks, and records with the contract's usual headers share one.
     ``formats`` holds collect_messages' codes (1 JSON, 2 BSON, 0 parse the headers).
     """
 
@@ -120,7 +125,7 @@ class Records:
     sizes: array[int] = field(default_factory=lambda: array("q"))
     formats: bytearray = field(default_factory=bytearray)
     keys: list[bytes | None] = field(default_factory=list)
-    values: list[bytes | None] = field(default_factory=list)
+    values: lakehouse_codec.RecordValues = field(default_factory=lakehouse_codec.RecordValues)
     headers: list[Headers | None] = field(default_factory=list)
     bytes: int = 0
 
@@ -143,7 +148,7 @@ class Records:
         self.sizes += other.sizes
         self.formats += other.formats
         self.keys += other.keys
-        self.values += other.values
+        self.values.extend(other.values)
         self.headers += other.headers
         self.bytes += other.bytes
 
@@ -160,7 +165,7 @@ class Records:
             array("q", [self.sizes[row] for row in keep]),
             bytearray(self.formats[row] for row in keep),
             [self.keys[row] for row in keep],
-            [self.values[row] for row in keep],
+            self.values.select(list(keep)),
             [self.headers[row] for row in keep],
         )
         kept.bytes = sum(kept.sizes)
@@ -174,7 +179,7 @@ class Records:
             offset=self.offsets[row],
             kafka_timestamp=self.timestamps[row],
             key=self.keys[row],
-            value=self.values[row],
+            value=self.values.value(row),
             headers=self.headers[row],
             error_type=type(error).__name__,
             error=str(error).strip() or repr(error),
@@ -188,12 +193,11 @@ def collect(messages: Sequence[Message]) -> tuple[dict[str, Records], list[int]]
     )
     collected = {}
     for topic, (values, keys, headers, partitions, offsets, timestamps, sizes, formats) in by_topic.items():
-        records = Records(keys=keys, values=values, headers=headers, formats=bytearray(formats))
+        records = Records(keys=keys, values=values, headers=headers, formats=bytearray(formats), bytes=values.nbytes)
         records.partitions.frombytes(partitions)
         records.offsets.frombytes(offsets)
         records.timestamps.frombytes(timestamps)
         records.sizes.frombytes(sizes)
-        records.bytes = sum(records.sizes)
         collected[topic] = records
     return collected, errors
 
@@ -264,21 +268,22 @@ def _tombstone_as_delete(key: bytes | None, headers: Sequence[tuple[str, bytes |
 
 def decode_topic(topic: str, records: Records) -> DecodedTopic:
     """Decode one topic's records (in offset order per partition)."""
-    keys, values, headers = records.keys, records.values, records.headers
+    keys, headers = records.keys, records.headers
     first_offsets, last_offsets = _offset_bounds(records)
 
     count = len(records)
     problems: dict[int, ContractError] = {}
-    scan_input: bytes | list[bytes] | None = None
-    tombstones = None in values
+    scanned: dict[str, Any] | None = None
+    tombstones = records.values.has_tombstones()
     if not tombstones and records.formats.count(_JSON) == count:
-        scan_input = values  # type: ignore[assignment]  # the common all-JSON batch, as it came
+        scanned = lakehouse_codec.scan_record_values(records.values)  # the common all-JSON batch, read in place
     elif not tombstones and records.formats.count(_BSON) == count:
         try:  # the common all-BSON batch: one native call to NDJSON, split by the scanner
-            scan_input = contract.values_to_ndjson(values)  # type: ignore[arg-type]
+            scanned = lakehouse_codec.scan_change_events(contract.values_to_ndjson(records.values.to_list()))
         except UndecodableEventError:
-            scan_input = None  # find the bad values one by one below
-    if scan_input is None:
+            scanned = None  # find the bad values one by one below
+    if scanned is None:
+        values: list[bytes | None] = records.values.to_list()
         formats = _formats(records)
         json_values = list(values)
         bson_rows = []
@@ -303,9 +308,7 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
                     json_values[row] = b"{}"
                 else:
                     json_values[row] = tombstone
-        scan_input = [b"{}" if value is None else value for value in json_values]
-
-    scanned = lakehouse_codec.scan_change_events(scan_input)
+        scanned = lakehouse_codec.scan_change_events([b"{}" if value is None else value for value in json_values])
     assert scanned["count"] == count
     for row, message in scanned["errors"]:
         if row not in problems:
@@ -337,11 +340,15 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
         "__full_document_before_change": _text_array(text["full_document_before_change"], count, data),
         "__value_bytes": _packed_array(records.sizes, pa.int64()),
     }
+    if scanned["wall_time_micros"] is not None:
+        columns[WALL_TIME_MICROS] = _int_array(scanned["wall_time_micros"], count)
     field_names = []
-    for index, (name, kinds, column) in enumerate(scanned["fields"]):
+    for index, (name, kinds, column, dates) in enumerate(scanned["fields"]):
         field_names.append(name)
         columns[KIND_COLUMN.format(index)] = _kind_array(kinds, count)
         columns[TEXT_COLUMN.format(index)] = _text_array(column, count, data)
+        if dates is not None:
+            columns[DATE_COLUMN.format(index)] = _int_array(dates, count)
     frame = pl.from_arrow(pa.table(columns))
     assert isinstance(frame, pl.DataFrame)
 
@@ -388,4 +395,4 @@ def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
     return first, last
 
 
-__all__ = ["KIND_COLUMN", "TEXT_COLUMN", "DeadLetter", "DecodedTopic", "Records", "collect", "decode_guarded", "decode_topic"]
+__all__ = ["DATE_COLUMN", "KIND_COLUMN", "TEXT_COLUMN", "WALL_TIME_MICROS", "DeadLetter", "DecodedTopic", "Records", "collect", "decode_guarded", "decode_topic"]

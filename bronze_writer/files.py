@@ -27,12 +27,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
 
 STRING_STATISTICS_LENGTH = 64
+DICTIONARY_SAMPLE_ROWS = 1024
 DEFAULT_INDEXED_COLUMNS = 32
 # Parquet codec names as pyarrow spells them, from the settings' (deltalake's) names.
 _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "LZ4_RAW": "lz4", "GZIP": "gzip", "UNCOMPRESSED": "none"}
@@ -87,12 +89,14 @@ class DataFiles:
 
     def _write_file(self, data: pa.Table, indexed: Sequence[str]) -> AddAction:
         name = f"part-00000-{uuid.uuid4()}-c000.{_SUFFIXES[self.codec]}parquet"
-        encoded = [column for column in data.column_names if column not in self.plain_columns]
+        candidates = [column for column in data.column_names if column not in self.plain_columns]
         collected: list[pq.FileMetaData] = []
         options = {
             "compression": self.codec,
-            "use_dictionary": encoded,
-            "write_statistics": encoded,
+            "use_dictionary": dictionary_columns(data, candidates),
+            # Only the statistics the Delta log keeps: each file is one row group, so Parquet's own
+            # would only repeat them (and cost a min/max pass over every other column).
+            "write_statistics": [column for column in candidates if column in indexed],
             "row_group_size": data.num_rows,
             "store_schema": False,
             "metadata_collector": collected,
@@ -114,6 +118,25 @@ class DataFiles:
             size = contents.size
         stats = file_statistics(collected[0], data.schema, set(indexed))
         return AddAction(name, size, {}, int(time.time() * 1000), True, json.dumps(stats, separators=(",", ":")))
+
+
+def dictionary_columns(data: pa.Table, candidates: Sequence[str]) -> list[str]:
+    """The columns worth dictionary-encoding: fewer distinct values than half of a sample's rows.
+
+    Dictionary encoding hashes every value until the dictionary outgrows its page (1 MB), so
+    on a column of unique values (ids, keys, times, free text) it is pure cost: it measured
+    a third of the Parquet writer's CPU on the benchmark's events. On repeated values
+    (operation, status, partition) it shrinks the column, so those keep it.
+    """
+    names = [name for name in candidates if not pa.types.is_boolean(data.schema.field(name).type)]  # bit-packed already
+    if not names or data.num_rows == 0:
+        return []
+    frame = pl.from_arrow(data.select(names))
+    assert isinstance(frame, pl.DataFrame)
+    step = max(1, data.num_rows // DICTIONARY_SAMPLE_ROWS)
+    sample = frame.gather_every(step)
+    distinct = sample.select(pl.all().n_unique()).row(0, named=True)
+    return [name for name in names if distinct[name] * 2 <= sample.height]
 
 
 def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema, indexed: set[str]) -> dict[str, object]:
@@ -173,4 +196,4 @@ def _timestamp(millis: int) -> str:
     return (_EPOCH + timedelta(milliseconds=millis)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-__all__ = ["DataFiles", "file_statistics", "local_path", "stats_columns", "string_upper_bound"]
+__all__ = ["DataFiles", "dictionary_columns", "file_statistics", "local_path", "stats_columns", "string_upper_bound"]

@@ -20,7 +20,7 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 
-from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN
+from bronze_writer.decode import DATE_COLUMN, KIND_COLUMN, TEXT_COLUMN, WALL_TIME_MICROS
 
 BSON_TYPE_METADATA = "lakehouse.bson_type"
 
@@ -199,14 +199,22 @@ def _from_millis(millis: pl.Expr) -> pl.Expr:
     )
 
 
-def date_value(kind: pl.Expr, text: pl.Expr) -> pl.Expr:
-    """A relaxed Extended JSON date as a UTC timestamp, null when not a date or out of Delta's range."""
+def date_value(kind: pl.Expr, text: pl.Expr, parsed: pl.Expr | None = None) -> pl.Expr:
+    """A relaxed Extended JSON date as a UTC timestamp, null when not a date or out of Delta's range.
+
+    ``parsed``: the scanner's microseconds for every date of the column (null for other
+    kinds), which it gives only when it parsed them all; else the text is parsed here.
+    """
+    if parsed is not None:
+        return pl.from_epoch(parsed, time_unit="us").dt.replace_time_zone("UTC")
     iso = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False)
     millis = _from_millis(text.cast(pl.Int64, strict=False))
     return pl.when(kind == Kind.DATE_ISO).then(iso).when(kind == Kind.DATE_MILLIS).then(millis).otherwise(None)
 
 
-def _converted(family: str | None, kind: pl.Expr, text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+def _converted(
+    family: str | None, kind: pl.Expr, text: pl.Expr, dates: pl.Expr | None = None
+) -> tuple[pl.Expr, pl.Expr]:
     """(value in the column's type, whether the value fits) for one field."""
     if family is None:
         return pl.lit(None, pl.String), pl.lit(False)
@@ -226,7 +234,7 @@ def _converted(family: str | None, kind: pl.Expr, text: pl.Expr) -> tuple[pl.Exp
     if family == "bool":
         return text == "true", kind == Kind.BOOL
     if family == "date":
-        value = date_value(kind, text)
+        value = date_value(kind, text, dates)
         return value, value.is_not_null()
     return text, kind.is_in(_KINDS_OF_FAMILY.get(family, [])) & text.is_not_null()
 
@@ -304,8 +312,9 @@ def resolve(
             continue
         kind = pl.col(KIND_COLUMN.format(index))
         text = pl.col(TEXT_COLUMN.format(index))
+        dates = pl.col(DATE_COLUMN.format(index)) if DATE_COLUMN.format(index) in frame.columns else None
         family = families[name]
-        value, fits = _converted(family, kind, text)
+        value, fits = _converted(family, kind, text, dates)
         rescue = (kind > Kind.NULL) & ~fits
         if family is not None:
             target = _POLARS_TYPE_OF_FAMILY.get(family, pl.String)
@@ -344,7 +353,11 @@ def resolve(
         .dt.replace_time_zone("UTC")
         .alias("__cluster_time"),
         pl.col("__cluster_time_increment"),
-        date_value(pl.col("__wall_time_kind"), pl.col("__wall_time_text")).alias("__wall_time"),
+        date_value(
+            pl.col("__wall_time_kind"),
+            pl.col("__wall_time_text"),
+            pl.col(WALL_TIME_MICROS) if WALL_TIME_MICROS in frame.columns else None,
+        ).alias("__wall_time"),
         pl.col("__lsid"),
         pl.col("__txn_number"),
         pl.lit(topic, pl.String).alias("__kafka_topic"),

@@ -427,6 +427,8 @@ fn lakehouse_codec(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(encode_change_events, module)?)?;
     module.add_function(wrap_pyfunction!(scan::scan_change_events, module)?)?;
     module.add_function(wrap_pyfunction!(scan::collect_messages, module)?)?;
+    module.add_function(wrap_pyfunction!(scan::scan_record_values, module)?)?;
+    module.add_class::<scan::RecordValues>()?;
     module.add_function(wrap_pyfunction!(_raise_panic, module)?)?;
     Ok(())
 }

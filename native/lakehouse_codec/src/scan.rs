@@ -471,10 +471,127 @@ impl IntColumn {
     }
 }
 
-/// One top-level field of `fullDocument` across the batch: kinds and texts.
+/// One top-level field of `fullDocument` across the batch: kinds and texts, and its dates.
 struct FieldColumn {
     kinds: Vec<u8>,
     text: ViewColumn,
+    dates: Dates,
+}
+
+/// A column's date values as UTC microseconds, parsed here so that typing need not parse
+/// text (Polars' `str.to_datetime` measured 1 µs per value). Only canonical forms are parsed
+/// (see `iso_micros`); if any date of the column is not, the column is not given and
+/// typing parses the text itself, so the result never depends on who parsed it.
+#[derive(Default)]
+struct Dates {
+    micros: Option<IntColumn>,
+    unparsed: usize,
+}
+
+impl Dates {
+    /// Record row `row`'s value (its kind and text); rows of other kinds are null.
+    fn push(&mut self, row: usize, value_kind: u8, text: Option<&str>) {
+        let parsed = match (value_kind, text) {
+            (kind::DATE_ISO, Some(text)) => iso_micros(text.as_bytes()),
+            (kind::DATE_MILLIS, Some(text)) => millis_micros(text),
+            _ => return,
+        };
+        let column = self.micros.get_or_insert_with(|| IntColumn::new(0));
+        while column.values.len() < row {
+            column.push(None);
+        }
+        match parsed {
+            Some(value) => column.push(value),
+            None => self.unparsed += 1,
+        }
+    }
+
+    /// (validity, micros, nulls) for `count` rows, or None without dates or with unparsed ones.
+    fn into_py(self, py: Python<'_>, count: usize) -> PyResult<Option<Bound<'_, PyTuple>>> {
+        match self.micros {
+            Some(mut column) if self.unparsed == 0 => {
+                while column.values.len() < count {
+                    column.push(None);
+                }
+                column.into_py(py).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Delta's timestamp range, 0001-01-01 to 9999-12-31, in milliseconds (bronze_writer.schema).
+const MIN_MILLIS: i64 = -62_135_596_800_000;
+const MAX_MILLIS: i64 = 253_402_300_799_999;
+
+/// A `$date` in milliseconds: Some(micros), Some(None) outside Delta's range, None if not plain digits.
+fn millis_micros(text: &str) -> Option<Option<i64>> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let millis: i64 = text.parse().ok()?;
+    Some((MIN_MILLIS..=MAX_MILLIS).contains(&millis).then_some(millis * 1000))
+}
+
+fn digits(bytes: &[u8]) -> Option<i64> {
+    bytes.iter().try_fold(0i64, |value, &byte| byte.is_ascii_digit().then(|| value * 10 + i64::from(byte - b'0')))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = if year >= 0 { year } else { year - 399 } / 400;
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` (RFC 3339, what relaxed Extended JSON writes) as
+/// UTC microseconds, fractions beyond microseconds cut: Some(Some(micros)), Some(None) for
+/// no such date (2023-02-29), None for any other form (typing's parser decides those).
+fn iso_micros(text: &[u8]) -> Option<Option<i64>> {
+    if text.len() < 20 || text[4] != b'-' || text[7] != b'-' || text[10] != b'T' || text[13] != b':' || text[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(&text[0..4])?, digits(&text[5..7])?, digits(&text[8..10])?);
+    let (hour, minute, second) = (digits(&text[11..13])?, digits(&text[14..16])?, digits(&text[17..19])?);
+    let mut rest = &text[19..];
+    let mut micros = 0;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let length = fraction.iter().take_while(|byte| byte.is_ascii_digit()).count();
+        if !(1..=9).contains(&length) {
+            return None;
+        }
+        let kept = length.min(6);
+        micros = digits(&fraction[..kept])? * 10i64.pow((6 - kept) as u32);
+        rest = &fraction[length..];
+    }
+    let offset = match rest {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (hours * 3600 + minutes * 60) * if *sign == b'-' { -1 } else { 1 }
+        }
+        _ => return None,
+    };
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) {
+        return None;
+    }
+    if day < 1 || day > month_days[(month - 1) as usize] {
+        return Some(None);
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(Some(seconds * 1_000_000 + micros))
 }
 
 const TEXT_COLUMNS: [&str; 12] = [
@@ -497,6 +614,7 @@ struct Scanned {
     text: Vec<ViewColumn>,
     ints: Vec<IntColumn>,
     wall_time_kind: Vec<u8>,
+    wall_time_dates: Dates,
     field_names: Vec<String>,
     fields: Vec<FieldColumn>,
     errors: Vec<(usize, String)>,
@@ -533,6 +651,7 @@ struct Row<'a> {
 }
 
 const FULL_DOCUMENT: usize = 8;
+const WALL_TIME: usize = 11;
 
 fn raw_text(value: Option<&RawValue>) -> Option<Cow<'_, str>> {
     value.map(|value| Cow::Borrowed(value.get()))
@@ -742,6 +861,7 @@ fn scan_lines(lines: &[Line<'_>], first_written_index: u32) -> Scanned {
         text: (0..TEXT_COLUMNS.len()).map(|_| ViewColumn::new(count)).collect(),
         ints: (0..INT_COLUMNS.len()).map(|_| IntColumn::new(count)).collect(),
         wall_time_kind: Vec::with_capacity(count),
+        wall_time_dates: Dates::default(),
         field_names: Vec::new(),
         fields: Vec::new(),
         errors: Vec::new(),
@@ -783,6 +903,7 @@ fn scan_lines(lines: &[Line<'_>], first_written_index: u32) -> Scanned {
             column.push(*value);
         }
         scanned.wall_time_kind.push(row.wall_time_kind);
+        scanned.wall_time_dates.push(row_number, row.wall_time_kind, row.text[WALL_TIME].as_deref());
         let mut expected = 0;
         for (name, value_kind, text) in fields.drain(..) {
             // Documents of one collection mostly list their fields in the same order: try that first.
@@ -793,7 +914,11 @@ fn scan_lines(lines: &[Line<'_>], first_written_index: u32) -> Scanned {
                     let index = scanned.fields.len();
                     field_index.insert(name.to_string(), index);
                     scanned.field_names.push(name.to_string());
-                    scanned.fields.push(FieldColumn { kinds: Vec::with_capacity(count), text: ViewColumn::new(count) });
+                    scanned.fields.push(FieldColumn {
+                        kinds: Vec::with_capacity(count),
+                        text: ViewColumn::new(count),
+                        dates: Dates::default(),
+                    });
                     index
                 }
             };
@@ -806,6 +931,7 @@ fn scan_lines(lines: &[Line<'_>], first_written_index: u32) -> Scanned {
             column.kinds.resize(row_number, kind::ABSENT);
             column.text.pad_to(row_number);
             column.kinds.push(value_kind);
+            column.dates.push(row_number, value_kind, text.as_deref());
             column.text.push_optional(text.as_deref(), line, written);
         }
     }
@@ -839,9 +965,11 @@ fn join_lines(values: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<(u32, usize, usize)>) {
 ///
 /// Change events as relaxed Extended JSON: NDJSON bytes or a list with one event per item.
 /// Returns {"count", "buffers": [data buffer], "text": {name: column}, "int": {name: column},
-/// "wall_time_kind": bytes, "fields": [(name, kinds, column)], "errors": [(index, message)]}.
-/// A text column is (validity or None, 16-byte string views into "buffers", null count), an
-/// int column (validity or None, int64 values, null count); every buffer supports the buffer
+/// "wall_time_kind": bytes, "wall_time_micros": dates, "fields": [(name, kinds, column,
+/// dates)], "errors": [(index, message)]}. A text column is (validity or None, 16-byte string
+/// views into "buffers", null count), an int column (validity or None, int64 values, null
+/// count); dates are an int column of UTC microseconds (null for other kinds), or None when
+/// the column has no dates or one in a form left to typing. Every buffer supports the buffer
 /// protocol. A row that fails to parse is all nulls and listed in errors.
 #[pyfunction]
 pub fn scan_change_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
@@ -873,13 +1001,27 @@ pub fn scan_change_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> P
         (inputs, scanned)
     });
 
-    let result = PyDict::new(py);
-    result.set_item("count", values.len())?;
-    let buffers = PyList::empty(py);
-    for buffer in inputs.into_iter().chain(scanned.written.buffers) {
-        buffers.append(ScanBuffer::wrap(py, Storage::Bytes(buffer))?)?;
+    let mut buffers = Vec::new();
+    for buffer in inputs {
+        buffers.push(ScanBuffer::wrap(py, Storage::Bytes(buffer))?.into_any());
     }
-    result.set_item("buffers", buffers)?;
+    scanned_to_py(py, values.len(), buffers, scanned)
+}
+
+/// The scan as Python objects (see `scan_change_events`); `buffers`: the input's data buffers.
+fn scanned_to_py<'py>(
+    py: Python<'py>,
+    count: usize,
+    buffers: Vec<Bound<'py, PyAny>>,
+    scanned: Scanned,
+) -> PyResult<Bound<'py, PyDict>> {
+    let result = PyDict::new(py);
+    result.set_item("count", count)?;
+    let all = PyList::new(py, buffers)?;
+    for buffer in scanned.written.buffers {
+        all.append(ScanBuffer::wrap(py, Storage::Bytes(buffer))?)?;
+    }
+    result.set_item("buffers", all)?;
     let text = PyDict::new(py);
     for (name, column) in TEXT_COLUMNS.iter().zip(scanned.text) {
         text.set_item(name, column.into_py(py)?)?;
@@ -891,6 +1033,7 @@ pub fn scan_change_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> P
     }
     result.set_item("int", ints)?;
     result.set_item("wall_time_kind", PyBytes::new(py, &scanned.wall_time_kind))?;
+    result.set_item("wall_time_micros", scanned.wall_time_dates.into_py(py, count)?)?;
     let fields = PyList::empty(py);
     for (name, column) in scanned.field_names.into_iter().zip(scanned.fields) {
         let item = PyTuple::new(
@@ -899,6 +1042,7 @@ pub fn scan_change_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> P
                 name.into_pyobject(py)?.into_any(),
                 PyBytes::new(py, &column.kinds).into_any(),
                 column.text.into_py(py)?.into_any(),
+                column.dates.into_py(py, count)?.into_pyobject(py)?.into_any(),
             ],
         )?;
         fields.append(item)?;
@@ -908,10 +1052,167 @@ pub fn scan_change_events<'py>(py: Python<'py>, events: &Bound<'py, PyAny>) -> P
     Ok(result)
 }
 
+/// Where one record's value is: its data buffer and bytes (`NO_VALUE` for a tombstone).
+#[derive(Clone, Copy)]
+struct Span {
+    buffer: u32,
+    start: u32,
+    len: u32,
+}
+
+const NO_VALUE: u32 = u32::MAX;
+
+/// One topic's record values of a batch, copied out of the `Message` objects as they are
+/// collected (one data buffer per `consume()` call, sized exactly), so no Python object per
+/// value outlives the consumer loop's call and the scanner reads them where they are.
+#[pyclass(module = "lakehouse_codec")]
+pub struct RecordValues {
+    buffers: Vec<Py<ScanBuffer>>,
+    spans: Vec<Span>,
+    bytes: usize,
+}
+
+impl RecordValues {
+    fn empty() -> Self {
+        RecordValues { buffers: Vec::new(), spans: Vec::new(), bytes: 0 }
+    }
+
+    /// Add these values (None: a tombstone) as one new data buffer.
+    fn push_all(&mut self, py: Python<'_>, values: &[Option<&[u8]>]) -> PyResult<()> {
+        let total: usize = values.iter().map(|value| value.map_or(0, <[u8]>::len)).sum();
+        let mut data = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(values.len());
+        let mut index = self.buffers.len() as u32;
+        for value in values {
+            let span = match value {
+                None => Span { buffer: NO_VALUE, start: 0, len: 0 },
+                Some(bytes) => {
+                    if data.len() + bytes.len() > BUFFER_LIMIT {
+                        let full = std::mem::replace(&mut data, Vec::with_capacity(total.min(BUFFER_LIMIT)));
+                        self.buffers.push(ScanBuffer::wrap(py, Storage::Bytes(full))?.unbind());
+                        index += 1;
+                    }
+                    let start = data.len() as u32;
+                    data.extend_from_slice(bytes);
+                    Span { buffer: index, start, len: bytes.len() as u32 }
+                }
+            };
+            spans.push(span);
+        }
+        if !data.is_empty() {
+            self.buffers.push(ScanBuffer::wrap(py, Storage::Bytes(data))?.unbind());
+        }
+        self.spans.extend(spans);
+        self.bytes += total;
+        Ok(())
+    }
+
+    fn slice<'a>(&self, buffers: &[&'a [u8]], span: Span) -> Option<&'a [u8]> {
+        (span.buffer != NO_VALUE)
+            .then(|| &buffers[span.buffer as usize][span.start as usize..(span.start + span.len) as usize])
+    }
+
+    fn data(&self) -> Vec<&[u8]> {
+        self.buffers.iter().map(|buffer| buffer.get().as_bytes()).collect()
+    }
+}
+
+#[pymethods]
+impl RecordValues {
+    #[new]
+    #[pyo3(signature = (values = None))]
+    fn new(py: Python<'_>, values: Option<Vec<Option<Vec<u8>>>>) -> PyResult<Self> {
+        let mut collected = RecordValues::empty();
+        if let Some(values) = values {
+            let borrowed: Vec<Option<&[u8]>> = values.iter().map(|value| value.as_deref()).collect();
+            collected.push_all(py, &borrowed)?;
+        }
+        Ok(collected)
+    }
+
+    fn __len__(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The value bytes of every record (tombstones excluded).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Record `row`'s value (None: a tombstone), as bytes.
+    fn value<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let span = *self.spans.get(row).ok_or_else(|| PyValueError::new_err(format!("no record {row}")))?;
+        Ok(self.slice(&self.data(), span).map(|bytes| PyBytes::new(py, bytes)))
+    }
+
+    /// Every value, as a list of bytes (None for tombstones).
+    fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let data = self.data();
+        PyList::new(py, self.spans.iter().map(|&span| self.slice(&data, span).map(|bytes| PyBytes::new(py, bytes))))
+    }
+
+    /// Whether any record is a tombstone.
+    fn has_tombstones(&self) -> bool {
+        self.spans.iter().any(|span| span.buffer == NO_VALUE)
+    }
+
+    /// Append another collection's values (their buffers are shared, not copied).
+    fn extend(&mut self, py: Python<'_>, other: PyRef<'_, RecordValues>) {
+        let offset = self.buffers.len() as u32;
+        self.buffers.extend(other.buffers.iter().map(|buffer| buffer.clone_ref(py)));
+        self.spans.extend(other.spans.iter().map(|&span| Span {
+            buffer: if span.buffer == NO_VALUE { NO_VALUE } else { span.buffer + offset },
+            ..span
+        }));
+        self.bytes += other.bytes;
+    }
+
+    /// The values of these rows, in this order, copied into a new collection.
+    fn select(&self, py: Python<'_>, rows: Vec<usize>) -> PyResult<RecordValues> {
+        let data = self.data();
+        let mut chosen = Vec::with_capacity(rows.len());
+        for row in rows {
+            let span = *self.spans.get(row).ok_or_else(|| PyValueError::new_err(format!("no record {row}")))?;
+            chosen.push(self.slice(&data, span));
+        }
+        let mut selected = RecordValues::empty();
+        selected.push_all(py, &chosen)?;
+        Ok(selected)
+    }
+}
+
+/// scan_record_values(values: RecordValues) -> dict
+///
+/// `scan_change_events` over collected values, read where they are: the text columns' views
+/// point into the collection's own buffers (listed first in "buffers"). Every value must be
+/// present (tombstones take `scan_change_events` with their stand-in events).
+#[pyfunction]
+pub fn scan_record_values<'py>(py: Python<'py>, values: PyRef<'py, RecordValues>) -> PyResult<Bound<'py, PyDict>> {
+    if values.has_tombstones() {
+        return Err(PyValueError::new_err("tombstones cannot be scanned; pass their stand-in events"));
+    }
+    let data = values.data();
+    let spans = &values.spans;
+    let scanned = py.detach(|| {
+        let lines: Vec<Line<'_>> = spans
+            .iter()
+            .map(|span| Line {
+                bytes: &data[span.buffer as usize][span.start as usize..(span.start + span.len) as usize],
+                buffer: span.buffer,
+                start: span.start as usize,
+            })
+            .collect();
+        scan_lines(&lines, data.len() as u32)
+    });
+    let buffers: Vec<Bound<'py, PyAny>> = values.buffers.iter().map(|buffer| buffer.bind(py).clone().into_any()).collect();
+    scanned_to_py(py, spans.len(), buffers, scanned)
+}
+
 /// One topic's records as `collect_messages` returns them.
 struct Collected<'py> {
     topic: Bound<'py, PyString>,
-    values: Bound<'py, PyList>,
+    values: Vec<Option<Bound<'py, PyBytes>>>,
     keys: Bound<'py, PyList>,
     headers: Bound<'py, PyList>,
     partitions: Vec<u8>,
@@ -923,13 +1224,13 @@ struct Collected<'py> {
 
 /// collect_messages(messages, json_headers, bson_headers) -> (dict, list[int])
 ///
-/// confluent-kafka `Message` objects to columns per topic, in their order: {topic: (values,
-/// keys, headers, partitions int32, offsets int64, timestamps int64, value sizes int64,
-/// formats uint8)} (numbers as little-endian bytes), and the positions of the messages that
-/// carry an error, which are left out. A record whose first two headers are `json_headers`
-/// or `bson_headers` has format 1 or 2 and keeps that shared tuple as its headers (a
-/// tombstone keeps its own: its event id is in them); any other has format 0 and keeps its
-/// own headers as a tuple (None without headers), for the contract check.
+/// confluent-kafka `Message` objects to columns per topic, in their order: {topic: (values
+/// (RecordValues), keys, headers, partitions int32, offsets int64, timestamps int64, value
+/// sizes int64, formats uint8)} (numbers as little-endian bytes), and the positions of the
+/// messages that carry an error, which are left out. A record whose first two headers are
+/// `json_headers` or `bson_headers` has format 1 or 2 and keeps that shared tuple as its
+/// headers (a tombstone keeps its own: its event id is in them); any other has format 0 and
+/// keeps its own headers as a tuple (None without headers), for the contract check.
 #[pyfunction]
 pub fn collect_messages<'py>(
     py: Python<'py>,
@@ -948,8 +1249,7 @@ pub fn collect_messages<'py>(
             continue;
         }
         let topic = message.call_method0(intern!(py, "topic"))?.cast_into::<PyString>()?;
-        let same = current != usize::MAX && groups[current].topic.to_str()? == topic.to_str()?;
-        if !same {
+        if current == usize::MAX || groups[current].topic.to_str()? != topic.to_str()? {
             let name = topic.to_str()?;
             let mut found = None;
             for (index, group) in groups.iter().enumerate() {
@@ -962,7 +1262,7 @@ pub fn collect_messages<'py>(
                 None => {
                     groups.push(Collected {
                         topic: topic.clone(),
-                        values: PyList::empty(py),
+                        values: Vec::with_capacity(count),
                         keys: PyList::empty(py),
                         headers: PyList::empty(py),
                         partitions: Vec::with_capacity(count * 4),
@@ -980,7 +1280,9 @@ pub fn collect_messages<'py>(
         let offset: i64 = message.call_method0(intern!(py, "offset"))?.extract()?;
         let (_kind, timestamp): (i64, i64) = message.call_method0(intern!(py, "timestamp"))?.extract()?;
         let value = message.call_method0(intern!(py, "value"))?;
-        let size = value.cast::<PyBytes>().map(|bytes| bytes.as_bytes().len()).unwrap_or(0) as i64;
+        let tombstone = value.is_none();
+        let value = if tombstone { None } else { Some(value.cast_into::<PyBytes>()?) };
+        let size = value.as_ref().map_or(0, |bytes| bytes.as_bytes().len()) as i64;
         let headers = message.call_method0(intern!(py, "headers"))?;
         let mut format = 0u8;
         let mut kept = None;
@@ -990,7 +1292,7 @@ pub fn collect_messages<'py>(
                 for (code, prefix) in prefixes {
                     if first.eq(prefix.get_item(0)?)? && second.eq(prefix.get_item(1)?)? {
                         format = code;
-                        if !value.is_none() {
+                        if !tombstone {
                             kept = Some(prefix.clone().into_any());
                         }
                         break;
@@ -1006,14 +1308,17 @@ pub fn collect_messages<'py>(
         group.timestamps.extend_from_slice(&timestamp.to_le_bytes());
         group.sizes.extend_from_slice(&size.to_le_bytes());
         group.formats.push(format);
-        group.values.append(value)?;
+        group.values.push(value);
         group.keys.append(message.call_method0(intern!(py, "key"))?)?;
         group.headers.append(kept)?;
     }
     let result = PyDict::new(py);
     for group in groups {
+        let mut values = RecordValues::empty();
+        let borrowed: Vec<Option<&[u8]>> = group.values.iter().map(|value| value.as_ref().map(|bytes| bytes.as_bytes())).collect();
+        values.push_all(py, &borrowed)?;
         let columns = (
-            group.values,
+            Bound::new(py, values)?,
             group.keys,
             group.headers,
             PyBytes::new(py, &group.partitions),
