@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import Transaction
 
@@ -39,6 +46,9 @@ from lakehouse_common.errors import FatalError
 from lakehouse_common.lake import HighWaterMark
 
 logger = logging.getLogger(__name__)
+
+# Bronze commits checkpoint on the writer's own schedule (lake.checkpoint_interval_commits).
+_NO_CHECKPOINT_HOOK = PostCommitHookProperties(create_checkpoint=False)
 
 # A new bronze table starts with the envelope; document columns arrive by schema merge.
 _ENVELOPE_FOR_DELTA = pa.schema(
@@ -350,6 +360,7 @@ class BronzeTable:
             self._marks = marks
             self._marks_version = version
             self.refresh()  # to the commit (or past it, marks included, if another writer followed)
+            self._checkpoint_if_due(version)
             return self._result(decoded, pending, version, duration, offsets, event_ids, resolved, conflicts)
         raise FatalError(
             f"bronze commit to {self.uri} still conflicted after {self.settings.max_commit_attempts} attempts; "
@@ -374,13 +385,32 @@ class BronzeTable:
                 target_file_size=self.settings.target_file_size,
                 writer_properties=self._writer_properties,
                 commit_properties=commit,
+                post_commithook_properties=_NO_CHECKPOINT_HOOK,
             )
             return self._table.version()
         read_version = self._table.version()
         indexed = stats_columns(resolved.data.column_names, self._table.metadata().configuration, frozenset(PAYLOAD_COLUMNS))
         actions = self._files.write(resolved.data, indexed, size_hint)
-        self._table.create_write_transaction(actions, "append", self._table.schema(), commit_properties=commit)
+        self._table.create_write_transaction(
+            actions, "append", self._table.schema(), commit_properties=commit, post_commithook_properties=_NO_CHECKPOINT_HOOK
+        )
         return read_version + 1
+
+    def _checkpoint_if_due(self, version: int) -> None:
+        """Checkpoint the log (the loaded snapshot: this version or newer) every ``checkpoint_interval_commits`` versions.
+
+        The commit is durable already, so a failed checkpoint is only logged: the next one
+        due covers the same log, and readers replay the JSON commits meanwhile.
+        """
+        assert self._table is not None
+        if version % self.settings.checkpoint_interval_commits:
+            return
+        try:
+            self._table.create_checkpoint()
+        except (DeltaError, OSError) as error:
+            logger.warning("checkpointing the Delta log failed", extra={"table": self.uri, "version": version, "error": str(error)})
+            return
+        logger.info("checkpointed the Delta log", extra={"table": self.uri, "version": version})
 
     def _result(
         self,
