@@ -12,7 +12,6 @@ table's types. Everything here is Polars expressions over whole columns.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +20,17 @@ import polars as pl
 import pyarrow as pa
 
 from bronze_writer.decode import DATE_COLUMN, KIND_COLUMN, TEXT_COLUMN, WALL_TIME_MICROS
-
-BSON_TYPE_METADATA = "lakehouse.bson_type"
+from lakehouse_common.bronze_schema import (
+    ARROW_TYPE_OF_FAMILY,
+    BSON_TYPE_METADATA,
+    DELTA_TYPE_OF_FAMILY,
+    ENVELOPE,
+    ENVELOPE_NAMES,
+    FAMILY_OF_DELTA_TYPE,
+    MAX_MILLIS,
+    MIN_MILLIS,
+    column_name_problem,
+)
 
 
 class Kind:
@@ -83,8 +91,6 @@ _KINDS_OF_FAMILY: dict[str, list[int]] = {}
 for _kind, _family in _FAMILY_OF_KIND.items():
     _KINDS_OF_FAMILY.setdefault(_family, []).append(_kind)
 
-_DELTA_TYPE_OF_FAMILY = {"long": "long", "double": "double", "bool": "boolean", "date": "timestamp"}
-_FAMILY_OF_DELTA_TYPE = {"long": "long", "double": "double", "boolean": "bool", "timestamp": "date", "string": "string"}
 _POLARS_TYPE_OF_FAMILY = {
     "long": pl.Int64,
     "double": pl.Float64,
@@ -92,33 +98,6 @@ _POLARS_TYPE_OF_FAMILY = {
     "date": pl.Datetime("us", "UTC"),
 }
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-ENVELOPE = pa.schema(
-    [
-        ("__event_id", pa.large_utf8()),
-        ("__resume_token", pa.large_utf8()),
-        ("__operation", pa.large_utf8()),
-        ("__db", pa.large_utf8()),
-        ("__collection", pa.large_utf8()),
-        ("__document_key", pa.large_utf8()),
-        ("__document_id", pa.large_utf8()),
-        ("__cluster_time", TIMESTAMP),
-        ("__cluster_time_increment", pa.int64()),
-        ("__wall_time", TIMESTAMP),
-        ("__lsid", pa.large_utf8()),
-        ("__txn_number", pa.int64()),
-        ("__kafka_topic", pa.large_utf8()),
-        ("__kafka_partition", pa.int32()),
-        ("__kafka_offset", pa.int64()),
-        ("__kafka_timestamp", TIMESTAMP),
-        ("__ingested_at", TIMESTAMP),
-        ("__full_document", pa.large_utf8()),
-        ("__update_description", pa.large_utf8()),
-        ("__full_document_before_change", pa.large_utf8()),
-        ("__rescued_data", pa.large_utf8()),
-    ]
-)
-ENVELOPE_NAMES = frozenset(ENVELOPE.names)
 # Unique per row and read whole, never filtered on: dictionaries and statistics would be wasted work.
 PAYLOAD_COLUMNS = (
     "__resume_token",
@@ -128,14 +107,6 @@ PAYLOAD_COLUMNS = (
     "__full_document_before_change",
     "__rescued_data",
 )
-_ENVELOPE_LOWER = frozenset(name.lower() for name in ENVELOPE.names)
-# Delta without column mapping (what Spark and dbt read) refuses these characters in names;
-# control characters (NUL makes Arrow's C interface panic) are refused too.
-_INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=\x00-\x1f\x7f]")
-
-# Delta's timestamp range: 0001-01-01 to 9999-12-31, in milliseconds since the epoch.
-_MIN_MILLIS = -62_135_596_800_000
-_MAX_MILLIS = 253_402_300_799_999
 _MAX_EXACT_INTEGER = 2**53
 _SPECIAL_DOUBLES = ["NaN", "Infinity", "-Infinity"]
 
@@ -148,7 +119,7 @@ class ColumnType:
 
     @property
     def delta_type(self) -> str:
-        return _DELTA_TYPE_OF_FAMILY.get(self.family, "string")
+        return DELTA_TYPE_OF_FAMILY.get(self.family, "string")
 
 
 def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
@@ -161,20 +132,14 @@ def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
             continue
         family = (field.metadata or {}).get(BSON_TYPE_METADATA)
         if family is None:
-            family = _FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
+            family = FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
         columns[field.name] = ColumnType(str(family).strip('"'))
     return columns
 
 
 def _name_problem(name: str, columns: Mapping[str, ColumnType]) -> str | None:
     """Why a field cannot be a column of its own (its values are rescued), or None."""
-    if not name or _INVALID_COLUMN_NAME.search(name):
-        return "name not allowed as a Delta column"
-    if name.lower() in _ENVELOPE_LOWER:
-        return "name of an envelope column"
-    if name not in columns and any(name.lower() == existing.lower() for existing in columns):
-        return "differs only in case from an existing column"
-    return None
+    return column_name_problem(name, columns)
 
 
 def _case_losers(names: list[str]) -> set[str]:
@@ -191,7 +156,7 @@ def _case_losers(names: list[str]) -> set[str]:
 
 
 def _from_millis(millis: pl.Expr) -> pl.Expr:
-    in_range = millis.is_between(_MIN_MILLIS, _MAX_MILLIS)
+    in_range = millis.is_between(MIN_MILLIS, MAX_MILLIS)
     return (
         pl.when(in_range)
         .then(pl.from_epoch(millis, time_unit="ms").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
@@ -401,9 +366,7 @@ def _with_schema(data: pa.Table, columns: Mapping[str, ColumnType]) -> pa.Table:
             fields.append(envelope.with_type(pa.string_view()) if envelope.type == pa.large_utf8() else envelope)
         else:
             column = columns[field.name]
-            arrow_type = {"long": pa.int64(), "double": pa.float64(), "bool": pa.bool_(), "date": TIMESTAMP}.get(
-                column.family, pa.string_view()
-            )
+            arrow_type = ARROW_TYPE_OF_FAMILY.get(column.family, pa.string_view())
             fields.append(pa.field(field.name, arrow_type, metadata={BSON_TYPE_METADATA: column.family}))
     return data.cast(pa.schema(fields))
 

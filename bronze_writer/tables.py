@@ -42,6 +42,7 @@ from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, ResolvedBatch, resolve, table_columns
 from bronze_writer.settings import LakeSettings
 from lakehouse_common import lake
+from lakehouse_common.bronze_schema import DEAD_LETTER_SCHEMA, INGEST_LOG_SCHEMA
 from lakehouse_common.errors import FatalError
 from lakehouse_common.lake import HighWaterMark
 
@@ -53,42 +54,6 @@ _NO_CHECKPOINT_HOOK = PostCommitHookProperties(create_checkpoint=False)
 # A new bronze table starts with the envelope; document columns arrive by schema merge.
 _ENVELOPE_FOR_DELTA = pa.schema(
     [field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE]
-)
-INGEST_LOG_SCHEMA = pa.schema(
-    [
-        ("table_uri", pa.large_utf8()),
-        ("database", pa.large_utf8()),
-        ("collection", pa.large_utf8()),
-        ("table_version", pa.int64()),
-        ("rows", pa.int64()),
-        ("bytes", pa.int64()),
-        ("committed_at", pa.timestamp("us", tz="UTC")),
-        ("duration_ms", pa.float64()),
-        ("offset_ranges", pa.large_utf8()),
-        ("first_event_id", pa.large_utf8()),
-        ("last_event_id", pa.large_utf8()),
-        ("max_lag_seconds", pa.float64()),
-        ("writer_id", pa.large_utf8()),
-        ("duplicates_dropped", pa.int64()),
-        ("rescued_values", pa.int64()),
-        ("new_columns", pa.large_utf8()),
-        ("already_landed", pa.int64()),
-        ("ids_looked_up", pa.int64()),
-    ]
-)
-DEAD_LETTER_SCHEMA = pa.schema(
-    [
-        ("topic", pa.large_utf8()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("key", pa.large_binary()),
-        ("value", pa.large_binary()),
-        ("headers", pa.large_utf8()),
-        ("error_type", pa.large_utf8()),
-        ("error", pa.large_utf8()),
-        ("dead_lettered_at", pa.timestamp("us", tz="UTC")),
-    ]
 )
 
 
