@@ -206,7 +206,8 @@ def _bronze_writer(
         "BRONZE_HTTP__PORT": "0",
         "BRONZE_HTTP__HOST": "127.0.0.1",
     }
-    uri = lake.bronze_table_uri(str(lake_root), "bench", "orders")
+    _prefix, database, collection = topic.split(".", 2)  # cdc.<db>.<collection>
+    uri = lake.bronze_table_uri(str(lake_root), database, collection)
     logs = [log.with_name(f"{log.stem}-{replica}{log.suffix}") if replicas > 1 else log for replica in range(replicas)]
     outputs = [open(path, "wb") for path in logs]  # noqa: SIM115 - closed below
     processes = [
