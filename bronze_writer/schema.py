@@ -137,11 +137,6 @@ def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
     return columns
 
 
-def _name_problem(name: str, columns: Mapping[str, ColumnType]) -> str | None:
-    """Why a field cannot be a column of its own (its values are rescued), or None."""
-    return column_name_problem(name, columns)
-
-
 def _case_losers(names: list[str]) -> set[str]:
     """New names that differ only in case from another new name of the batch.
 
@@ -256,10 +251,10 @@ def resolve(
     ).row(0) if frame.height and any(name not in columns for name in field_names) else ()
     first_kind_of = dict(zip([name for name in field_names if name not in columns], first_kinds, strict=False))
     losers = _case_losers(
-        [name for name in field_names if first_kind_of.get(name) is not None and _name_problem(name, columns) is None]
+        [name for name in field_names if first_kind_of.get(name) is not None and column_name_problem(name, columns) is None]
     )
     for name in field_names:
-        if _name_problem(name, columns) is not None or name in losers:
+        if column_name_problem(name, columns) is not None or name in losers:
             families[name] = None
         elif name in columns:
             families[name] = columns[name].family

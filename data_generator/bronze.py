@@ -107,11 +107,6 @@ def column_value(value: Any, family: str, value_family: str | None = None) -> An
     raise TypeError(f"{value_family} does not fit a {family} column")
 
 
-def name_problem(name: str, families: Mapping[str, str]) -> str | None:
-    """Why a field cannot have a column of its own (its values are then always rescued), or None."""
-    return column_name_problem(name, families)
-
-
 class BronzeFixtureWriter:
     """Appends change events to ``<lake root>/bronze/<db>/<collection>`` and logs each commit."""
 
@@ -230,7 +225,7 @@ class BronzeFixtureWriter:
                     continue
                 value_family, alias = classify(value)
                 family = families.get(name)
-                if family is None and name_problem(name, families) is None and not isinstance(value, DatetimeMS):
+                if family is None and column_name_problem(name, families) is None and not isinstance(value, DatetimeMS):
                     family = families[name] = new_columns[name] = value_family
                 try:
                     if family is None:
@@ -294,5 +289,4 @@ __all__ = [
     "BronzeFixtureWriter",
     "classify",
     "column_value",
-    "name_problem",
 ]

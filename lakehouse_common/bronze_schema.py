@@ -10,7 +10,7 @@ the rule for which field names can be columns, and Delta's timestamp range.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 
 import pyarrow as pa
 
@@ -105,14 +105,13 @@ _INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=\x00-\x1f\x7f]")
 _ENVELOPE_LOWER = frozenset(name.lower() for name in ENVELOPE.names)
 
 
-def column_name_problem(name: str, columns: Iterable[str]) -> str | None:
-    """Why a document field cannot be a column of its own among ``columns`` (its values are rescued), or None."""
+def column_name_problem(name: str, columns: Collection[str]) -> str | None:
+    """Why a document field cannot be a column of its own beside ``columns`` (its values are rescued), or None."""
     if not name or _INVALID_COLUMN_NAME.search(name):
         return "name not allowed as a Delta column"
     if name.lower() in _ENVELOPE_LOWER:
         return "name of an envelope column"
-    known = set(columns)
-    if name not in known and any(name.lower() == existing.lower() for existing in known):
+    if name not in columns and any(name.lower() == existing.lower() for existing in columns):
         return "differs only in case from an existing column"
     return None
 
