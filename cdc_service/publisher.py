@@ -9,13 +9,15 @@ events and the checkpoint records share one Kafka transaction instead.
 No Python code runs per event: the native codec serializes a batch in one call into columns
 (keys, values, the contract headers, each event's namespace, counts per operation), topics
 are resolved once per namespace of the batch, and ``itertools.starmap`` hands the columns to
-``produce`` with positional arguments (the cheapest call form: no keyword parsing) at C
-speed. Only the rare event that cannot go that way (out of scope, without a collection,
-oversize, refused) takes a Python path, in its place in the batch's order. Oversize events
-go, as a reference, to the dead-letter topic. An event is oversize when it exceeds the smaller of
-its topic's ``max.message.bytes`` and the producer's own ``message.max.bytes``; should
-``produce()`` still refuse a record for its size, that record is dead-lettered the same way
-instead of failing the pipeline (which would fail again on the same event, forever).
+``produce`` with positional arguments (the cheapest call form: confluent-kafka parses no
+keywords) at C speed. Only the rare event that cannot go that way (out of scope, without a
+collection, oversize, refused) takes a Python path, in its place in the batch's order.
+
+Oversize events go, as a reference, to the dead-letter topic. An event is oversize when it
+exceeds the smaller of its topic's ``max.message.bytes`` and the producer's own
+``message.max.bytes``; should ``produce()`` still refuse a record for its size, that record
+is dead-lettered the same way instead of failing the pipeline (which would fail again on
+the same event, forever).
 
 Every record, event, fan-out copy, dead letter or checkpoint, goes through ``_send``: when
 librdkafka's local queue is full it waits for room instead of raising ``BufferError``.
