@@ -1,7 +1,8 @@
 """Replay: move streams back to a resume token, an operation time, or what a bronze table landed.
 
 Replayed events keep their original ids, so the bronze writer drops the ones it already
-holds (ids not above its high-water mark): a replay creates no duplicate rows downstream.
+holds (the exact ids: docs/event-contract.md, Ordering): a replay creates no duplicate rows
+downstream.
 A bronze table whose earliest mark is a snapshot record (the copy had not fully landed),
 or that has no marks at all, cannot be resumed from a token: its stream is snapshotted
 again, at a new position whose ids sort above everything landed before.
@@ -20,7 +21,6 @@ from cdc_service.positions import Position, snapshot_position_of
 from cdc_service.publisher import producer_config
 from cdc_service.scope import StreamSpec
 from cdc_service.settings import CdcSettings
-from lakehouse_common.contract import safe_name
 from lakehouse_common.errors import ConfigError, TransientError
 from lakehouse_common.lake import HighWaterMark, bronze_table_uri, read_high_water_marks
 
@@ -76,8 +76,7 @@ def plan_from_bronze(
         marks: dict[str, HighWaterMark] = {}
         for namespace in covered.get(spec.stream_id, ()):
             database, collection = namespace.split(".", 1)
-            # Where bronze lands the namespace's topic: the names as escaped in topic names.
-            table = bronze_table_uri(lake_root, safe_name(database, keep_dots=False), safe_name(collection))
+            table = bronze_table_uri(lake_root, database, collection)  # escaped as in the topic's name
             table_marks = read_high_water_marks(table, storage_options)
             if not table_marks:
                 plan.notes.append(f"{namespace}: no bronze marks in {table}")

@@ -25,10 +25,11 @@ filter: which events count as duplicates is the Ordering rule of lakehouse_commo
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from lakehouse_common.contract import safe_name
 
 BATCH_KEY = "lakehouse.batch"
 HIGH_WATER_MARKS_KEY = "lakehouse.high_water_marks"
@@ -36,16 +37,19 @@ OFFSET_RESET_KEY = "lakehouse.offset_reset"
 INGEST_LOG_TABLE = "_ingest_log"
 DEAD_LETTER_TABLE = "_dead_letters"
 
-_UNSAFE_PATH_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
-
 
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
 def path_segment(name: str) -> str:
-    """A database or collection name made safe as one path segment."""
-    return _UNSAFE_PATH_CHARACTERS.sub("_", name)
+    """A database or collection name as one path segment: the topic's escaping (``contract.safe_name``).
+
+    Plain names stay as they are; any other name is sanitised and gets a hash suffix, so two
+    namespaces never share a table (``order items`` and ``order_items`` stay apart). Escaped
+    names are plain, so a name taken from a topic maps to the same segment again.
+    """
+    return safe_name(name)
 
 
 def bronze_table_uri(root: str, database: str, collection: str) -> str:

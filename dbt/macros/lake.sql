@@ -16,9 +16,15 @@
 {%- endmacro %}
 
 
-{#- A database or collection name as one path segment (lakehouse_common.lake.path_segment). -#}
+{#- A database or collection name as one path segment (lakehouse_common.lake.path_segment).
+    Plain names (letters, digits, `.`, `_`, `-`) are their own segment. Any other name is
+    escaped with a SHA-256 suffix, which Jinja cannot compute: give such a source its
+    directory in `meta.lake_path` (bronze-writer's `status` shows it). -#}
 {% macro lake_path_segment(name) -%}
-    {{ return(modules.re.sub('[^A-Za-z0-9._-]', '_', name)) }}
+    {%- if not modules.re.fullmatch('[A-Za-z0-9._-]+', name) -%}
+        {{ exceptions.raise_compiler_error("'" ~ name ~ "' is not a plain name, so its bronze directory carries a hash suffix: set meta.lake_path on its source (e.g. bronze/<db>/" ~ modules.re.sub('[^A-Za-z0-9._-]', '_', name) ~ "-<hash>, as bronze-writer status lists it)") }}
+    {%- endif -%}
+    {{ return(name) }}
 {%- endmacro %}
 
 

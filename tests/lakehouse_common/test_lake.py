@@ -13,7 +13,7 @@ from lakehouse_common.lake import HighWaterMark
 
 def test_layout() -> None:
     assert lake.bronze_table_uri("s3://bucket/lake/", "shop", "orders") == "s3://bucket/lake/bronze/shop/orders"
-    assert lake.bronze_table_uri("/data", "shop", "order items") == "/data/bronze/shop/order_items"
+    assert lake.bronze_table_uri("/data", "shop", "order items").startswith("/data/bronze/shop/order_items-")
     assert lake.ingest_log_uri("/data") == "/data/bronze/_ingest_log"
     assert lake.dead_letter_uri("/data") == "/data/bronze/_dead_letters"
     assert lake.app_id("cdc.shop.orders", 2) == "cdc.shop.orders-2"
@@ -47,3 +47,14 @@ def test_high_water_marks_round_trip_through_a_delta_commit(tmp_path: Path) -> N
 def test_a_missing_table_has_no_marks(tmp_path: Path) -> None:
     assert lake.read_high_water_marks(str(tmp_path / "nothing")) == {}
     assert lake.earliest_resume_token({}) is None
+
+
+def test_distinct_collections_never_share_a_bronze_table() -> None:
+    """Path segments use the topics' escaping: sanitising alone would merge these pairs."""
+    from lakehouse_common.lake import bronze_table_uri, path_segment
+
+    assert bronze_table_uri("r", "shop", "order items") != bronze_table_uri("r", "shop", "order_items")
+    assert path_segment("заказы") != path_segment("товары")
+    assert path_segment("orders") == "orders"
+    escaped = path_segment("order items")
+    assert path_segment(escaped) == escaped  # a name read back from a topic maps to the same table
