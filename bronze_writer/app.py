@@ -35,13 +35,14 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from bronze_writer.decode import DecodedTopic, Records, collect
-from bronze_writer.errors import Action, OffsetDiscontinuityError, Stage, classify, describe
+from bronze_writer.errors import Action, OffsetDiscontinuityError, Stage, classify, describe, kafka_error_of
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.maintenance import Maintenance
 from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.offsets import Discontinuity, KafkaInspector, inspect_partitions
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common.errors import ConfigError, FatalError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.lifecycle import stop_on_signals
 from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact_mapping
@@ -52,6 +53,23 @@ _CONSUME_CHUNK = 5000
 # Batches handed over and not landed yet: one decoding while the one before it is written.
 _PIPELINE_DEPTH = 2
 _LAG_REFRESH_SECONDS = 5.0
+# A fence within this long of the last recreation counts as the same fence coming back: another live
+# replica with the same group.instance.id fences us within seconds, a broker outage does so once.
+_FENCE_REPEAT_SECONDS = 60.0
+# Recreations of a fenced consumer in a row before the writer stops (FAILED).
+_MAX_FENCED_RECREATIONS = 3
+# librdkafka settings the writer's correctness rests on: client_config may not change them.
+_REQUIRED_CONSUMER_CONFIG: dict[str, object] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    # Positions come from the Delta log; one Kafka no longer has is reported, never skipped.
+    "auto.offset.reset": "error",
+    "isolation.level": "read_committed",
+}
+# Defaults that BRONZE_KAFKA__CLIENT_CONFIG may override.
+_DEFAULT_CONSUMER_CONFIG: dict[str, object] = {
+    "topic.metadata.refresh.interval.ms": 10000,  # new CDC topics are found within 10 s
+}
 
 
 @contextmanager
@@ -81,19 +99,27 @@ class Batch:
         self.topics: dict[str, Records] = {}
         self.rows = 0
         self.bytes = 0
+        self.full = False  # records were left for the next batch: hand this one over now
         self.started: float | None = None
 
-    def add(self, collected: Mapping[str, Records]) -> None:
+    def add(self, collected: Mapping[str, Records], max_bytes: int) -> list[TopicPartition]:
+        """Take these records; claims that would take the batch past ``max_bytes`` are left for the
+        next batch: returns where to read their partitions again (``Records.extend``)."""
         if self.started is None:
             self.started = time.monotonic()
+        again = []
         for topic, records in collected.items():
             held = self.topics.get(topic)
             if held is None:
-                self.topics[topic] = records
-            else:
-                held.extend(records)
-            self.bytes += records.bytes
-            self.rows += len(records)
+                held = self.topics[topic] = Records()
+            before_bytes, before_rows = held.bytes, len(held)
+            limit = max_bytes - (self.bytes - before_bytes)  # what the other topics leave to this one
+            deferred = held.extend(records, limit, batch_holds_records=self.rows > 0)
+            self.bytes += held.bytes - before_bytes
+            self.rows += len(held) - before_rows
+            again += [TopicPartition(topic, partition, offset) for partition, offset in deferred.items()]
+        self.full = self.full or bool(again)
+        return again
 
     def age(self) -> float:
         return 0.0 if self.started is None else time.monotonic() - self.started
@@ -114,6 +140,8 @@ class BronzeWriter:
     def __init__(self, settings: BronzeSettings, metrics: BronzeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or BronzeMetrics()
+        # Kafka's connection state: one log line per change, librdkafka's own log as JSON (chaos finding F2).
+        self.kafka = KafkaConnection(self.metrics.registry, "bronze")
         self.lander = Lander(settings, self.metrics)
         self.maintenance = Maintenance(settings, self.metrics)
         self._stop = threading.Event()
@@ -131,6 +159,9 @@ class BronzeWriter:
         self._last_loop = time.monotonic()
         self._rebalanced = False
         self._failure: BaseException | None = None
+        self._fenced: BaseException | None = None  # set when the group fenced this static member
+        self._recreated_at: float | None = None
+        self._repeated_fences = 0
         self._lag_refreshed = 0.0
         self.http_port: int | None = None
 
@@ -153,14 +184,11 @@ class BronzeWriter:
                 resources.callback(self.maintenance.shutdown)
                 resources.push(self._shut_down_stages)
                 self._consumer = self._open_consumer()
-                resources.callback(self._consumer.close)
-                self._inspector = KafkaInspector(AdminClient(dict(self.settings.kafka.librdkafka_config())))
-                self._consumer.subscribe(
-                    [self.settings.consumer.topic_pattern],
-                    on_assign=self._on_assign,
-                    on_revoke=self._on_revoke,
-                    on_lost=self._on_lost,
+                resources.callback(self._close_consumer)
+                self._inspector = KafkaInspector(
+                    AdminClient({**self.settings.kafka.librdkafka_config(), **self.kafka.client_config()})
                 )
+                self._subscribe()
                 resources.enter_context(_fewer_garbage_collections())
                 self._loop()
                 self._drain()
@@ -188,6 +216,20 @@ class BronzeWriter:
         except KafkaException as error:
             raise ConfigError(f"the Kafka consumer rejected its configuration: {error}") from error
 
+    def _subscribe(self) -> None:
+        assert self._consumer is not None
+        self._consumer.subscribe(
+            [self.settings.consumer.topic_pattern],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
     def _shut_down_stages(
         self, _type: type[BaseException] | None, error: BaseException | None, _traceback: TracebackType | None
     ) -> None:
@@ -197,22 +239,30 @@ class BronzeWriter:
         self._landing.shutdown(wait=not failed, cancel_futures=True)
 
     def _consumer_config(self) -> dict[str, object]:
+        """Defaults, then the user's ``kafka.client_config`` over them, then what the writer's settings and correctness fix."""
         consumer = self.settings.consumer
-        config: dict[str, object] = dict(self.settings.kafka.librdkafka_config())
+        user = self.settings.kafka.client_config
+        conflicts = sorted(
+            key for key, value in _REQUIRED_CONSUMER_CONFIG.items()
+            if key in user and str(user[key]).lower() != str(value).lower()
+        )
+        if conflicts:
+            raise ConfigError(
+                f"BRONZE_KAFKA__CLIENT_CONFIG sets {', '.join(conflicts)}, which the writer needs as "
+                f"{', '.join(f'{key}={_REQUIRED_CONSUMER_CONFIG[key]}' for key in conflicts)} (positions come from the "
+                "Delta log, and only committed records are landed): remove them"
+            )
+        config: dict[str, object] = {**_DEFAULT_CONSUMER_CONFIG, **self.settings.kafka.librdkafka_config()}
         config.update(
             {
+                **_REQUIRED_CONSUMER_CONFIG,
                 "group.id": consumer.group_id,
                 "client.id": f"bronze-writer-{self.settings.replica_name}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # Positions come from the Delta log; one Kafka no longer has is reported, never skipped.
-                "auto.offset.reset": "error",
-                "isolation.level": "read_committed",
                 "queued.max.messages.kbytes": consumer.fetch_queue_max_kbytes,
                 "session.timeout.ms": consumer.session_timeout_ms,
-                "topic.metadata.refresh.interval.ms": 10000,
                 "on_commit": self._on_commit,
                 "error_cb": self._on_kafka_error,
+                "logger": self.kafka,
             }
         )
         if consumer.group_instance_id:
@@ -226,11 +276,17 @@ class BronzeWriter:
         action = classify(error, stage)
         match action:
             case Action.RETRY:
-                logger.warning("Kafka error; librdkafka retries", extra={"error": describe(error), "stage": stage.value})
+                kafka_error = kafka_error_of(error)
+                if kafka_error is not None:
+                    self.kafka.on_error(kafka_error)  # logged once per outage when the connection is the cause
+                else:
+                    logger.warning("Kafka error; librdkafka retries", extra={"error": describe(error), "stage": stage.value})
             case Action.RESET:
                 if not isinstance(error, OffsetDiscontinuityError):
                     raise error
                 self._apply_discontinuity_policy(error.discontinuity)
+            case Action.RECREATE:
+                self._fenced = self._fenced or error  # the loop replaces the consumer (outside librdkafka's callbacks)
             case Action.DEAD_LETTER | Action.STOP:
                 raise error  # records are dead-lettered by the stages; reaching here, it stops the writer
         return action
@@ -268,11 +324,15 @@ class BronzeWriter:
             )
             if messages:
                 collected, errors = collect(messages)
-                if errors:
-                    self._handle_errors([messages[position] for position in errors])
+                if errors and self._handle_errors([messages[position] for position in errors]):
+                    collected = {}  # the rest came from a consumer the group no longer knows
                 if collected:
-                    self._batch.add(collected)
+                    self.kafka.reachable()
+                    self._read_again(self._batch.add(collected, limits.max_bytes))
                     self.metrics.buffered_bytes.set(self._batch.bytes)
+            if self._fenced is not None:
+                self._recreate_consumer()
+                continue
             reason = self._flush_reason()
             if reason is not None:
                 self._hand_over(reason)
@@ -280,8 +340,50 @@ class BronzeWriter:
             self.maintenance.run_due(self.lander.tables())
             self._refresh_lag()
 
-    def _handle_errors(self, messages: list[Message]) -> None:
-        """The messages that carry an error instead of a record, in order."""
+    def _recreate_consumer(self) -> None:
+        """The group fenced this static member: close the consumer and join again with a new one.
+
+        What is buffered is dropped (the new consumer reads it again from the positions in the
+        Delta log); batches already handed over land as usual. A fence that comes back within
+        ``_FENCE_REPEAT_SECONDS`` of the last recreation, ``_MAX_FENCED_RECREATIONS`` times in
+        a row, is another live replica with the same ``group.instance.id``: the writer stops.
+        """
+        fence, self._fenced = self._fenced, None
+        now = time.monotonic()
+        recent = self._recreated_at is not None and now - self._recreated_at < _FENCE_REPEAT_SECONDS
+        self._repeated_fences = self._repeated_fences + 1 if recent else 1
+        instance = self.settings.consumer.group_instance_id
+        if self._repeated_fences > _MAX_FENCED_RECREATIONS:
+            raise FatalError(
+                f"fenced again after {_MAX_FENCED_RECREATIONS} recreations of the consumer, each within "
+                f"{_FENCE_REPEAT_SECONDS:.0f}s of the last: another live consumer of group {self.settings.consumer.group_id!r} "
+                f"uses group.instance.id {instance!r}; give every replica its own BRONZE_CONSUMER__GROUP_INSTANCE_ID "
+                f"({describe(fence) if fence else 'fenced'})"
+            )
+        logger.warning(
+            "fenced by the consumer group (a static member that rejoined, or another client with its "
+            "group.instance.id): closing the consumer and joining again; positions come from the Delta log",
+            extra={"error": describe(fence) if fence else None, "group_instance_id": instance,
+                   "recreation": self._repeated_fences, "buffered_rows_dropped": self._batch.rows},
+        )
+        self.metrics.consumer_recreations.inc()
+        self._batch = Batch()
+        self.metrics.buffered_bytes.set(0)
+        self._assigned.clear()  # nothing to commit through the fenced consumer
+        self._collect_inflight(block=True)
+        self._close_consumer()
+        self._starts.clear()
+        self._paused = False
+        self.metrics.paused.set(0)
+        self.metrics.assigned.set(0)
+        self._rebalanced = False
+        self._consumer = self._open_consumer()
+        self._subscribe()
+        self._recreated_at = time.monotonic()
+
+    def _handle_errors(self, messages: list[Message]) -> bool:
+        """The messages that carry an error instead of a record, in order; True when the group
+        fenced this consumer (the batch's records are then not to be taken)."""
         for message in messages:
             error = message.error()
             assert error is not None
@@ -291,8 +393,22 @@ class BronzeWriter:
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
                 assert topic is not None and partition is not None and offset is not None  # a partition's error
                 self._out_of_range(topic, partition, offset)
-            else:
-                self._act(KafkaException(error), Stage.KAFKA)
+            elif self._act(KafkaException(error), Stage.KAFKA) is Action.RECREATE:
+                return True
+        return False
+
+    def _read_again(self, positions: list[TopicPartition]) -> None:
+        """Move partitions back to records the batch left out (claims over its byte limit).
+
+        They must be read again before anything after them is landed: a seek, or, where
+        librdkafka refuses one, a new assignment.
+        """
+        assert self._consumer is not None
+        for position in positions:
+            try:
+                self._consumer.seek(position)
+            except KafkaException:
+                self._reposition(position.topic, position.partition, position.offset)
 
     def _out_of_range(self, topic: str, partition: int, requested: int) -> None:
         """Kafka no longer has the offset the consumer asked for: land what is held, then find out why."""
@@ -342,7 +458,7 @@ class BronzeWriter:
             return None
         if batch.rows >= limits.max_rows:
             return "rows"
-        if batch.bytes >= limits.max_bytes:
+        if batch.bytes >= limits.max_bytes or batch.full:
             return "bytes"
         if batch.age() >= limits.max_latency_seconds:
             return "latency"
@@ -443,6 +559,7 @@ class BronzeWriter:
             if offset is not None:
                 self._landed_next[(partition.topic, partition.partition)] = offset
         consumer.assign(partitions)
+        self.kafka.reachable()  # the group coordinator answered
         self._assigned = {(partition.topic, partition.partition) for partition in partitions}
         self._paused = False
         self._rebalanced = True
@@ -494,15 +611,20 @@ class BronzeWriter:
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None:
             logger.debug("Kafka offset commit failed (monitoring only)", extra={"error": str(error)})
+        else:
+            self.kafka.reachable()
 
     def _on_kafka_error(self, error: KafkaError) -> None:
         """librdkafka's error callback: a fatal error is stored and stops the loop, which then raises it."""
-        if classify(error, Stage.KAFKA) is Action.STOP:
+        action = classify(error, Stage.KAFKA)
+        if action is Action.RECREATE:
+            self._fenced = self._fenced or KafkaException(error)
+        elif action is Action.STOP:
             logger.error("fatal Kafka error", extra={"error": str(error)})
             self._failure = self._failure or FatalError(f"fatal Kafka error: {error}")
             self._stop.set()
         else:
-            logger.warning("Kafka error", extra={"error": str(error)})
+            self.kafka.on_error(error)
 
     def _refresh_lag(self) -> None:
         now = time.monotonic()

@@ -17,8 +17,9 @@ import typer
 
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common.cli import config_option, load_cli_settings
-from lakehouse_common.errors import ConfigError
+from lakehouse_common.errors import ConfigError, LakehouseError
 from lakehouse_common.lifecycle import ExitCode
+from lakehouse_common.object_store import probe_conditional_commits
 
 logger = logging.getLogger("bronze_writer")
 
@@ -32,6 +33,20 @@ TableOption = Annotated[
 
 def _settings(config: Path | None) -> BronzeSettings:
     return load_cli_settings(BronzeSettings, config, "bronze-writer")
+
+
+def _writable_settings(config: Path | None) -> BronzeSettings:
+    """Settings for a command that commits: on an object store, first prove its conditional writes work."""
+    settings = _settings(config)
+    try:
+        probe_conditional_commits(settings.lake.root, settings.lake.deltalake_options(), settings.replica_name)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION) from None
+    except LakehouseError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    return settings
 
 
 def _tables(settings: BronzeSettings, names: list[str] | None) -> list[str]:
@@ -56,7 +71,7 @@ def run(config: ConfigOption = None) -> None:
     from bronze_writer.app import BronzeWriter
     from bronze_writer.errors import describe, is_native_panic
 
-    settings = _settings(config)
+    settings = _writable_settings(config)
     try:
         BronzeWriter(settings).run()
     except ConfigError as error:
@@ -190,7 +205,7 @@ def compact(config: ConfigOption = None, table: TableOption = None) -> None:
     """Bin-pack small files into files of the target size (deltalake optimize)."""
     from bronze_writer.maintenance import compact_table
 
-    settings = _settings(config)
+    settings = _writable_settings(config)
     for uri in _tables(settings, table):
         metrics = compact_table(uri, settings)
         typer.echo(f"{uri}: {metrics.get('numFilesRemoved', 0)} files -> {metrics.get('numFilesAdded', 0)}")
@@ -202,14 +217,29 @@ def vacuum(
     table: TableOption = None,
     retention_hours: Annotated[int | None, typer.Option(help="Override maintenance.vacuum_retention_hours.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List the files without deleting them.")] = False,
+    claims: Annotated[
+        bool, typer.Option(help="Also collect claims (default unless --table is given); see maintenance.claim_*.")
+    ] = True,
+    claim_retention_hours: Annotated[
+        int | None, typer.Option(help="Override maintenance.claim_retention_hours.")
+    ] = None,
 ) -> None:
-    """Delete files that no version within the retention needs (deltalake vacuum)."""
-    from bronze_writer.maintenance import vacuum_table
+    """Delete files that no version within the retention needs (deltalake vacuum), and claims no record needs."""
+    from bronze_writer.maintenance import collect_claims, vacuum_table
 
-    settings = _settings(config)
+    settings = _writable_settings(config)
     for uri in _tables(settings, table):
         removed = vacuum_table(uri, settings, retention_hours, dry_run)
         typer.echo(f"{uri}: {len(removed)} files {'would be ' if dry_run else ''}removed")
+    if claims and not table:
+        result = collect_claims(settings, claim_retention_hours, dry_run)
+        verb = "would be deleted" if dry_run else "deleted"
+        typer.echo(
+            f"claims: {result.deleted} landed ({result.deleted_bytes} bytes) and {result.orphans_deleted} orphans "
+            f"({result.orphans_deleted_bytes} bytes) {verb}; {result.kept} landed kept, {result.orphans_kept} never "
+            f"marked landed kept ({result.orphans_kept_bytes} bytes"
+            + (f", oldest {result.oldest_orphan.isoformat()}" if result.oldest_orphan else "") + ")"
+        )
 
 
 __all__ = ["app"]

@@ -12,6 +12,11 @@ values are first turned into NDJSON with one call (``contract.values_to_ndjson``
 
 Records that break the contract (headers, bytes, required fields) become ``DeadLetter``s
 with their position and the reason; the rest of the batch goes on.
+
+A claim record (contract: Claim checks) is resolved first (``resolve_claims``): its value
+becomes the claimed event's bytes, checked against the reference's size and SHA-256, and
+from then on it is a record like any other (same event id, dedupe and typing). A claim
+that is missing or does not match is dead-lettered with the reason, never landed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from confluent_kafka import Message
 
 from bronze_writer.errors import Action, Stage, classify, describe, isolate_poison
 from lakehouse_common import contract
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.errors import (
     ContractError,
@@ -37,13 +43,18 @@ from lakehouse_common.errors import (
     UndecodableEventError,
 )
 
+Headers = tuple[tuple[str, bytes | None], ...]
+
 _VERSION = (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION)
 # The contract's usual first two headers; a record that starts with them needs no parsing.
 _JSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json"))
 _BSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson"))
 # collect_messages' format codes; 0: the headers must be parsed (and may break the contract).
-_JSON, _BSON = 1, 2
+_PARSE, _JSON, _BSON = 0, 1, 2
 _FORMAT_OF_CODE = {_JSON: ValueFormat.JSON, _BSON: ValueFormat.BSON}
+_CODE_OF_HEADERS: dict[Headers, int] = {_JSON_HEADERS: _JSON, _BSON_HEADERS: _BSON}
+# Marks a resolved claim record's headers, so a record is never resolved twice.
+HEADER_CLAIM_RESOLVED = "lakehouse.claim.resolved"
 
 KIND_COLUMN = "__kind_{}"
 TEXT_COLUMN = "__text_{}"
@@ -51,7 +62,6 @@ TEXT_COLUMN = "__text_{}"
 DATE_COLUMN = "__date_{}"
 WALL_TIME_MICROS = "__wall_time_micros"
 
-Headers = tuple[tuple[str, bytes | None], ...]
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class DecodedTopic:
     last_offsets: dict[int, int] = field(default_factory=dict)
     first_offsets: dict[int, int] = field(default_factory=dict)
     records: Records | None = None
+    claims: list[str] = field(default_factory=list)  # digests of the claims resolved, marked landed once durable
 
     def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
         """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
@@ -116,7 +127,8 @@ class Records:
     collected (``RecordValues``: no bytes object per record stays alive, and the scanner
     reads them in place); positions are packed arrays; headers are tuples, which the
     collector untracks, and records with the contract's usual headers share one.
-    ``formats`` holds collect_messages' codes (1 JSON, 2 BSON, 0 parse the headers).
+    ``formats`` holds collect_messages' codes (1 JSON, 2 BSON, 0 parse the headers);
+    ``sizes`` each value's bytes, a claim's those of the event it references.
     """
 
     partitions: array[int] = field(default_factory=lambda: array("i"))
@@ -140,8 +152,22 @@ class Records:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(self, other: Records) -> None:
-        """Append another collection of this topic's records."""
+    def extend(self, other: Records, limit: int | None = None, *, batch_holds_records: bool = False) -> dict[int, int]:
+        """Append another collection of this topic's records.
+
+        Claims count at their resolved size (``sizes``). With ``limit`` (the most bytes these
+        records may hold), the claim that would exceed it and every later record of its
+        partition are left out, unless the batch would hold nothing: returns, per partition,
+        the offset to read again (the caller seeks there). A reference weighs a few bytes in
+        Kafka but its event up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
+        """
+        deferred: dict[int, int] = {}
+        claim_rows = other.claim_rows()
+        if claim_rows and limit is not None:
+            taken = batch_holds_records or len(self) > 0
+            keep = other.within_room(limit - self.bytes, claim_rows, deferred, taken=taken)
+            if deferred:
+                other = other.subset(keep)
         self.partitions += other.partitions
         self.offsets += other.offsets
         self.timestamps += other.timestamps
@@ -151,6 +177,29 @@ class Records:
         self.values.extend(other.values)
         self.headers += other.headers
         self.bytes += other.bytes
+        return deferred
+
+    def claim_rows(self) -> list[int]:
+        """The rows whose value is a claim reference (only records with unusual headers can be)."""
+        if _PARSE not in self.formats:
+            return []
+        return [row for row, (code, entries) in enumerate(zip(self.formats, self.headers, strict=True))
+                if code == _PARSE and contract.is_claim(entries)]
+
+    def within_room(self, room: int, claim_rows: list[int], deferred: dict[int, int], *, taken: bool) -> list[int]:
+        """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""
+        claims = set(claim_rows)
+        keep = []
+        for row, (size, partition) in enumerate(zip(self.sizes, self.partitions, strict=True)):
+            if partition in deferred:
+                continue
+            if row in claims and taken and size > room:
+                deferred[partition] = self.offsets[row]
+                continue
+            keep.append(row)
+            room -= size
+            taken = True
+        return keep
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
@@ -187,7 +236,11 @@ class Records:
 
 
 def collect(messages: Sequence[Message]) -> tuple[dict[str, Records], list[int]]:
-    """Messages as Records per topic (one native call), and the positions of those carrying an error."""
+    """Messages as Records per topic (one native call), and the positions of those carrying an error.
+
+    A claim record's size is that of the event it references (what it weighs once resolved),
+    so batches close on the bytes they will hold.
+    """
     by_topic, errors = lakehouse_codec.collect_messages(
         messages if isinstance(messages, list) else list(messages), _JSON_HEADERS, _BSON_HEADERS
     )
@@ -198,8 +251,53 @@ def collect(messages: Sequence[Message]) -> tuple[dict[str, Records], list[int]]
         records.offsets.frombytes(offsets)
         records.timestamps.frombytes(timestamps)
         records.sizes.frombytes(sizes)
+        claim_rows = records.claim_rows()
+        if claim_rows:
+            for row in claim_rows:
+                try:
+                    records.sizes[row] = contract.parse_claim_reference(values.value(row), headers[row][0][1]).size
+                except ContractError:
+                    pass  # dead-lettered when resolved
+            records.bytes = sum(records.sizes)
         collected[topic] = records
     return collected, errors
+
+
+def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[list[DeadLetter], list[str]]:
+    """Replace each claim record's reference by the claimed event; dead letters for those that cannot be.
+
+    In place: a resolved record's value is the event and its headers lose the claim marker
+    (``lakehouse.claim.resolved`` names the digest instead), so dead letters made later
+    from it hold the full event. Returns the unresolvable records as dead letters and the
+    digests resolved. A claim store that does not answer raises ``TransientError``. Claims
+    are rare: their values are swapped in Python, and the records' buffers copied once.
+    """
+    claim_rows = records.claim_rows()
+    if not claim_rows:
+        return [], []
+    headers = records.headers
+    values: list[bytes | None] | None = None
+    letters: list[DeadLetter] = []
+    digests: list[str] = []
+    for row in claim_rows:
+        entries = headers[row]
+        assert entries is not None  # a claim has its marker header
+        try:
+            reference = contract.parse_claim_reference(records.values.value(row), entries[0][1])
+            event = claims.get(reference)
+        except ContractError as error:
+            letters.append(records.dead_letter(topic, row, error))
+            continue
+        if values is None:
+            values = records.values.to_list()
+        values[row] = event
+        records.sizes[row] = len(event)
+        records.formats[row] = _CODE_OF_HEADERS.get(tuple(entries[1:3]), _PARSE)
+        headers[row] = (*entries[1:], (HEADER_CLAIM_RESOLVED, reference.digest.encode()))
+        digests.append(reference.digest)
+    if values is not None:
+        records.values = lakehouse_codec.RecordValues(values)
+    return letters, digests
 
 
 def _text_array(column: tuple[Any, Any, int], count: int, data: list[pa.Buffer]) -> pa.Array:
@@ -360,12 +458,27 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
     return DecodedTopic(topic, frame, field_names, dead_letters, last_offsets, first_offsets, records)
 
 
-def decode_guarded(topic: str, records: Records) -> DecodedTopic:
-    """``decode_topic``, except that records on which it fails become dead letters instead of an error.
+def decode_guarded(topic: str, records: Records, claims: ClaimStore) -> DecodedTopic:
+    """Claims resolved, then ``decode_topic``, except that records on which it fails become dead letters.
 
     Whatever decoding raises on record content (a native panic, RecursionError, any exception)
     is isolated by bisection (bronze_writer.errors); the other records are decoded together.
     """
+    unresolved, digests = resolve_claims(topic, records, claims)
+    if not unresolved:
+        decoded = _decode_isolating(topic, records)
+    else:
+        failed = {(letter.partition, letter.offset) for letter in unresolved}
+        rows = [row for row, key in enumerate(zip(records.partitions, records.offsets, strict=True)) if key not in failed]
+        decoded = _decode_isolating(topic, records.subset(rows))
+        decoded.dead_letters = unresolved + decoded.dead_letters
+        decoded.first_offsets, decoded.last_offsets = _offset_bounds(records)  # they still move the partition on
+        decoded.records = records
+    decoded.claims = digests
+    return decoded
+
+
+def _decode_isolating(topic: str, records: Records) -> DecodedTopic:
     try:
         return decode_topic(topic, records)
     except BaseException as error:  # classified: only the records' fault is isolated
@@ -395,4 +508,17 @@ def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
     return first, last
 
 
-__all__ = ["DATE_COLUMN", "KIND_COLUMN", "TEXT_COLUMN", "WALL_TIME_MICROS", "DeadLetter", "DecodedTopic", "Records", "collect", "decode_guarded", "decode_topic"]
+__all__ = [
+    "DATE_COLUMN",
+    "HEADER_CLAIM_RESOLVED",
+    "KIND_COLUMN",
+    "TEXT_COLUMN",
+    "WALL_TIME_MICROS",
+    "DeadLetter",
+    "DecodedTopic",
+    "Records",
+    "collect",
+    "decode_guarded",
+    "decode_topic",
+    "resolve_claims",
+]

@@ -10,6 +10,7 @@ error                                           where            action
 SystemExit, KeyboardInterrupt, MemoryError      anywhere         stop
 ``OffsetDiscontinuityError``                    anywhere         reset (the policy decides)
 Kafka ``_AUTO_OFFSET_RESET``                    consuming        reset (the policy decides)
+Kafka ``FENCED_INSTANCE_ID`` (also as fatal)    anywhere         recreate the consumer
 Kafka fatal (``fatal()`` or ``_FATAL``)         anywhere         stop
 other Kafka errors                              anywhere         retry (librdkafka recovers)
 ``PoisonMessageError`` (contract errors)        anywhere         dead-letter
@@ -24,6 +25,14 @@ anything else                                   storage, Kafka   stop
 raise (a Rust panic is a ``BaseException`` named ``PanicException``, one class per native
 extension) is the record's fault, so ``isolate_poison`` finds the offending records by
 bisection and they go to the dead-letter table with the error as the reason.
+
+A static member (``group.instance.id``) is fenced when the group saw the same instance id
+join again: after a coordinator outage longer than the session timeout librdkafka rejoins
+on its own and the broker fences its old member id, whose next commit or heartbeat then
+fails with ``FENCED_INSTANCE_ID``, raised as a fatal error (librdkafka#3437). The consumer
+is unusable afterwards, the writer is not: it closes the consumer and opens a new one with
+the same instance id (positions come from the Delta log). A fence that keeps coming back is
+another live replica with the same id, and stops the writer (``BronzeWriter``).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ class Action(StrEnum):
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
     RESET = "reset"
+    RECREATE = "recreate"  # close the consumer and open a new one
     STOP = "stop"
 
 
@@ -88,6 +98,17 @@ def kafka_error_of(error: BaseException | KafkaError) -> KafkaError | None:
     return None
 
 
+# librdkafka's text for FENCED_INSTANCE_ID; its fatal form (code _FATAL) names the cause only in the message.
+_FENCED_INSTANCE_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+
+
+def is_fenced_instance(error: KafkaError) -> bool:
+    """The group fenced this static member: another client joined with its ``group.instance.id``."""
+    return error.code() == KafkaError.FENCED_INSTANCE_ID or (
+        error.code() == KafkaError._FATAL and _FENCED_INSTANCE_TEXT in error.str()
+    )
+
+
 def classify(error: BaseException | KafkaError, stage: Stage) -> Action:
     """The one decision of what an error means for the writer (table in the module docstring)."""
     if isinstance(error, _ALWAYS_STOP):
@@ -96,6 +117,8 @@ def classify(error: BaseException | KafkaError, stage: Stage) -> Action:
         return Action.RESET
     kafka_error = kafka_error_of(error)
     if kafka_error is not None:
+        if is_fenced_instance(kafka_error):
+            return Action.RECREATE
         if kafka_error.fatal() or kafka_error.code() == KafkaError._FATAL:
             return Action.STOP
         if kafka_error.code() == KafkaError._AUTO_OFFSET_RESET:
@@ -153,6 +176,7 @@ __all__ = [
     "Stage",
     "classify",
     "describe",
+    "is_fenced_instance",
     "is_native_panic",
     "isolate_poison",
     "kafka_error_of",

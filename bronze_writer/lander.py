@@ -5,9 +5,10 @@ is written: decoding does not depend on any table's state, landing does.
 
 Order matters for exactly once: dead letters first (exact, so a re-read batch does not
 repeat them), then each bronze table (whose app transactions are what the writer seeks
-to), then the ingest log. A record that typing cannot handle is dead-lettered before the
-bronze commit that moves its partition past it. Kafka offsets are committed by the
-caller, after all of this, for monitoring only.
+to), then the ingest log, then the ``.landed`` markers of the claims the batch resolved
+(lakehouse_common.claims: only a marked claim is collected). A record that typing cannot
+handle is dead-lettered before the bronze commit that moves its partition past it. Kafka
+offsets are committed by the caller, after all of this, for monitoring only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.settings import BronzeSettings
 from bronze_writer.tables import BronzeTable, CommitResult, DeadLetterTable, IngestLog, namespace_for_topic
+from lakehouse_common.claims import ClaimStore
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Lander:
         self._index = EventIdIndex(settings.lake.dedupe_cache_bytes)
         self.dead_letters = DeadLetterTable(settings.lake)
         self.ingest_log = IngestLog(settings.lake)
+        self.claims = ClaimStore(settings.lake.root, settings.lake.deltalake_options())
         self.identities: dict[str, KafkaIdentity] = {}  # per topic, set on assignment; recorded in the marks
 
     def table_for(self, topic: str) -> BronzeTable:
@@ -76,7 +79,7 @@ class Lander:
 
     def decode(self, batch: Mapping[str, Records]) -> list[DecodedTopic]:
         """Stage one, independent of any table's state: records to frames and dead letters."""
-        return [decode_guarded(topic, records) for topic, records in batch.items() if len(records)]
+        return [decode_guarded(topic, records, self.claims) for topic, records in batch.items() if len(records)]
 
     def land(self, decoded: list[DecodedTopic], retry_seconds: float) -> LandedBatch:
         """Stage two: land a decoded batch, retrying storage errors with backoff for up to ``retry_seconds``."""
@@ -117,7 +120,19 @@ class Lander:
                 landed.commits.append(result)
             self._observe(result)
         self.ingest_log.record(landed.commits + landed.already_landed, self.settings.replica_name)
+        self._mark_claims_landed(decoded)
         return landed
+
+    def _mark_claims_landed(self, decoded: list[DecodedTopic]) -> None:
+        """Every claim the batch resolved is now in bronze (landed, a duplicate of a landed event, or a dead letter with its bytes)."""
+        digests = [digest for topic in decoded for digest in topic.claims]
+        if not digests:
+            return
+        self.claims.mark_landed(digests, {"writer": self.settings.replica_name})
+        for topic in decoded:
+            if topic.claims:
+                table = self.table_for(topic.topic)
+                self.metrics.claims_resolved.labels(f"{table.database}.{table.collection}").inc(len(topic.claims))
 
     def _land_topic(self, topic: DecodedTopic, landed: LandedBatch) -> CommitResult | None:
         """Commit one topic's part; rows typing cannot handle are dead-lettered first, then the rest lands."""

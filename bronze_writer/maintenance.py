@@ -1,7 +1,8 @@
-"""Table maintenance and status: compaction and vacuum (deltalake's optimize and vacuum).
+"""Table maintenance and status: compaction and vacuum (deltalake's optimize and vacuum), claim collection.
 
 ``bronze-writer compact`` / ``vacuum`` / ``status`` call these once; ``bronze-writer run``
-calls them on a schedule (``maintenance.*_interval_seconds``) in a background thread.
+calls them on a schedule (``maintenance.*_interval_seconds``) in a background thread. A
+vacuum also collects the claims no record can need any more (lakehouse_common.claims).
 Compaction commits rewrite files without carrying marks or app transactions, which the
 writer allows for: it reads marks from the newest commit that has them, and a bronze
 append that loses the race to a compaction is retried on the new snapshot.
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,7 @@ from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.settings import BronzeSettings
 from bronze_writer.tables import IngestLog, latest_marks
 from lakehouse_common import lake
+from lakehouse_common.claims import ClaimCollection, ClaimStore
 
 if TYPE_CHECKING:
     from bronze_writer.tables import BronzeTable
@@ -60,6 +63,17 @@ def vacuum_table(uri: str, settings: BronzeSettings, retention_hours: int | None
     removed = table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=False)
     logger.info("vacuumed", extra={"table": uri, "files": len(removed), "dry_run": dry_run, "retention_hours": hours})
     return removed
+
+
+def collect_claims(settings: BronzeSettings, retention_hours: int | None = None, dry_run: bool = False) -> ClaimCollection:
+    """Delete claims bronze landed longer than the retention ago, and orphans past theirs (if set)."""
+    maintenance = settings.maintenance
+    hours = maintenance.claim_retention_hours if retention_hours is None else retention_hours
+    orphans = maintenance.orphan_claim_retention_hours
+    store = ClaimStore(settings.lake.root, settings.lake.deltalake_options())
+    return store.collect(
+        timedelta(hours=hours), None if orphans is None else timedelta(hours=orphans), dry_run=dry_run
+    )
 
 
 @dataclass
@@ -157,6 +171,12 @@ class Maintenance:
                 self.metrics.maintenance.labels(operation).inc()
             except Exception:  # maintenance must never stop ingestion; the next run tries again
                 logger.exception("scheduled maintenance failed", extra={"operation": operation, "table": uri})
+        if operation == "vacuum":
+            try:
+                collect_claims(self.settings)
+                self.metrics.maintenance.labels("claims").inc()
+            except Exception:  # as above
+                logger.exception("scheduled claim collection failed")
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -167,6 +187,7 @@ __all__ = [
     "PartitionStatus",
     "TableStatus",
     "add_kafka_high_watermarks",
+    "collect_claims",
     "compact_table",
     "discover_tables",
     "table_status",

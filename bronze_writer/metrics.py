@@ -64,6 +64,16 @@ class BronzeMetrics:
             "Partitions whose offsets did not continue from what bronze landed, by kind (see docs/bronze_writer.md).",
             ["topic", "partition", "kind"], registry=r,
         )
+        self.claims_resolved = Counter(
+            "bronze_claims_resolved",
+            "Claim records (events too large for their topic) resolved from the claim store and landed.",
+            ["table"], registry=r,
+        )
+        self.consumer_recreations = Counter(
+            "bronze_consumer_recreations",
+            "Kafka consumers closed and opened again because the group fenced this static member (group.instance.id).",
+            registry=r,
+        )
         self.new_columns = Counter("bronze_new_columns", "Columns added by schema merge.", ["table"], registry=r)
         self.flushes = Counter("bronze_flushes", "Micro-batches flushed, by the limit that triggered them.", ["reason"], registry=r)
         self.batch_rows = Histogram(

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from confluent_kafka import TopicCollection, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from lakehouse_common.lake import HighWaterMark
@@ -140,25 +142,32 @@ class KafkaInspector:
         names = sorted(set(topics))
         if not names:
             return {}
-        cluster_id = self._admin.describe_cluster(request_timeout=self._timeout).result(self._timeout).cluster_id
+        self._admin.poll(0)  # serves the client's queued log lines and errors
+        cluster_id = self._answer(self._admin.describe_cluster(request_timeout=self._timeout)).cluster_id
         futures = self._admin.describe_topics(TopicCollection(names), request_timeout=self._timeout)
-        return {
-            name: KafkaIdentity(cluster_id, str(futures[name].result(self._timeout).topic_id)) for name in names
-        }
+        return {name: KafkaIdentity(cluster_id, str(self._answer(futures[name]).topic_id)) for name in names}
 
     def watermarks(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """(first available offset, end offset) per partition."""
         wanted = sorted(set(partitions))
         if not wanted:
             return {}
+        self._admin.poll(0)
         bounds: dict[tuple[str, int], list[int]] = {key: [0, 0] for key in wanted}
         for index, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
             futures = self._admin.list_offsets(
                 {TopicPartition(topic, partition): spec for topic, partition in wanted}, request_timeout=self._timeout
             )
             for topic_partition, future in futures.items():
-                bounds[(topic_partition.topic, topic_partition.partition)][index] = future.result(self._timeout).offset
+                bounds[(topic_partition.topic, topic_partition.partition)][index] = self._answer(future).offset
         return {key: (low, high) for key, (low, high) in bounds.items()}
+
+    def _answer(self, future: Future[Any]) -> Any:
+        """A future's result; no answer in time (a broker down or paused) is a ``KafkaException`` like any other."""
+        try:
+            return future.result(self._timeout)
+        except TimeoutError as error:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"Kafka did not answer within {self._timeout:.0f}s")) from error
 
 
 def inspect_partitions(

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from lakehouse_common.object_store import canonical_options, commit_safety_problem, with_safe_commits
 from lakehouse_common.settings import FrozenModel, KafkaSettings, ServiceSettings
 
 
@@ -85,7 +86,9 @@ class LakeSettings(FrozenModel):
     )
     storage_options: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="deltalake storage options (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...); secret.",
+        description="deltalake storage options (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ALLOW_HTTP, ...; keys case-insensitive); secret. On S3 commits are conditional writes "
+        "(AWS_CONDITIONAL_PUT=etag, set when absent); options that would allow unsafe commits are refused.",
     )
     target_file_size: int = Field(
         128 * 1024 * 1024, ge=1024 * 1024, description="Target Parquet file size for writes and compaction."
@@ -109,9 +112,24 @@ class LakeSettings(FrozenModel):
         "files never change, so each is read once while it stays cached.",
     )
 
-    def deltalake_options(self) -> dict[str, str]:
-        """The storage options as deltalake takes them, secrets revealed."""
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _canonical_keys(cls, value: Any) -> Any:
+        return canonical_options(value) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _commits_are_safe(self) -> LakeSettings:
+        problem = commit_safety_problem(self.root, self._revealed())
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def _revealed(self) -> dict[str, str]:
         return {key: value.get_secret_value() for key, value in self.storage_options.items()}
+
+    def deltalake_options(self) -> dict[str, str]:
+        """The storage options as deltalake takes them, secrets revealed, conditional commits on for S3."""
+        return with_safe_commits(self.root, self._revealed())
 
 
 class MaintenanceSettings(FrozenModel):
@@ -120,6 +138,18 @@ class MaintenanceSettings(FrozenModel):
     compact_interval_seconds: float = Field(0, ge=0, description="Compact every bronze table this often (0: never).")
     vacuum_interval_seconds: float = Field(0, ge=0, description="Vacuum every bronze table this often (0: never).")
     vacuum_retention_hours: int = Field(168, ge=0, description="Keep files removed less than this long ago.")
+    claim_retention_hours: int = Field(
+        168,
+        ge=0,
+        description="Vacuum deletes a claim (an event too large for its topic, kept under <lake root>/claims) once "
+        "bronze has marked it landed and both claim and mark are older than this: it covers re-reads of the record.",
+    )
+    orphan_claim_retention_hours: int | None = Field(
+        None,
+        ge=0,
+        description="Vacuum also deletes claims bronze never marked landed once they are this old; set it above the "
+        "CDC topics' retention (no record can reference them then). Unset: they are kept, and counted.",
+    )
 
 
 class BronzeSettings(ServiceSettings):

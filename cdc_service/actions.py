@@ -12,6 +12,10 @@ the publishing loop, ends in ``classify``, which names one action:
 - ``STOP``: continuing could lose data or cannot help; the service stops with the exit code.
 
 ``CdcService.run`` matches on the action only, so no other place decides what an error means.
+
+One refinement for chunked copies (``copy_refused``): a copy whose query MongoDB refuses
+outright (a signal's bad filter) fails alone, its signal answered with the reason, instead
+of stopping the service; every other error of a copy takes the action above.
 """
 
 from __future__ import annotations
@@ -106,4 +110,11 @@ def classify(error: BaseException, *, on_history_lost: HistoryLostPolicy = Histo
             return Decision(Action.STOP, type(error).__name__)
 
 
-__all__ = ["Action", "Decision", "classify", "record_too_large"]
+def copy_refused(error: BaseException) -> str | None:
+    """Why MongoDB refused a chunked copy's query, when that is what ``error`` is; else None."""
+    if isinstance(error, OperationFailure) and classify(error).action is Action.STOP:
+        return f"MongoDB refused the copy's query: {error} (code {error.code})"
+    return None
+
+
+__all__ = ["Action", "Decision", "classify", "copy_refused", "record_too_large"]

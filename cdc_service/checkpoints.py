@@ -1,6 +1,6 @@
 """Checkpoints in a compacted Kafka topic, keyed by stream (as Kafka Connect stores offsets).
 
-Three kinds of record, JSON values:
+Four kinds of record, JSON values:
 
 - ``<service>/stream/<stream id>``, a stream checkpoint: the position after the last
   acknowledged event (or the post-batch token of a quiet stream: a heartbeat);
@@ -9,7 +9,12 @@ Three kinds of record, JSON values:
 - ``<service>/snapshot-collection/["<stream id>","<namespace>"]``, one per collection of a
   snapshot: whether its copy finished, and the highest copy attempt ever begun for it (so
   an interrupted snapshot resumes without copying finished collections again, and a new
-  attempt never reuses an earlier attempt's ids).
+  attempt never reuses an earlier attempt's ids);
+- ``<service>/copy/"<namespace>"``, a collection's chunked copy while streaming (on signal,
+  or for a collection that came into scope): the cursor after its last durable chunk (the
+  last ``_id`` in BSON order), chunks and documents so far, its filter, its signal, and the
+  first chunk's low watermark (every record of the copy sorts above it). Written in the
+  commit that makes the chunk durable, so a crash re-reads one chunk at most.
 
 A snapshot of any number of collections therefore writes records of a few hundred bytes
 each, far below the checkpoint topic's ``max.message.bytes``, and each commit rewrites
@@ -28,7 +33,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -170,12 +176,66 @@ class SnapshotState:
         )
 
 
+class CopyState(StrEnum):
+    """Where a chunked copy stands."""
+
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    """One collection's chunked copy while streaming (``cdc_service.incremental``).
+
+    ``bracket`` and ``last_id`` are the cursor: the BSON type bracket being read and the
+    last ``_id`` read in it (``{_id: ...}`` as base64 BSON, exact for every type; None at a
+    bracket's start). ``attempt`` numbers the copies of the namespace (its records' ids
+    carry it); ``start_position`` is the first durable chunk's low watermark.
+    """
+
+    namespace: str
+    stream_id: str
+    copy_id: str
+    attempt: int
+    reason: str  # signal, new-collection
+    filter: str | None = None  # canonical Extended JSON of the query document
+    signal_id: str | None = None  # canonical Extended JSON of the signal document's _id
+    bracket: int = 0
+    last_id: str | None = None
+    chunks: int = 0
+    copied: int = 0
+    superseded: int = 0
+    estimate: int | None = None
+    start_position: str | None = None
+    state: str = CopyState.RUNNING.value
+    detail: str = ""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == CopyState.RUNNING
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"version": CHECKPOINT_FORMAT_VERSION, "type": "copy", **asdict(self)}, separators=(",", ":")
+        ).encode()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CopyProgress:
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in names})
+
+
 @dataclass
 class Checkpoints:
     """Everything the checkpoint topic holds for one service."""
 
     streams: dict[str, StreamCheckpoint] = field(default_factory=dict)
     snapshots: dict[str, SnapshotState] = field(default_factory=dict)
+    copies: dict[str, CopyProgress] = field(default_factory=dict)
 
 
 def stream_key(service: str, stream_id: str) -> bytes:
@@ -191,10 +251,18 @@ def snapshot_collection_key(service: str, stream_id: str, namespace: str) -> byt
     return f"{service}/snapshot-collection/{json.dumps([stream_id, namespace], ensure_ascii=False)}".encode()
 
 
+def copy_key(service: str, namespace: str) -> bytes:
+    return f"{service}/copy/{json.dumps(namespace, ensure_ascii=False)}".encode()
+
+
 def load_checkpoints(
     consumer_config: Mapping[str, str], topic: str, service: str, timeout: float = 30.0
 ) -> Checkpoints:
-    """Read the checkpoint topic to its end (committed records only); the last record per key wins."""
+    """Read the checkpoint topic to its end (committed records only); the last record per key wins.
+
+    The end is where the topic ended when reading began: a running service keeps writing,
+    and end-of-partition may then never come.
+    """
     config = {
         **consumer_config,
         "group.id": f"cdc-checkpoint-reader-{uuid.uuid4().hex[:8]}",
@@ -211,27 +279,31 @@ def load_checkpoints(
         if topic_metadata is None or topic_metadata.error is not None:
             return Checkpoints()
         partitions = []
+        ends: dict[int, int] = {}
         for partition in topic_metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
             if high > low:
                 partitions.append(TopicPartition(topic, partition, low))
+                ends[partition] = high
         if not partitions:
             return Checkpoints()
         consumer.assign(partitions)
-        remaining = {tp.partition for tp in partitions}
+        remaining = set(ends)
         deadline = time.monotonic() + timeout
         while remaining:
             if time.monotonic() > deadline:
                 raise TransientError(f"reading checkpoint topic {topic} timed out")
             message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(message.partition())
-                    continue
-                raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
-            records.append((message.key() or b"", message.value()))
+            if message is not None and message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    raise TransientError(f"reading checkpoint topic {topic}: {message.error()}")
+                remaining.discard(message.partition())
+            elif message is not None:
+                records.append((message.key() or b"", message.value()))
+            # The position passes transaction markers too, which are never delivered.
+            for position in consumer.position([TopicPartition(topic, partition) for partition in remaining]):
+                if position.offset >= ends[position.partition]:
+                    remaining.discard(position.partition)
     finally:
         consumer.close()
     return fold_records(service, records)
@@ -263,6 +335,8 @@ def fold_records(service: str, records: Iterable[tuple[bytes, bytes | None]]) ->
             elif kind == "snapshot-collection":
                 stream_id, namespace = json.loads(rest)
                 collection_records.setdefault(stream_id, {})[namespace] = json.loads(value)
+            elif kind == "copy":
+                checkpoints.copies[json.loads(rest)] = CopyProgress.from_dict(json.loads(value))
         except (ValueError, KeyError, TypeError) as error:
             logger.error("ignoring an unreadable checkpoint record", extra={"key": suffix, "error": str(error)})
     for stream_id, state in checkpoints.snapshots.items():
@@ -287,6 +361,9 @@ __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "Checkpoints",
     "CollectionProgress",
+    "CopyProgress",
+    "CopyState",
+    "copy_key",
     "SnapshotState",
     "StreamCheckpoint",
     "fold_records",

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from bson import json_util
 from confluent_kafka.admin import AdminClient
 
-from cdc_service.checkpoints import load_checkpoints, snapshot_key, stream_key
+from cdc_service.checkpoints import CopyState, load_checkpoints, snapshot_key, stream_key
 from cdc_service.metrics import CdcMetrics
+from cdc_service.planning import covered_collections, mongo_client, namespace_filter, plan_streams, server_hello
 from cdc_service.positions import Position, parse_time, timestamp_text
 from cdc_service.publisher import TopicManager, client_config
-from cdc_service.planning import covered_collections, mongo_client, plan_streams, server_hello
 from cdc_service.replay import ReplayPlan, plan_from_bronze, plan_from_time, plan_from_token, write_plan, write_records
-from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
+from cdc_service.scope import StreamSpec, choose_layout
 from cdc_service.service import CdcService
 from cdc_service.settings import CdcSettings
+from cdc_service.signals import SignalBox, SignalStatus, value_text
 from lakehouse_common.cli import config_option, load_cli_settings
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
 from lakehouse_common.errors import ConfigError, LakehouseError
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
@@ -71,19 +75,152 @@ def run(config: ConfigOption = None) -> None:
 
 
 @app.command()
-def snapshot(config: ConfigOption = None, stream: StreamOption = None) -> None:
-    """Copy the streams' collections now (all, or --stream) and record that position; then exit.
+def snapshot(
+    config: ConfigOption = None,
+    stream: StreamOption = None,
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", help="Namespace <db>.<collection> to copy (running service); repeatable.")
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option("--filter", help='Copy only the documents matching this query (Extended JSON): \'{"status": "open"}\'.'),
+    ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Do not ask a running service: copy at a fresh position here (service stopped)."),
+    ] = False,
+    accept_timeout: Annotated[
+        float, typer.Option(help="Seconds a running service has to accept the signal before the copy runs offline.")
+    ] = 15.0,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the copy until the service reports it done.")] = True,
+) -> None:
+    """Copy collections again (all, or --stream / --collection), without stopping the service.
 
-    A following ``run`` streams every change made since the copy began.
+    With ``snapshot.signal_collection`` set, the command writes a signal there: the running
+    service accepts it and copies in chunks while it streams (progress is printed; exit 0
+    once done). If no service accepts it within --accept-timeout, the signal is withdrawn
+    and the copy runs offline instead: the streams' collections are copied at a fresh
+    position, which is recorded as their checkpoint, so a following ``run`` streams every
+    change made since (also what --offline does, and what happens without a signal
+    collection).
     """
     settings = _settings(config)
+    if not offline and settings.snapshot.signal_collection:
+        code = _snapshot_through_service(settings, stream or [], collection or [], query, accept_timeout, wait)
+        if code is not None:
+            raise typer.Exit(code)
+    elif query or collection:
+        typer.echo("error: --filter and --collection need a running service with snapshot.signal_collection "
+                   "(CDC_SNAPSHOT__SIGNAL_COLLECTION)", err=True)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION)
     _serve(CdcService(settings), snapshot_only=True, force_snapshot=list(stream or []))
+
+
+def _snapshot_through_service(
+    settings: CdcSettings, streams: list[str], collections: list[str], query_text: str | None, accept_timeout: float, wait: bool
+) -> ExitCode | None:
+    """Signal the running service and follow the copy; None when no service answered (copy offline)."""
+    assert settings.snapshot.signal_collection is not None
+    client = mongo_client(settings)
+    try:
+        try:
+            query = json_util.loads(query_text, json_options=EXTENDED_JSON_OPTIONS) if query_text else None
+            if query is not None and not isinstance(query, dict):
+                raise ValueError("--filter must be a query document")
+            wanted = collections or _covered_by(settings, client, streams)
+        except ValueError as error:
+            raise _fail(error) from None
+        if not wanted:
+            typer.echo("error: no collection to copy", err=True)
+            return ExitCode.BAD_CONFIGURATION
+        box = SignalBox(client, settings.snapshot.signal_collection)
+        signal_id = box.send(wanted, query)
+        typer.echo(f"signal {signal_id} written to {box.namespace}: copy {', '.join(wanted)}"
+                   f"{' where ' + query_text if query_text else ''}; waiting up to {accept_timeout:g}s for the running service")
+        try:
+            answer = _wait_for_answer(box, signal_id, accept_timeout)
+        except KeyboardInterrupt:
+            # Interrupted before any service answered: no copy starts later behind the operator's back.
+            withdrawn = box.withdraw(signal_id)
+            typer.echo(f"interrupted; signal {signal_id} " + ("withdrawn" if withdrawn else "was answered already"), err=True)
+            return ExitCode.INTERRUPTED
+        if answer is None and box.withdraw(signal_id):
+            if query is not None or collections:
+                typer.echo(f"no running service accepted the signal within {accept_timeout:g}s (withdrawn); "
+                           "--filter and --collection need one: start the service and try again", err=True)
+                return ExitCode.FAILED
+            typer.echo(f"no running service accepted the signal within {accept_timeout:g}s (withdrawn): "
+                       "copying offline, at a fresh position, as with the service stopped")
+            return None
+        answer = answer or box.status(signal_id) or {}
+        if answer.get("status") == SignalStatus.REJECTED:
+            typer.echo(f"the service {answer.get('service')} rejected the signal: {answer.get('reason')}", err=True)
+            return ExitCode.BAD_CONFIGURATION
+        typer.echo(f"the running service {answer.get('service')} accepted signal {signal_id}: "
+                   "copying in chunks while it streams")
+        if not wait:
+            return ExitCode.OK
+        return _follow_copy(settings, box, signal_id, wanted)
+    finally:
+        client.close()
+
+
+def _covered_by(settings: CdcSettings, client: Any, streams: list[str]) -> list[str]:
+    """The collections the named streams cover (every stream's when none is named)."""
+    namespaces = namespace_filter(settings)
+    if streams:
+        specs = [StreamSpec.parse(stream_id) for stream_id in streams]
+    else:
+        specs = plan_streams(client, choose_layout(settings.stream.layout, server_hello(client), namespaces), namespaces)
+    return sorted({namespace for spec in specs for namespace in covered_collections(client, spec, namespaces)})
+
+
+def _wait_for_answer(box: SignalBox, signal_id: str, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        document = box.status(signal_id)
+        if document is not None and document.get("status") in (SignalStatus.ACCEPTED, SignalStatus.REJECTED, SignalStatus.DONE):
+            return document
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.25)
+
+
+def _follow_copy(settings: CdcSettings, box: SignalBox, signal_id: str, wanted: list[str]) -> ExitCode:
+    """Print the copy's progress (from the checkpoints) until the signal is done; Ctrl-C stops following only."""
+    stop = threading.Event()
+    last_report = 0.0
+    with stop_on_signals(stop):
+        while not stop.wait(1.0):
+            document = box.status(signal_id) or {}
+            if document.get("status") == SignalStatus.DONE:
+                finished = document.get("finished") or []
+                for entry in finished:
+                    typer.echo(f"{entry.get('namespace')}: {entry.get('state')}, {entry.get('published')} published, "
+                               f"{entry.get('superseded')} superseded by the stream, {entry.get('chunks')} chunks, "
+                               f"{entry.get('seconds')}s{' - ' + entry['detail'] if entry.get('detail') else ''}")
+                failed = [entry for entry in finished if entry.get("state") != CopyState.DONE]
+                return ExitCode.FAILED if failed else ExitCode.OK
+            if time.monotonic() - last_report >= 5.0:
+                last_report = time.monotonic()
+                try:
+                    copies = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name).copies
+                except LakehouseError:
+                    continue
+                for namespace in wanted:
+                    progress = copies.get(namespace)
+                    if progress is not None and progress.signal_id == value_text(signal_id):
+                        remaining = max((progress.estimate or 0) - progress.copied - progress.superseded, 0)
+                        typer.echo(f"{namespace}: {progress.chunks} chunks, {progress.copied} published, "
+                                   f"{progress.superseded} superseded, about {remaining} to go")
+    typer.echo(f"stopped following; the service goes on copying (signal {signal_id} in {box.namespace})")
+    return ExitCode.INTERRUPTED
 
 
 def _streams(settings: CdcSettings) -> tuple[list[StreamSpec], dict[str, list[str]]]:
     client = mongo_client(settings)
     try:
-        namespaces = NamespaceFilter(settings.scope)
+        namespaces = namespace_filter(settings)
         layout = choose_layout(settings.stream.layout, server_hello(client), namespaces)
         specs = plan_streams(client, layout, namespaces)
         covered = {spec.stream_id: covered_collections(client, spec, namespaces) for spec in specs}
@@ -166,12 +303,13 @@ def checkpoint_show(
                 {
                     "streams": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.streams.items())},
                     "snapshots": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.snapshots.items())},
+                    "copies": {key: json.loads(value.to_json()) for key, value in sorted(checkpoints.copies.items())},
                 },
                 indent=2,
             )
         )
         return
-    if not checkpoints.streams and not checkpoints.snapshots:
+    if not checkpoints.streams and not checkpoints.snapshots and not checkpoints.copies:
         typer.echo(f"no checkpoints for service {settings.name!r} in {settings.topics.checkpoint_topic}")
         return
     from rich.console import Console
@@ -198,6 +336,12 @@ def checkpoint_show(
         console.print(
             f"snapshot {stream_id}: {'complete' if state.completed else 'in progress'}, "
             f"{done}/{len(state.collections)} collections, at {state.position.describe()}"
+        )
+    for namespace, progress in sorted(checkpoints.copies.items()):
+        console.print(
+            f"copy {namespace} ({progress.reason}{', filtered' if progress.filter else ''}): {progress.state}, "
+            f"{progress.chunks} chunks, {progress.copied} published, {progress.superseded} superseded by the stream"
+            f"{', ' + progress.detail if progress.detail else ''}"
         )
 
 

@@ -29,6 +29,14 @@ class CdcMetrics:
         self.dead_letters = Counter(
             "cdc_dead_letters_total", "Events sent to the dead-letter topic.", ["reason"], registry=r
         )
+        self.claimed_events = Counter(
+            "cdc_claimed_events_total",
+            "Events too large for their topic, kept in the claim store and published as references.",
+            registry=r,
+        )
+        self.claimed_bytes = Counter(
+            "cdc_claimed_bytes_total", "Bytes of the events kept in the claim store.", registry=r
+        )
         self.publish_latency = Histogram(
             "cdc_publish_latency_seconds",
             "From producing a batch to its acknowledgement (or transaction commit).",
@@ -51,6 +59,32 @@ class CdcMetrics:
             "cdc_snapshot_collections_remaining", "Collections still to copy.", registry=r
         )
         self.streams = Gauge("cdc_streams", "Change streams running.", registry=r)
+        self.copy_documents = Counter(
+            "cdc_copy_documents_total",
+            "Documents published by chunked copies while streaming (snapshots on signal), once durable.",
+            ["namespace"],
+            registry=r,
+        )
+        self.copy_superseded = Counter(
+            "cdc_copy_superseded_total",
+            "Documents a chunk read but did not publish: the stream changed them between the chunk's "
+            "watermarks and carries their state.",
+            ["namespace"],
+            registry=r,
+        )
+        self.copy_chunks = Counter(
+            "cdc_copy_chunks_total", "Chunks of chunked copies made durable.", ["namespace"], registry=r
+        )
+        self.copy_remaining = Gauge(
+            "cdc_copy_documents_remaining",
+            "Documents a running chunked copy has still to read (from the collection's estimated count).",
+            ["namespace"],
+            registry=r,
+        )
+        self.copies_running = Gauge("cdc_copies_running", "Chunked copies running.", registry=r)
+        self.signals = Counter(
+            "cdc_signals_total", "Signal documents read, by type and outcome.", ["type", "outcome"], registry=r
+        )
         self._checkpoint_times: dict[str, float] = {}
 
     def checkpoint_written(self, stream_id: str, kind: str, at: float | None = None) -> None:

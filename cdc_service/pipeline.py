@@ -1,15 +1,18 @@
 """One pipeline attempt: snapshot, then change streams, published to Kafka and checkpointed.
 
 An attempt owns everything it starts: the MongoDB client, the producer, a bounded queue,
-the stop event of its readers, the reader threads, the snapshot workers and the progress
-display. ``__enter__`` opens the clients and declares every resource in an ``ExitStack``;
-``__exit__`` unwinds them in order: stop the readers and copies, wait for the threads,
-close the progress display, abort or flush the producer, close the client.
+the stop event of its readers, the reader threads, the snapshot and chunk workers, the
+chunked copies in flight and the progress display. ``__enter__`` opens the clients and
+declares every resource in an ``ExitStack``; ``__exit__`` unwinds them in order: stop the
+readers and copies, wait for the threads, close the progress display, abort or flush the
+producer, close the client.
 
 Reader threads (one per change stream) and snapshot workers only read MongoDB and put raw
 batches on the attempt's queue; one loop publishes them, so the producer, the transaction
-and the checkpoints have a single owner. A reader blocked in a getMore can outlive its
-attempt's join (up to ``max_await_ms`` + 30 s): it still holds only its own attempt's
+and the checkpoints have a single owner. With a signal collection configured, one more
+reader follows it: its events are signals and watermarks, consumed by the loop, which runs
+the chunked copies while streaming (``cdc_service.incremental``). A reader blocked in a
+getMore can outlive its attempt's join (up to ``max_await_ms`` + 30 s): it still holds only its own attempt's
 queue and stop event, which is set, so nothing it reads reaches a later attempt.
 
 Any failure ends the attempt: the open transaction is aborted or the unacknowledged events
@@ -31,9 +34,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol
 
+from bson import Timestamp
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from cdc_service.actions import copy_refused
 from cdc_service.change_stream import (
     ChangeStreamReader,
     ReadBatch,
@@ -44,20 +50,44 @@ from cdc_service.change_stream import (
 from cdc_service.checkpoints import (
     Checkpoints,
     CollectionProgress,
+    CopyProgress,
     SnapshotState,
     StreamCheckpoint,
     load_checkpoints,
     stream_key,
 )
+from cdc_service.copy_requests import CopyRequests
 from cdc_service.errors import HistoryLostError
+from cdc_service.incremental import (
+    ChunkRead,
+    ChunkTask,
+    CopyFailed,
+    FinishedChunk,
+    IncrementalCopies,
+    finished_entry,
+    read_between_watermarks,
+)
 from cdc_service.metrics import CdcMetrics
 from cdc_service.planning import build_info, covered_collections, mongo_client, plan_streams, server_hello
 from cdc_service.positions import Position, timestamp_text
 from cdc_service.publisher import EncodedBatch, EventPublisher, PublishResult, client_config, encode_batch
 from cdc_service.scope import NamespaceFilter, StreamSpec, choose_layout
 from cdc_service.settings import CdcSettings, SnapshotMode, StreamLayout
-from cdc_service.snapshot import CopyTask, SnapshotBatch, SnapshotCopied, SnapshotProgress, copy_collection
+from cdc_service.signals import (
+    SignalBox,
+    decode_document,
+    value_of_text,
+)
+from cdc_service.snapshot import (
+    CopyTask,
+    SnapshotBatch,
+    SnapshotCopied,
+    SnapshotProgress,
+    build_snapshot_events,
+    copy_collection,
+)
 from lakehouse_common.errors import FatalError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.observability import Status
 
 logger = logging.getLogger(__name__)
@@ -79,6 +109,7 @@ class ServiceState:
     ready: Status = field(default_factory=lambda: Status(False, "starting"))
     loop_tick: float = field(default_factory=time.monotonic)
     consecutive_failures: int = 0
+    kafka: KafkaConnection = field(default_factory=KafkaConnection)  # one log line per Kafka connection change
 
     def forced(self, stream_id: str) -> bool:
         return self.force_snapshot is None or stream_id in self.force_snapshot
@@ -104,6 +135,13 @@ class LiveBatch:
 
 
 @dataclass
+class PendingSignals:
+    """Signal documents nobody answered yet, read once the signal stream is open (see ``_read_pending_signals``)."""
+
+    documents: list[dict[str, Any]]
+
+
+@dataclass
 class SourceFailed:
     stream_id: str
     error: BaseException
@@ -126,6 +164,16 @@ class StreamRuntime:
     dirty_collections: set[str] = field(default_factory=set)
     reader_started: bool = False
     topics: set[str] = field(default_factory=set)
+    signals: bool = False  # the signal collection's stream: consumed, never published
+    read_position: str | None = None  # event id of the last position the loop took from the reader
+    # The stream reads from a known point: started at a position, or (started at "now") its
+    # reader reported where "now" was. Before that, a change it would miss could fall inside a
+    # chunk's window (or a watermark would never come back), so no chunk starts.
+    opened: bool = False
+    # A copy asked for again (``snapshot --stream``) of a stream that has a checkpoint still in
+    # the oplog: once the copy is durable the stream goes on from that checkpoint, not from the
+    # copy's position, so no change made in between is skipped (a copy cannot show a delete).
+    replay_from: StreamCheckpoint | None = None
 
 
 class PipelineAttempt:
@@ -159,6 +207,17 @@ class PipelineAttempt:
         self._batch_started: list[float] = []
         self._clean_exit = False
         self._resources = ExitStack()
+        snapshot = settings.snapshot
+        self._copies = IncrementalCopies(
+            settings.name, snapshot.chunk_size, snapshot.chunk_max_bytes, metrics,
+            progress_log_interval_s=snapshot.progress_log_interval_s, snapshot_attempt=self._snapshot_attempt,
+        )
+        self._signal_box: SignalBox | None = None
+        self._signals_wanted = bool(settings.snapshot.signal_collection) and not state.snapshot_only
+        self._requests: CopyRequests | None = None
+        self._chunk_workers: ThreadPoolExecutor | None = None
+        self._last_discovery = time.monotonic()
+        self._last_look = time.time()
 
     # -- resources -------------------------------------------------------------------------
 
@@ -168,7 +227,7 @@ class PipelineAttempt:
         try:
             self._client = mongo_client(self.settings)
             resources.callback(self._client.close)
-            self._publisher = EventPublisher(self.settings)
+            self._publisher = EventPublisher(self.settings, connection=self.state.kafka)
             resources.callback(self._close_publisher)
             resources.callback(self._close_progress)
             resources.callback(self._join_readers)
@@ -216,8 +275,9 @@ class PipelineAttempt:
                 )
 
     def _shut_down_copies(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._chunk_workers):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the attempt -----------------------------------------------------------------------
 
@@ -231,7 +291,9 @@ class PipelineAttempt:
             partitions=1,
             replication=settings.topics.checkpoint_replication_factor,
         )
-        self._checkpoints = load_checkpoints(client_config(settings), settings.topics.checkpoint_topic, settings.name)
+        self._checkpoints = load_checkpoints(
+            client_config(settings, self.state.kafka), settings.topics.checkpoint_topic, settings.name
+        )
         layout = choose_layout(settings.stream.layout, server_hello(self.client), self.namespaces)
         split = settings.stream.split_large_events and split_events_supported(build_info(self.client))
         self._options = StreamOptions(settings.stream, self.namespaces, split_supported=split)
@@ -247,6 +309,9 @@ class PipelineAttempt:
         self._claim_topics(specs)
         for spec in specs:
             self._add_stream(spec)
+        if self._signals_wanted:
+            assert settings.snapshot.signal_collection is not None
+            self._start_signals(settings.snapshot.signal_collection)
         self._commit(force=True)
         self.state.ready = Status(True)
         self._loop()
@@ -261,8 +326,8 @@ class PipelineAttempt:
     def _loop(self) -> None:
         settings = self.settings
         last_commit = time.monotonic()
-        last_discovery = time.monotonic()
-        last_look = time.time()
+        self._last_discovery = time.monotonic()
+        self._last_look = time.time()
         while not self.stop.is_set():
             self.state.loop_tick = time.monotonic()
             try:
@@ -279,16 +344,24 @@ class PipelineAttempt:
                 self._commit(force=True)
                 logger.info("snapshot finished; stream checkpoints recorded")
                 return
-            if self._layout is not StreamLayout.DEPLOYMENT and now - last_discovery >= settings.stream.discovery_interval_s:
-                last_discovery = now
-                look = time.time()
-                for spec in plan_streams(self.client, self._layout, self.namespaces):
-                    if spec.stream_id not in self.streams:
-                        logger.info("new stream in scope", extra={"stream": spec.stream_id})
-                        self._claim_topics([spec])
-                        self._add_stream(spec, seen_since=last_look)
-                last_look = look
+            self._schedule_copies()
+            if now - self._last_discovery >= settings.stream.discovery_interval_s:
+                self._discover()
         self._drain()
+
+    def _discover(self) -> None:
+        """New streams (database and collection layouts); with signals, collections new to the scope are copied."""
+        self._last_discovery = time.monotonic()
+        look = time.time()
+        if self._layout is not StreamLayout.DEPLOYMENT:
+            for spec in plan_streams(self.client, self._layout, self.namespaces):
+                if spec.stream_id not in self.streams:
+                    logger.info("new stream in scope", extra={"stream": spec.stream_id})
+                    self._claim_topics([spec])
+                    self._add_stream(spec, seen_since=self._last_look)
+        if self._signal_box is not None:
+            self._copy_new_collections()
+        self._last_look = look
 
     def _drain(self) -> None:
         """Stop reading, publish what was already read, flush and checkpoint, within the bound."""
@@ -313,7 +386,9 @@ class PipelineAttempt:
     def _add_stream(self, spec: StreamSpec, *, seen_since: float | None = None) -> None:
         """Start a stream: from its checkpoint, by a snapshot, or (snapshot mode never) from now,
         or for a collection found by discovery, from the previous look (``seen_since``), so its
-        first events are not missed."""
+        first events are not missed. With signals (and snapshot mode initial) a stream new to a
+        service that ran before (a collection added to the include list, found by discovery)
+        starts at once and its existing documents are copied in chunks while it streams."""
         runtime = StreamRuntime(spec)
         self.streams[spec.stream_id] = runtime
         forced = self.state.forced(spec.stream_id)
@@ -327,35 +402,68 @@ class PipelineAttempt:
             runtime.durable = checkpoint
             runtime.last_written = time.monotonic()
             self._start_reader(runtime, checkpoint.position)
-        elif self.settings.snapshot.mode is SnapshotMode.NEVER and not forced:
+        elif not forced and (self.settings.snapshot.mode is SnapshotMode.NEVER or self._copied_while_streaming(spec, seen_since)):
             start = None if seen_since is None else Position.from_time((int(seen_since) - DISCOVERY_CLOCK_MARGIN_S, 0))
             self._start_reader(runtime, start)
             if start is not None:
                 runtime.pending, runtime.pending_kind = start, "start"
+            if self.settings.snapshot.mode is SnapshotMode.INITIAL and seen_since is not None:
+                for namespace in covered_collections(self.client, spec, self.namespaces):
+                    self._copies.begin(namespace, spec.stream_id, reason="new-collection")
+            # At start, _start_signals copies the stream's collections once the checkpointed copies are taken up.
         else:
             self._begin_snapshot(runtime, self._checkpoints.snapshots.get(spec.stream_id), resume=not forced)
+
+    def _copied_while_streaming(self, spec: StreamSpec, seen_since: float | None) -> bool:
+        """Whether a stream without checkpoint skips the snapshot: its collections are copied in chunks while it streams.
+
+        So it is for a stream found by discovery, and at start for a stream new to a service
+        that ran before (a collection added to the include list), unless a snapshot of it was
+        interrupted (that one resumes). A service's first start takes the initial snapshot.
+        """
+        if self.settings.snapshot.mode is not SnapshotMode.INITIAL or not self._signals_wanted:
+            return False
+        if seen_since is not None:
+            return True
+        previous = self._checkpoints.snapshots.get(spec.stream_id)
+        return bool(self._checkpoints.streams) and (previous is None or previous.completed)
 
     def _start_reader(self, runtime: StreamRuntime, position: Position | None) -> None:
         assert self._options is not None
         reader = ChangeStreamReader(self.client, runtime.spec, self._options, position, stop=self.readers_stop)
         runtime.reader_started = True
-        self.spawn_reader(runtime.spec.stream_id, reader, fresh=position is None)
-        self.metrics.streams.set(sum(1 for r in self.streams.values() if r.reader_started))
+        runtime.opened = position is not None
+        if position is not None:
+            runtime.read_position = position.event_id
+        # Followed from now, the signal stream has not seen the signals written before: read them once it is open.
+        after_open = self._read_pending_signals if runtime.signals and position is None else None
+        self.spawn_reader(
+            runtime.spec.stream_id, reader, fresh=position is None, encode=not runtime.signals, after_open=after_open
+        )
+        self.metrics.streams.set(sum(1 for r in self.streams.values() if r.reader_started and not r.signals))
         logger.info(
             "streaming",
             extra={"stream": runtime.spec.stream_id, "from": position.describe() if position else "now"},
         )
 
-    def spawn_reader(self, stream_id: str, reader: StreamSource, *, fresh: bool) -> threading.Thread:
-        """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop."""
+    def spawn_reader(
+        self, stream_id: str, reader: StreamSource, *, fresh: bool, encode: bool = True,
+        after_open: Callable[[], Any] | None = None,
+    ) -> threading.Thread:
+        """A thread reading ``reader`` into this attempt's queue until this attempt's readers stop
+        (``after_open``: what the thread reads and hands on once the stream is open)."""
         thread = threading.Thread(
-            target=self._read_stream, args=(stream_id, reader, fresh), name=f"stream-{stream_id}", daemon=True
+            target=self._read_stream, args=(stream_id, reader, fresh, encode, after_open), name=f"stream-{stream_id}",
+            daemon=True,
         )
         self.threads.append(thread)
         thread.start()
         return thread
 
-    def _read_stream(self, stream_id: str, reader: StreamSource, fresh: bool) -> None:
+    def _read_stream(
+        self, stream_id: str, reader: StreamSource, fresh: bool, encode: bool = True,
+        after_open: Callable[[], Any] | None = None,
+    ) -> None:
         idle = self.settings.stream.idle_poll_interval_s
         value_format = self.settings.producer.value_format
         try:
@@ -363,6 +471,8 @@ class PipelineAttempt:
                 start = reader.open()
                 if start is not None:
                     self._put(LiveBatch(stream_id, ReadBatch([], start)))
+            if after_open is not None and not self._put(after_open()):
+                return
             last_position = reader.position
             while not self.readers_stop.is_set():
                 started = time.monotonic()
@@ -372,7 +482,7 @@ class PipelineAttempt:
                 if batch.events or (batch.position is not None and batch.position != last_position):
                     last_position = batch.position or last_position
                     # Serialized here, off the publishing thread (the native codec releases the GIL).
-                    encoded = encode_batch(batch.events, value_format) if batch.events else None
+                    encoded = encode_batch(batch.events, value_format) if batch.events and encode else None
                     if not self._put(LiveBatch(stream_id, batch, encoded)):
                         return
                 if not batch.events and time.monotonic() - started < idle:
@@ -422,11 +532,15 @@ class PipelineAttempt:
             )
             logger.info("snapshot starting", extra={"stream": spec.stream_id, "position": start.position.describe(),
                                                    "collections": len(namespaces)})
-        # Each attempt is recorded before it copies anything: its ids sort above the last one's.
+            runtime.replay_from = self._resumable_checkpoint(spec)
+        # Each attempt is recorded before it copies anything: its ids sort above the last one's, the
+        # chunked copies' too (one attempt counter per collection, so no two records share an id).
         state = replace(
             state,
             collections={
-                name: progress if progress.done else CollectionProgress(False, progress.attempt + 1, 0)
+                name: progress if progress.done else CollectionProgress(
+                    False, max(progress.attempt, self._copy_attempt(name)) + 1, 0
+                )
                 for name, progress in state.collections.items()
             },
         )
@@ -466,21 +580,222 @@ class PipelineAttempt:
         except BaseException as error:  # noqa: BLE001 - handed to the loop
             self._put(SourceFailed(task.stream_id, error))
 
+    def _snapshot_attempt(self, namespace: str) -> int:
+        """The highest attempt any snapshot of this service began for ``namespace`` (0: none)."""
+        states = [*self._checkpoints.snapshots.values(), *(r.snapshot for r in self.streams.values() if r.snapshot)]
+        return max((state.collections[namespace].attempt for state in states if namespace in state.collections), default=0)
+
+    def _copy_attempt(self, namespace: str) -> int:
+        """The highest attempt any chunked copy of this service began for ``namespace`` (0: none)."""
+        copies = [self._copies.progress(namespace), self._checkpoints.copies.get(namespace)]
+        return max((progress.attempt for progress in copies if progress is not None), default=0)
+
+    def _resumable_checkpoint(self, spec: StreamSpec) -> StreamCheckpoint | None:
+        """The stream's checkpoint, if the oplog still has it (a copy taken again goes on from there)."""
+        checkpoint = self._checkpoints.streams.get(spec.stream_id)
+        if checkpoint is None:
+            return None
+        assert self._options is not None
+        reader = ChangeStreamReader(self.client, spec, self._options, checkpoint.position)
+        try:
+            reader.open()
+        except HistoryLostError:
+            logger.warning(
+                "the stream's checkpoint is no longer in the oplog: it goes on from the new copy's position "
+                "(documents deleted since the checkpoint stay in the lake until silver closes them by absence)",
+                extra={"stream": spec.stream_id, "checkpoint": checkpoint.position.describe()},
+            )
+            return None
+        finally:
+            reader.close()
+        return checkpoint
+
     def _snapshot_complete(self, runtime: StreamRuntime) -> None:
         assert runtime.snapshot is not None
         runtime.snapshot = replace(runtime.snapshot, completed=True)
         runtime.snapshot_dirty = True
-        runtime.pending = runtime.snapshot.position
+        resume = runtime.replay_from
+        runtime.pending = resume.position if resume else runtime.snapshot.position
         runtime.pending_kind = "snapshot"
-        runtime.pending_event_id = runtime.snapshot.position.event_id
-        runtime.pending_cluster_time = runtime.snapshot.cluster_time
-        logger.info("snapshot complete", extra={"stream": runtime.spec.stream_id})
+        runtime.pending_event_id = resume.event_id if resume else runtime.snapshot.position.event_id
+        runtime.pending_cluster_time = resume.cluster_time if resume else runtime.snapshot.cluster_time
+        logger.info(
+            "snapshot complete",
+            extra={"stream": runtime.spec.stream_id,
+                   "streams_from": "its previous checkpoint (changes since are replayed)" if resume else "the copy's position"},
+        )
 
     def _snapshots_finished(self) -> bool:
         return all(
             runtime.snapshot is None or (runtime.snapshot.completed and not runtime.snapshot_dirty)
             for runtime in self.streams.values()
         )
+
+    # -- copies while streaming (signals) ----------------------------------------------------
+
+    def _start_signals(self, namespace: str) -> None:
+        """Follow the signal collection (from its checkpoint, else from now) and take up the copies."""
+        self._signal_box = SignalBox(self.client, namespace)
+        self._copies.restore(self._checkpoints.copies, self._in_scope, self._stream_covering)
+        self._requests = CopyRequests(
+            self.settings.name, self.client, self._signal_box, self._copies, self.metrics,
+            in_scope=self._in_scope, covering_stream=self._stream_covering,
+            discovery_interval_s=self.settings.stream.discovery_interval_s,
+        )
+        database, collection = namespace.split(".", 1)
+        runtime = StreamRuntime(StreamSpec(StreamLayout.COLLECTION, database, collection), signals=True)
+        self.streams[runtime.spec.stream_id] = runtime
+        checkpoint = self._checkpoints.streams.get(runtime.spec.stream_id)
+        if checkpoint is not None:
+            runtime.durable = checkpoint
+            runtime.last_written = time.monotonic()
+        self._start_reader(runtime, checkpoint.position if checkpoint else None)
+        self._copy_new_collections()
+
+    def _signals_lost(self, runtime: StreamRuntime, error: HistoryLostError) -> None:
+        logger.error(
+            "the signal collection's stream cannot resume: following it from now; signals nobody answered are "
+            "read from the collection, and chunks in flight begin again (their watermarks may be gone)",
+            extra={"stream": runtime.spec.stream_id, "code": error.code, "error": str(error)},
+        )
+        runtime.durable = None
+        self._copies.reopen_windows()
+        self._start_reader(runtime, None)
+
+    def _read_pending_signals(self) -> PendingSignals:
+        """On a reader thread, once the signal stream is open: the signals written before it that nobody answered."""
+        assert self._signal_box is not None
+        return PendingSignals(self._signal_box.pending(self.settings.name))
+
+    def _in_scope(self, namespace: str) -> bool:
+        database, collection = namespace.split(".", 1)
+        return self.namespaces.collection_in_scope(database, collection)
+
+    def _stream_covering(self, namespace: str) -> str | None:
+        database, collection = namespace.split(".", 1)
+        for runtime in self.streams.values():
+            if not runtime.signals and runtime.spec.covers(database, collection):
+                return runtime.spec.stream_id
+        return None
+
+    def _streaming(self, stream_id: str) -> bool:
+        """A chunk needs the collection's stream and the signal collection's (its watermarks) open."""
+        runtime = self.streams.get(stream_id)
+        return runtime is not None and runtime.opened and any(
+            other.signals and other.opened for other in self.streams.values()
+        )
+
+    def _read_position(self, stream_id: str) -> str | None:
+        runtime = self.streams.get(stream_id)
+        return runtime.read_position if runtime is not None else None
+
+    def _copy_new_collections(self) -> None:
+        """Copy, in chunks, the collections a running stream reports that were never copied
+        (snapshot mode initial): newly in the include list, renamed into the scope, created
+        while the service ran."""
+        if self.settings.snapshot.mode is not SnapshotMode.INITIAL:
+            return
+        known = self._copies.known()
+        for state in self._checkpoints.snapshots.values():
+            known.update(state.collections)
+        for runtime in self.streams.values():
+            if runtime.snapshot is not None:
+                known.update(runtime.snapshot.collections)
+        for runtime in list(self.streams.values()):
+            if runtime.signals or not runtime.reader_started:
+                continue
+            for namespace in covered_collections(self.client, runtime.spec, self.namespaces):
+                if namespace not in known:
+                    self._copies.begin(namespace, runtime.spec.stream_id, reason="new-collection")
+                    known.add(namespace)
+
+    def _schedule_copies(self) -> None:
+        if self._signal_box is None:
+            return
+        for task in self._copies.schedule(self._streaming):
+            if self._chunk_workers is None:
+                self._chunk_workers = ThreadPoolExecutor(self.settings.snapshot.parallelism, thread_name_prefix="chunk")
+            self._chunk_workers.submit(self._read_chunk, task)
+
+    def _read_chunk(self, task: ChunkTask) -> None:
+        """A worker: watermarks and the chunk; a query MongoDB refuses fails that copy alone."""
+        if self.readers_stop.is_set() or self._signal_box is None:
+            return
+        try:
+            read = read_between_watermarks(self.client, self._signal_box, task)
+        except BaseException as error:  # noqa: BLE001 - handed to the loop, which decides
+            reason = copy_refused(error)
+            self._put(CopyFailed(task, reason) if reason is not None else SourceFailed(task.stream_id, error))
+            return
+        self._put(read)
+
+    def _background(self, work: Callable[[], None]) -> None:
+        """MongoDB writes nothing waits for (answers to signals, watermark clean-up), on a chunk worker."""
+        if self._chunk_workers is None:
+            self._chunk_workers = ThreadPoolExecutor(self.settings.snapshot.parallelism, thread_name_prefix="chunk")
+
+        def run() -> None:
+            try:
+                work()
+            except PyMongoError as error:
+                logger.warning("updating the signal collection failed", extra={"error": str(error)})
+
+        self._chunk_workers.submit(run)
+
+    def _publish_finished_chunks(self) -> None:
+        """Publish the chunks whose stream passed their high watermark, and make them durable at once."""
+        if self._signal_box is None:
+            return
+        chunks = self._copies.finished(self._read_position)
+        for chunk in chunks:
+            self._publish_chunk(chunk)
+        if chunks:
+            self._commit(force=True)
+
+    def _publish_chunk(self, chunk: FinishedChunk) -> None:
+        if not chunk.documents:
+            return
+        progress = chunk.progress
+        runtime = self.streams[progress.stream_id]
+        database, collection = progress.namespace.split(".", 1)
+        task = CopyTask(progress.stream_id, database, collection, chunk.high, progress.attempt, chunk.cluster_time)
+        events = build_snapshot_events(chunk.documents, task, chunk.ordinal, chunk.shard_key)
+        result = self.publisher.publish(encode_batch(events, self.settings.producer.value_format))
+        self._account(result, runtime)
+
+    def _copy_ended(self, progress: CopyProgress) -> None:
+        """A copy ended durably: remove its watermarks, answer its signal."""
+        box = self._signal_box
+        if box is None:
+            return
+        signal_id = progress.signal_id
+        done = signal_id is not None and self._copies.signal_done(signal_id)
+
+        def answer() -> None:
+            box.delete_watermarks_of(progress.copy_id)
+            if signal_id is not None:
+                box.finish(value_of_text(signal_id), finished_entry(progress), done=done)
+
+        self._background(answer)
+
+    def _on_signal_events(self, events: list[RawBSONDocument]) -> None:
+        """The signal collection's events: watermarks of chunks, and signal documents inserted."""
+        for event in events:
+            try:
+                if event["operationType"] != "insert":
+                    continue  # the service's own answers and clean-up, or an operator's edit
+                event_id = event["_id"]["_data"]
+                document_id = event["documentKey"]["_id"]
+                cluster_time = event.get("clusterTime")
+                document = event.get("fullDocument")
+            except (KeyError, TypeError) as error:
+                logger.warning("ignoring an unreadable event of the signal collection", extra={"error": str(error)})
+                continue
+            moment = (cluster_time.time, cluster_time.inc) if isinstance(cluster_time, Timestamp) else None
+            if self._copies.on_watermark(event_id, document_id, moment):
+                continue
+            if isinstance(document, RawBSONDocument) and self._requests is not None:
+                self._requests.handle(decode_document(document))
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -489,6 +804,9 @@ class PipelineAttempt:
             error = item.error
             if isinstance(error, HistoryLostError):
                 runtime = self.streams.get(item.stream_id)
+                if runtime is not None and runtime.signals:
+                    self._signals_lost(runtime, error)
+                    return
                 durable = runtime.durable if runtime else None
                 raise HistoryLostError(
                     describe_history_lost(error, durable),
@@ -500,7 +818,12 @@ class PipelineAttempt:
         publisher = self.publisher
         if isinstance(item, LiveBatch):
             runtime = self.streams[item.stream_id]
+            runtime.opened = True
             batch = item.batch
+            if runtime.signals:
+                self._on_signal_events(batch.events)
+            elif batch.events and self._copies.recording(item.stream_id):
+                self._copies.observe(item.stream_id, batch.events)
             if item.encoded is not None:
                 result = publisher.publish(
                     item.encoded, fallback_topics=self._fallback_topics(runtime),
@@ -508,11 +831,14 @@ class PipelineAttempt:
                 )
                 self._account(result, runtime)
                 runtime.pending_kind = "event"
+            elif runtime.signals and batch.events:
+                runtime.pending_kind = "event"
             elif runtime.pending_kind is None:
                 runtime.pending_kind = "heartbeat" if runtime.durable is not None else "start"
             if batch.position is not None:
                 runtime.pending = batch.position
                 runtime.pending_event_id = batch.position.event_id
+                runtime.read_position = batch.position.event_id
             now = time.time()
             if batch.last_cluster_time is not None:
                 runtime.pending_cluster_time = batch.last_cluster_time
@@ -539,6 +865,14 @@ class PipelineAttempt:
                 self._progress.finish(item.task.namespace, item.copied)
             if all(progress.done for progress in runtime.snapshot.collections.values()):
                 self._snapshot_complete(runtime)
+        elif isinstance(item, ChunkRead):
+            self._copies.on_read(item)
+        elif isinstance(item, CopyFailed):
+            self._copies.fail(item)
+        elif isinstance(item, PendingSignals) and self._requests is not None:
+            for document in item.documents:
+                self._requests.handle(document, pending=True)
+        self._publish_finished_chunks()
 
     def _fallback_topics(self, runtime: StreamRuntime) -> Callable[[str | None], Iterable[str]]:
         """Where events without a collection go: the stream's own topic(s)."""
@@ -556,6 +890,9 @@ class PipelineAttempt:
             self.metrics.events_skipped.inc(result.skipped)
         if result.dead_lettered:
             self.metrics.dead_letters.labels("unpublishable").inc(result.dead_lettered)
+        if result.claimed:
+            self.metrics.claimed_events.inc(result.claimed)
+            self.metrics.claimed_bytes.inc(result.claimed_bytes)
         if result.produced:
             self._batch_started.append(time.monotonic())
 
@@ -565,6 +902,7 @@ class PipelineAttempt:
         now = time.monotonic()
         records: dict[bytes, bytes | None] = {}
         written: list[tuple[StreamRuntime, StreamCheckpoint | None]] = []
+        records.update(self._copies.records())
         for runtime in self.streams.values():
             if runtime.snapshot_dirty and runtime.snapshot is not None:
                 records.update(runtime.snapshot.records(settings.name, runtime.dirty_collections))
@@ -598,6 +936,8 @@ class PipelineAttempt:
         for (operation, namespace), count in self._published_pending.items():
             self.metrics.events_published.labels(operation, namespace).inc(count)
         self._published_pending.clear()
+        for progress in self._copies.committed():
+            self._copy_ended(progress)
         start_readers: list[StreamRuntime] = []
         for runtime, durable in written:
             if durable is None:

@@ -16,6 +16,11 @@ from cdc_service.scope import NamespaceFilter, StreamSpec
 from cdc_service.settings import CdcSettings, StreamLayout
 
 
+def namespace_filter(settings: CdcSettings) -> NamespaceFilter:
+    """The service's scope; its own signal collection is never captured."""
+    return NamespaceFilter(settings.scope, reserved=[settings.snapshot.signal_collection])
+
+
 def mongo_client(settings: CdcSettings) -> MongoClient:
     """The client of one pipeline. Options in the URI win; otherwise a server that stops
     answering fails the read instead of hanging it (a getMore waits max_await_ms at most)."""
@@ -92,4 +97,4 @@ def covered_collections(client: MongoClient, spec: StreamSpec, namespaces: Names
     ]
 
 
-__all__ = ["build_info", "covered_collections", "mongo_client", "plan_streams", "server_hello"]
+__all__ = ["build_info", "covered_collections", "mongo_client", "namespace_filter", "plan_streams", "server_hello"]

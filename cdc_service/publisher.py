@@ -13,11 +13,14 @@ are resolved once per namespace of the batch, and ``itertools.starmap`` hands th
 keywords) at C speed. Only the rare event that cannot go that way (out of scope, without a
 collection, oversize, refused) takes a Python path, in its place in the batch's order.
 
-Oversize events go, as a reference, to the dead-letter topic. An event is oversize when it
-exceeds the smaller of its topic's ``max.message.bytes`` and the producer's own
-``message.max.bytes``; should ``produce()`` still refuse a record for its size, that record
-is dead-lettered the same way instead of failing the pipeline (which would fail again on
-the same event, forever).
+Oversize events take the claim check: the event is written to the lake's claim store
+(lakehouse_common.claims) under its content address, durably, and only then is the record
+produced, carrying the reference (contract: Claim checks), which bronze-writer resolves. An
+event is oversize when it exceeds the smaller of its topic's ``max.message.bytes`` and the
+producer's own ``message.max.bytes``; should ``produce()`` still refuse a record for its
+size, that record takes the claim check the same way instead of failing the pipeline (which
+would fail again on the same event, forever). With ``claims.enabled`` false, or when even
+the reference would not fit, an oversize event is dead-lettered as a reference instead.
 
 Every record, event, fan-out copy, dead letter or checkpoint, goes through ``_send``: when
 librdkafka's local queue is full it waits for room instead of raising ``BufferError``.
@@ -30,6 +33,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat, starmap
 from typing import Any
@@ -41,15 +45,19 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from cdc_service.actions import record_too_large
 from cdc_service.errors import DeliveryFailedError, ProducerFencedError
 from cdc_service.settings import CdcSettings
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import (
     EncodedEvent,
     EventColumns,
     ValueFormat,
+    claim_headers,
+    claim_record_value,
     encode_event_columns,
     topic_collision_key,
     topic_name,
 )
 from lakehouse_common.errors import ConfigError, FatalError, PoisonMessageError, TransientError
+from lakehouse_common.kafka_connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +79,8 @@ class PublishResult:
     produced: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    claimed: int = 0  # produced as claim references (counted in produced too)
+    claimed_bytes: int = 0
     by_operation: dict[tuple[str, str], int] = field(default_factory=dict)
     published: dict[tuple[str, str], int] = field(default_factory=dict)
     last_event_id: str | None = None
@@ -90,6 +100,8 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
     A batch holding an undecodable event is tried one event at a time, to keep the good
     ones (encoded again together) and hand the bad ones to the dead-letter topic.
     """
+    if not isinstance(events, bytes):
+        events = _owned_bytes(events)
     try:
         return EncodedBatch(encode_event_columns(events, value_format))
     except BaseException as error:  # noqa: BLE001 - a native panic is a BaseException; a record must not crash us
@@ -110,6 +122,19 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
     return EncodedBatch(encode_event_columns(good, value_format), rejected)
 
 
+def _owned_bytes(events: Sequence[bytes | RawBSONDocument]) -> Sequence[bytes | RawBSONDocument]:
+    """The batch with every document's bytes as ``bytes``, which is all the codec takes.
+
+    pymongo 4.18+ hands documents of 4 KB and more, decoded from a reply, as memoryview
+    slices of it (``RawBSONDocument.raw``); the codec refuses those, which made every such
+    event undecodable. The check runs in C (``map``); only a batch holding one is copied.
+    """
+    raws = list(map(getattr, events, repeat("raw"), events))
+    if memoryview not in set(map(type, raws)):
+        return events
+    return [bytes(raw) if type(raw) is memoryview else raw for raw in raws]
+
+
 def _interrupt(error: BaseException) -> bool:
     return isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
@@ -122,9 +147,12 @@ class TopicManager:
     be refused by ``produce()``.
     """
 
-    def __init__(self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None) -> None:
+    def __init__(
+        self, admin: AdminClient, settings: CdcSettings, *, producer_limit: int | None = None, timeout: float = 60.0
+    ) -> None:
         self.admin = admin
         self.settings = settings
+        self.timeout = timeout  # the longest wait for one answer of the admin API
         self.producer_limit = producer_limit or int(producer_config(settings)["message.max.bytes"])
         self._limits: dict[str, int] = {}
 
@@ -150,7 +178,7 @@ class TopicManager:
             config=config,
         )
         try:
-            self.admin.create_topics([new_topic], operation_timeout=30)[topic].result(timeout=60)
+            _answer(self.admin.create_topics([new_topic], operation_timeout=30)[topic], self.timeout, f"creating topic {topic}")
             logger.info("created topic", extra={"topic": topic, "partitions": new_topic.num_partitions, "config": config})
             topic_limit = int(config["max.message.bytes"])
         except KafkaException as error:
@@ -171,7 +199,7 @@ class TopicManager:
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         for attempt in range(20):
             try:
-                configs = self.admin.describe_configs([resource])[resource].result(timeout=30)
+                configs = _answer(self.admin.describe_configs([resource])[resource], self.timeout, f"describing topic {topic}")
                 entry = configs.get("max.message.bytes")
                 return int(entry.value) if entry is not None and entry.value else 1024 * 1024
             except KafkaException as error:
@@ -181,16 +209,28 @@ class TopicManager:
         raise AssertionError("unreachable")
 
 
-def client_config(settings: CdcSettings) -> dict[str, Any]:
-    """Connection settings for every Kafka client, librdkafka's logs routed to JSON logging."""
-    return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger("librdkafka")}
+def _answer(future: Future[Any], timeout: float, action: str) -> Any:
+    """An admin future's result; no answer in time (the broker is down or paused) is transient."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError as error:  # concurrent.futures' timeout, a plain TimeoutError since Python 3.11
+        raise TransientError(f"{action}: Kafka did not answer within {timeout:.0f}s") from error
 
 
-def producer_config(settings: CdcSettings) -> dict[str, Any]:
+def client_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
+    """Connection settings for every Kafka client; errors and librdkafka's log go through ``connection``.
+
+    ``connection`` is the service's (one log line per connection state change, librdkafka's
+    lines as JSON); one-off clients get their own.
+    """
+    return {**settings.kafka.librdkafka_config(), **(connection or KafkaConnection()).client_config()}
+
+
+def producer_config(settings: CdcSettings, connection: KafkaConnection | None = None) -> dict[str, Any]:
     """librdkafka settings shared by the service and the benchmark's raw baseline."""
     producer = settings.producer
     config: dict[str, Any] = {
-        **client_config(settings),
+        **client_config(settings, connection),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": producer.compression,
@@ -213,11 +253,13 @@ class EventPublisher:
         *,
         producer: Producer | None = None,
         admin: AdminClient | None = None,
+        connection: KafkaConnection | None = None,
     ) -> None:
         self.settings = settings
         self.value_format: ValueFormat = settings.producer.value_format
         self.exactly_once = settings.exactly_once
-        config = producer_config(settings)
+        self.connection = connection or KafkaConnection()
+        config = producer_config(settings, self.connection)
         config["delivery.report.only.error"] = True
         config["on_delivery"] = self._on_delivery
         if self.exactly_once:
@@ -229,7 +271,7 @@ class EventPublisher:
             self.producer = producer or Producer(config)
         except KafkaException as error:
             raise ConfigError(f"the Kafka producer rejected its configuration: {error}") from error
-        self.admin = admin or AdminClient(client_config(settings))
+        self.admin = admin or AdminClient(client_config(settings, self.connection))
         self.topics = TopicManager(self.admin, settings, producer_limit=int(config["message.max.bytes"]))
         self._routes: dict[tuple[str | None, str | None], tuple[str, int] | None] = {}
         # Who owns each topic name, by Kafka's collision rule: one namespace, or a service topic.
@@ -240,6 +282,8 @@ class EventPublisher:
         self._failures: list[str] = []
         self._in_transaction = False
         self.pending_events = 0
+        self._claims: ClaimStore | None = None  # opened at the first oversize event
+        self._claimed = (0, 0)  # events and bytes claimed so far
         if self.exactly_once:
             try:
                 self.producer.init_transactions(60)
@@ -300,6 +344,7 @@ class EventPublisher:
         for the first time (out of scope: skipped).
         """
         result = PublishResult()
+        claimed_before = self._claimed
         if not isinstance(events, EncodedBatch):
             if not events:
                 return result
@@ -321,6 +366,8 @@ class EventPublisher:
                 produced += self._publish_special(columns, routes, index, published, result, fallback_topics)
             start = index + 1
         result.produced = produced
+        result.claimed = self._claimed[0] - claimed_before[0]
+        result.claimed_bytes = self._claimed[1] - claimed_before[1]
         labels = ["%s.%s" % namespace for namespace in columns.namespaces]
         result.by_operation = {(operation, labels[namespace]): count for operation, namespace, count in columns.counts}
         result.published = {
@@ -412,7 +459,7 @@ class EventPublisher:
         result: PublishResult,
         fallback_topics: Callable[[str | None], Iterable[str]] | None,
     ) -> int:
-        """One event ``_special_events`` named: skipped, fanned out or dead-lettered; the number of records produced."""
+        """One event ``_special_events`` named: skipped, fanned out, claimed or dead-lettered; the number of records produced."""
         namespace = self._namespace_index(columns, index)
         label = (columns.operation(index), namespace)
         route = routes[namespace]
@@ -433,7 +480,9 @@ class EventPublisher:
                     result.dead_lettered += 1
             return produced
         topic, limit = route
-        self.dead_letter_oversize(columns.event(index), topic, limit)
+        if self.publish_oversize(columns.event(index), topic, limit):
+            published[label] += 1
+            return 1
         result.dead_lettered += 1
         return 0
 
@@ -442,15 +491,15 @@ class EventPublisher:
         return columns.namespace_of[index] if columns.namespace_of is not None else 0
 
     def _send_column_event(self, columns: EventColumns, index: int, topic: str, limit: int) -> bool:
-        """The slow path of one routed event: wait for room; False when Kafka refused it for its size (dead-lettered)."""
+        """The slow path of one routed event: wait for room; one Kafka refused for its size takes the
+        oversize path (False: dead-lettered)."""
         try:
             self._send(topic, columns.values[index], columns.keys[index], columns.headers[index])
             return True
         except KafkaException as error:
             if not record_too_large(error):
                 raise
-            self.dead_letter_oversize(columns.event(index), topic, limit, detail=str(error))
-            return False
+            return self.publish_oversize(columns.event(index), topic, limit, detail=str(error))
 
     def known_topics(self, database: str | None) -> list[str]:
         """Topics of the namespaces routed so far (of one database, or all)."""
@@ -468,17 +517,43 @@ class EventPublisher:
                 self.producer.poll(0.05)
 
     def _send_event(self, event: EncodedEvent, topic: str, limit: int, headers: list[Any]) -> bool:
-        """Produce one event; False when Kafka refused it for its size and it was dead-lettered instead."""
+        """Produce one event; when Kafka refuses it for its size, take the oversize path (False: dead-lettered)."""
         try:
             self._send(topic, event.value, event.key, headers)
             return True
         except KafkaException as error:
             if not record_too_large(error):
                 raise
-            self.dead_letter_oversize(event, topic, limit, detail=str(error))
-            return False
+            return self.publish_oversize(event, topic, limit, detail=str(error))
 
-    # -- dead letters ----------------------------------------------------------------------
+    # -- oversize events and dead letters --------------------------------------------------
+
+    def publish_oversize(self, event: EncodedEvent, topic: str, limit: int, *, detail: str = "") -> bool:
+        """An event too large for its topic: claimed and referenced (True), or dead-lettered as a reference (False).
+
+        The claim is durable before its reference is produced, so no checkpoint can cover a
+        record whose event is not in the claim store. A claim store that cannot take it
+        raises (``TransientError``: the attempt restarts from its checkpoint and tries again).
+        """
+        reference_bytes = len(event.key or b"") + RECORD_OVERHEAD_BYTES + 256
+        if not self.settings.claims.enabled or reference_bytes > limit:
+            if self.settings.claims.enabled:
+                detail = detail or f"even its claim reference ({reference_bytes} bytes with the key) exceeds the topic's limit"
+            self.dead_letter_oversize(event, topic, limit, detail=detail)
+            return False
+        if self._claims is None:
+            self._claims = ClaimStore(self.settings.claims.root, self.settings.claims.revealed_options())
+        started = time.monotonic()
+        reference = self._claims.put(event.value)
+        self._send(topic, claim_record_value(reference), event.key, claim_headers(event, self.value_format))
+        self._claimed = (self._claimed[0] + 1, self._claimed[1] + len(event.value))
+        logger.info(
+            "event too large for its topic: kept in the claim store, its reference published",
+            extra={"topic": topic, "event_id": event.event_id, "operation": event.operation, "value_bytes": len(event.value),
+                   "limit_bytes": limit, "claim": self._claims.uri(reference.digest),
+                   "claim_write_seconds": round(time.monotonic() - started, 3)},
+        )
+        return True
 
     def dead_letter_oversize(self, event: EncodedEvent, topic: str, limit: int, *, detail: str = "") -> None:
         """A reference to an event too large for its topic: what, where, how large, how to find it."""
@@ -563,6 +638,7 @@ class EventPublisher:
                 self._in_transaction = False
                 raise _kafka_error("committing a transaction", error) from error
             self._in_transaction = False
+            self.connection.reachable()
         else:
             self._flush(timeout)
             if records:
@@ -578,6 +654,7 @@ class EventPublisher:
             raise DeliveryFailedError(f"Kafka did not acknowledge {len(failures)}+ record(s): {'; '.join(failures)}")
         if remaining:
             raise DeliveryFailedError(f"{remaining} record(s) still unacknowledged after {timeout:.0f}s")
+        self.connection.reachable()
 
     def abort(self) -> None:
         """Drop what is not durable (exactly-once: abort the open transaction)."""

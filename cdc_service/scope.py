@@ -32,14 +32,19 @@ class _Patterns:
 
 
 class NamespaceFilter:
-    """Decides whether a database or a ``db.collection`` namespace is captured."""
+    """Decides whether a database or a ``db.collection`` namespace is captured.
 
-    def __init__(self, scope: ScopeSettings) -> None:
+    ``reserved`` namespaces (the signal collection) are the service's own and never
+    captured, whatever the scope says: they are excluded like ``exclude_collections``.
+    """
+
+    def __init__(self, scope: ScopeSettings, *, reserved: Iterable[str | None] = ()) -> None:
         self.scope = scope
+        self.reserved = frozenset(namespace for namespace in reserved if namespace)
         self._include_databases = _Patterns(scope.include_databases)
         self._exclude_databases = _Patterns(scope.exclude_databases)
         self._include_collections = _Patterns(scope.include_collections)
-        self._exclude_collections = _Patterns(scope.exclude_collections)
+        self._exclude_collections = _Patterns([*scope.exclude_collections, *sorted(self.reserved)])
 
     def database_in_scope(self, database: str) -> bool:
         """Whether any collection of ``database`` may be captured."""

@@ -23,9 +23,10 @@ from cdc_service.actions import Action, Decision, classify
 from cdc_service.errors import HistoryLostError
 from cdc_service.metrics import CdcMetrics
 from cdc_service.pipeline import PipelineAttempt, ServiceState
-from cdc_service.scope import NamespaceFilter
+from cdc_service.planning import namespace_filter
 from cdc_service.settings import CdcSettings
 from lakehouse_common.errors import LakehouseError
+from lakehouse_common.kafka_connection import KafkaConnection
 from lakehouse_common.lifecycle import ExitCode
 from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact
@@ -39,8 +40,8 @@ class CdcService:
     def __init__(self, settings: CdcSettings, *, metrics: CdcMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or CdcMetrics()
-        self.namespaces = NamespaceFilter(settings.scope)
-        self.state = ServiceState()
+        self.namespaces = namespace_filter(settings)
+        self.state = ServiceState(kafka=KafkaConnection(self.metrics.registry, "cdc"))
         self.attempt: PipelineAttempt | None = None  # the current (or last) attempt
         self._stop = threading.Event()
         self._server: ObservabilityServer | None = None

@@ -222,13 +222,66 @@ class ProducerSettings(FrozenModel):
     transaction_timeout_ms: int = Field(60_000, ge=1000, description="transaction.timeout.ms (exactly_once).")
 
 
+class ClaimSettings(FrozenModel):
+    """Where events too large for their topic are kept (claim checks; lakehouse_common.claims)."""
+
+    enabled: bool = Field(
+        True,
+        description="Keep an event too large for its topic in the claim store and publish a reference to it, which "
+        "bronze-writer resolves; false: dead-letter a reference only (the event never reaches bronze).",
+    )
+    root: str = Field(
+        "build/lake",
+        description="The lake root claims are written under (<root>/claims/): the bronze writer's lake.root "
+        "(BRONZE_LAKE__ROOT), a local path or an object-store URI (s3://..., gs://..., az://...).",
+    )
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Storage options of that root, as deltalake takes them (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, ...); secret.",
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _supported_store(cls, root: str) -> str:
+        schemes = ("file", "s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure")
+        if "://" in root and root.split("://", 1)[0].lower() not in schemes:
+            raise ValueError(f"use a local path or one of {', '.join(scheme + '://' for scheme in schemes)}")
+        return root
+
+    def revealed_options(self) -> dict[str, str]:
+        """The storage options with their secrets, for the object-store client only."""
+        return {key: value.get_secret_value() for key, value in self.storage_options.items()}
+
+
 class SnapshotSettings(FrozenModel):
-    """The initial copy."""
+    """Copies of existing documents: the initial one, and chunked ones while streaming (on signal)."""
 
     mode: SnapshotMode = Field(SnapshotMode.INITIAL, description="initial or never.")
     parallelism: int = Field(4, ge=1, description="Collections copied at once.")
     batch_size: int = Field(2000, ge=1, description="Documents per find batch.")
     progress_log_interval_s: float = Field(10.0, gt=0, description="Progress log period when not on a terminal.")
+    signal_collection: str | None = Field(
+        None,
+        description="Signal collection (db.collection) for snapshots on signal while streaming; none: off. "
+        "Needs insert/update/delete rights on it; it is never captured.",
+    )
+    chunk_size: int = Field(4096, ge=1, description="Documents per chunk of a copy on signal.")
+    chunk_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of documents per chunk at most (a chunk holds one document at least)."
+    )
+
+    @field_validator("signal_collection")
+    @classmethod
+    def _a_plain_namespace(cls, namespace: str | None) -> str | None:
+        if namespace is None:
+            return None
+        database, dot, collection = namespace.partition(".")
+        if not dot or not database or not collection:
+            raise ValueError(f"{namespace!r} is not a namespace: give <database>.<collection>")
+        if database in ("admin", "local", "config") or collection.startswith("system."):
+            raise ValueError(f"{namespace!r}: the signal collection cannot live in {database!r} or be a system collection")
+        return namespace
 
 
 class CdcSettings(ServiceSettings):
@@ -243,7 +296,8 @@ class CdcSettings(ServiceSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings, description="Change streams.")
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topics.")
     producer: ProducerSettings = Field(default_factory=ProducerSettings, description="Producer.")
-    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="Initial snapshot.")
+    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings, description="Snapshots: initial and on signal.")
+    claims: ClaimSettings = Field(default_factory=ClaimSettings, description="Claim store for oversized events.")
     on_history_lost: HistoryLostPolicy = Field(
         HistoryLostPolicy.FAIL, description="fail (stop with instructions) or resnapshot (copy affected collections again)."
     )
@@ -252,7 +306,11 @@ class CdcSettings(ServiceSettings):
     max_batch_events: int = Field(20_000, ge=1, description="Events per transaction/checkpoint cycle at most.")
     shutdown_timeout_s: float = Field(30.0, gt=0, description="Bound on drain, flush and checkpoint at SIGTERM.")
     retry_initial_backoff_s: float = Field(0.5, gt=0, description="First pause after a transient failure.")
-    retry_max_backoff_s: float = Field(30.0, gt=0, description="Longest pause between retries.")
+    retry_max_backoff_s: float = Field(
+        10.0, gt=0,
+        description="Longest pause between retries: after an outage, capture resumes at most this long after the "
+        "dependency is back (at 30 s a broker restart cost up to half a minute of capture).",
+    )
     retry_max_attempts: int = Field(0, ge=0, description="Consecutive failed restarts before giving up; 0 = never.")
     progress_bar: Literal["auto", "always", "never"] = Field("auto", description="Rich progress bar for snapshots.")
 
@@ -280,6 +338,7 @@ class CdcSettings(ServiceSettings):
 
 __all__ = [
     "CdcSettings",
+    "ClaimSettings",
     "DeliveryMode",
     "FullDocumentMode",
     "HistoryLostPolicy",

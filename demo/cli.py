@@ -3,6 +3,7 @@
     lakehouse-demo                    load, stream for 60 s, catch up, dbt build, summary, stop
     lakehouse-demo --duration 300     ... with five minutes of changes
     lakehouse-demo --keep-running     stay live (``make demo-live``): dbt rebuilds on a schedule
+    lakehouse-demo --lake s3          the lake on the local stack's S3-compatible object store (SeaweedFS)
 
 Kafka and the MongoDB stand-in are started for the run; ``MONGO_URI=mongodb://...`` uses a
 real replica set instead. Every option is also a ``DEMO_*`` environment variable.
@@ -32,6 +33,7 @@ def main(
     scale: Annotated[float | None, typer.Option(help="Dataset size factor (DEMO_SCALE, 1.0: about 11k documents).")] = None,
     keep_running: Annotated[bool, typer.Option("--keep-running", help="Keep the pipeline live until Ctrl-C.")] = False,
     dbt_every: Annotated[float | None, typer.Option(help="With --keep-running: minutes between dbt rebuilds (2).")] = None,
+    lake: Annotated[str | None, typer.Option(help="local (a directory) or s3 (the local stack's object store) (DEMO_LAKE).")] = None,
 ) -> None:
     """Load, stream, catch up, build silver and gold, and check silver against MongoDB."""
     overrides: dict[str, Any] = {}
@@ -40,6 +42,7 @@ def main(
         ("rate", rate),
         ("scale", scale),
         ("dbt_interval_minutes", dbt_every),
+        ("lake", lake),
     ):
         if value is not None:
             overrides[key] = value

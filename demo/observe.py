@@ -25,20 +25,26 @@ from spark_jobs.lake_tables import layer_counts
 TOPIC_PREFIX = "cdc"
 
 
-def _bronze_frame(lake_root: Path, database: str, collection: str, columns: list[str]) -> pl.DataFrame | None:
+# Every reader takes the lake root (a local path or an s3:// URI) and its storage options.
+Options = Mapping[str, str] | None
+
+
+def _bronze_frame(
+    lake_root: Path | str, database: str, collection: str, columns: list[str], storage_options: Options = None
+) -> pl.DataFrame | None:
     try:
-        table = DeltaTable(bronze_table_uri(str(lake_root), database, collection))
+        table = DeltaTable(bronze_table_uri(str(lake_root), database, collection), storage_options=dict(storage_options or {}))
     except TableNotFoundError:
         return None
     return pl.from_arrow(table.to_pyarrow_table(columns=columns))  # type: ignore[return-value]
 
 
-def bronze_rows(lake_root: Path, database: str, collections: Iterable[str]) -> dict[str, int]:
+def bronze_rows(lake_root: Path | str, database: str, collections: Iterable[str], storage_options: Options = None) -> dict[str, int]:
     """Rows (change events) per bronze table; 0 for a table not created yet."""
     counts = {}
     for collection in collections:
         try:
-            table = DeltaTable(bronze_table_uri(str(lake_root), database, collection))
+            table = DeltaTable(bronze_table_uri(str(lake_root), database, collection), storage_options=dict(storage_options or {}))
         except TableNotFoundError:
             counts[collection] = 0
             continue
@@ -46,11 +52,13 @@ def bronze_rows(lake_root: Path, database: str, collections: Iterable[str]) -> d
     return counts
 
 
-def bronze_documents(lake_root: Path, database: str, collections: Iterable[str]) -> dict[str, int]:
+def bronze_documents(
+    lake_root: Path | str, database: str, collections: Iterable[str], storage_options: Options = None
+) -> dict[str, int]:
     """Documents per collection as bronze's events say they are now (what silver will hold)."""
     counts = {}
     for collection in collections:
-        frame = _bronze_frame(lake_root, database, collection, ["__document_id", "__event_id", "__operation"])
+        frame = _bronze_frame(lake_root, database, collection, ["__document_id", "__event_id", "__operation"], storage_options)
         if frame is None or frame.is_empty():
             counts[collection] = 0
             continue
@@ -64,18 +72,19 @@ def bronze_documents(lake_root: Path, database: str, collections: Iterable[str])
     return counts
 
 
-def lake_counts(lake_root: Path) -> dict[str, dict[str, int]]:
+def lake_counts(lake_root: Path | str, storage_options: Options = None) -> dict[str, dict[str, int]]:
     """Rows per silver (current state, history) and gold table that dbt has committed.
 
     A table dbt is creating right now, or failed to create, is left out rather than failing
     the count (the summary then reports it missing).
     """
-    return layer_counts(str(lake_root.resolve()), skip_uncommitted=True)
+    root = lake_root if isinstance(lake_root, str) else str(lake_root.resolve())
+    return layer_counts(root, storage_options, skip_uncommitted=True)
 
 
-def silver_documents(lake_root: Path) -> dict[str, int]:
+def silver_documents(lake_root: Path | str, storage_options: Options = None) -> dict[str, int]:
     """Rows of each silver current-state table (what the live status line shows)."""
-    return lake_counts(lake_root)["silver"]
+    return lake_counts(lake_root, storage_options)["silver"]
 
 
 @dataclass
@@ -96,7 +105,13 @@ class LandingState:
         return self.unlanded == 0 and not self.unknown
 
 
-def landing_state(kafka_config: Mapping[str, str], lake_root: Path, database: str, collections: Iterable[str]) -> LandingState:
+def landing_state(
+    kafka_config: Mapping[str, str],
+    lake_root: Path | str,
+    database: str,
+    collections: Iterable[str],
+    storage_options: Options = None,
+) -> LandingState:
     """Kafka end offsets of the database's CDC topics against bronze's recorded offsets."""
     consumer = Consumer({**kafka_config, "group.id": "lakehouse-demo-observer", "enable.auto.commit": False})
     state = LandingState()
@@ -116,7 +131,7 @@ def landing_state(kafka_config: Mapping[str, str], lake_root: Path, database: st
     finally:
         consumer.close()
     for collection in collections:
-        for key, mark in read_high_water_marks(bronze_table_uri(str(lake_root), database, collection)).items():
+        for key, mark in read_high_water_marks(bronze_table_uri(str(lake_root), database, collection), storage_options).items():
             state.landed[key] = mark.offset
     return state
 
@@ -146,11 +161,15 @@ class Lag:
         }
 
 
-def end_to_end_lag(lake_root: Path, database: str, collections: Iterable[str]) -> Lag:
+def end_to_end_lag(lake_root: Path | str, database: str, collections: Iterable[str], storage_options: Options = None) -> Lag:
     frames = []
     for collection in collections:
         frame = _bronze_frame(
-            lake_root, database, collection, ["__operation", "__cluster_time", "__cluster_time_increment", "__ingested_at"]
+            lake_root,
+            database,
+            collection,
+            ["__operation", "__cluster_time", "__cluster_time_increment", "__ingested_at"],
+            storage_options,
         )
         if frame is not None and not frame.is_empty():
             frames.append(frame)

@@ -3,7 +3,8 @@
 Phases (each timed, each shown as it runs):
 
 1. the local stack: a real Kafka broker (KRaft) and the MongoDB stand-in, unless
-   ``MONGO_URI`` names a real replica set;
+   ``MONGO_URI`` names a real replica set; with ``lake=s3`` also the object store
+   (SeaweedFS), whose bucket then holds the whole lake;
 2. the generator's dataset loaded into MongoDB (``lakehouse-generator load``);
 3. ``cdc-service run`` and ``bronze-writer run`` as child processes configured through
    environment variables (also written to ``demo.env`` for the runbook's commands), JSON logs
@@ -59,6 +60,7 @@ from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.redaction import redact
 from local_stack.kafka import KafkaBroker, start_kafka
 from local_stack.mongo import MongoStandIn, start_mongo_standin
+from local_stack.object_store import ObjectStore, start_object_store
 from local_stack.paths import PROJECT_ROOT
 from local_stack.processes import free_port, pid_alive
 
@@ -96,6 +98,9 @@ class DemoRun:
         self.mongo_kind = STANDIN
         self.ports: dict[str, int] = {}
         self.sampler: MetricsSampler | None = None
+        self.object_store: ObjectStore | None = None
+        self.lake_root = str(settings.lake_root.resolve())
+        self.storage_options: dict[str, str] = {}
 
     # ------------------------------------------------------------------ output
 
@@ -156,12 +161,12 @@ class DemoRun:
         mongo = self.mongo_counts()
         self.say(f"generator stopped; MongoDB holds {sum(mongo.values()):,} documents")
         self.wait_until_caught_up(mongo)
-        lag = end_to_end_lag(s.lake_root, s.database, COLLECTIONS)
-        bronze = bronze_rows(s.lake_root, s.database, COLLECTIONS)
+        lag = end_to_end_lag(self.lake_root, s.database, COLLECTIONS, self.storage_options)
+        bronze = bronze_rows(self.lake_root, s.database, COLLECTIONS, self.storage_options)
         self.stop_sampler()
         self.stop_services()
         dbt_status = self.run_dbt()
-        counts = lake_counts(s.lake_root)
+        counts = lake_counts(self.lake_root, self.storage_options)
         summary: dict[str, Any] = {
             "mongo_kind": self.mongo_kind,
             "mongo": mongo,
@@ -171,9 +176,15 @@ class DemoRun:
             "lag_seconds": lag.last_write_seconds,
             "lag": lag.as_dict(),
             "silver_history": counts["silver_history"],
-            "kpis": gold_kpis(s.lake_root) if dbt_status == 0 else {},
+            "kpis": gold_kpis(self.lake_root, self.storage_options) if dbt_status == 0 else {},
             "dbt_exit_code": dbt_status,
-            "settings": {"scale": s.scale, "seed": s.seed, "rate": s.rate, "duration_seconds": s.duration_seconds},
+            "settings": {
+                "scale": s.scale,
+                "seed": s.seed,
+                "rate": s.rate,
+                "duration_seconds": s.duration_seconds,
+                "lake": self.lake_root,
+            },
             "timings_seconds": {**self.timings, "total": round(time.monotonic() - self.started, 1)},
         }
         problems = mismatches(summary)
@@ -253,6 +264,14 @@ class DemoRun:
             self._record_pid("kafka", self.broker.process)
             self.say(f"Kafka ready at {self.kafka_bootstrap}")
         self._check_stop()
+        if s.lake == "s3":
+            self.say("starting the object store (SeaweedFS, S3-compatible) for the lake...")
+            self.object_store = start_object_store(s.work_dir / "stack" / "object-store")
+            self.lake_root = self.object_store.lake_root("demo")
+            self.storage_options = self.object_store.storage_options()
+            self._record_pid("object-store", self.object_store.process)
+            self.say(f"object store ready at {self.object_store.endpoint_url}; the lake is {self.lake_root}")
+        self._check_stop()
         if s.mongo_uri is not None:
             self.mongo_uri = s.mongo_uri.get_secret_value()
             self.mongo_kind = self._check_replica_set(self.mongo_uri)
@@ -285,7 +304,8 @@ class DemoRun:
         s = self.settings
         if not self.ports:
             self.ports = {"cdc-service": free_port(), "bronze-writer": free_port(), "spark-jobs": free_port()}
-        lake = str(s.lake_root.resolve())
+        lake = self.lake_root
+        options = json.dumps(self.storage_options)
         spark = s.work_dir.resolve() / "spark"
         return {
             "MONGO_URI": self.mongo_uri,
@@ -299,6 +319,7 @@ class DemoRun:
             "CDC_HEARTBEAT_INTERVAL_S": "5",
             "BRONZE_KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "BRONZE_LAKE__ROOT": lake,
+            "BRONZE_LAKE__STORAGE_OPTIONS": options,
             # Only this database's topics: a shared broker may carry other pipelines' topics.
             "BRONZE_CONSUMER__TOPIC_PATTERN": rf"^cdc\.{re.escape(s.database)}\..+",
             "BRONZE_CONSUMER__GROUP_ID": f"bronze-writer-{s.database}",
@@ -309,6 +330,7 @@ class DemoRun:
             # New topics (cdc-service creates one per collection) are found in 2 s, not 10.
             "BRONZE_KAFKA__CLIENT_CONFIG": json.dumps({"topic.metadata.refresh.interval.ms": "2000"}),
             "SPARK_JOBS_LAKE_ROOT": lake,
+            "SPARK_JOBS_STORAGE_OPTIONS": options,
             "SPARK_JOBS_SPARK__MASTER": "local[2]",
             "SPARK_JOBS_SPARK__DRIVER_MEMORY": s.spark_driver_memory,
             "SPARK_JOBS_SPARK__SHUFFLE_PARTITIONS": "2",
@@ -435,11 +457,11 @@ class DemoRun:
     def _live_status(self, prefix: str = "  live:") -> None:
         s = self.settings
         try:
-            landing = landing_state(self._kafka_config(), s.lake_root, s.database, COLLECTIONS)
-            rows = sum(bronze_rows(s.lake_root, s.database, COLLECTIONS).values())
+            landing = landing_state(self._kafka_config(), self.lake_root, s.database, COLLECTIONS, self.storage_options)
+            rows = sum(bronze_rows(self.lake_root, s.database, COLLECTIONS, self.storage_options).values())
             silver = ""
             if s.keep_running:
-                current = silver_documents(s.lake_root)
+                current = silver_documents(self.lake_root, self.storage_options)
                 silver = f", silver {sum(current.values()):,} documents (last dbt build)" if current else ""
         except Exception as error:  # a status line must never stop the demo
             self.say(f"{prefix} (status unavailable: {str(error).splitlines()[0]})")
@@ -467,8 +489,8 @@ class DemoRun:
             self._check_stop()
             self._check_services()
             try:
-                landing = landing_state(self._kafka_config(), s.lake_root, s.database, COLLECTIONS)
-                documents = bronze_documents(s.lake_root, s.database, COLLECTIONS)
+                landing = landing_state(self._kafka_config(), self.lake_root, s.database, COLLECTIONS, self.storage_options)
+                documents = bronze_documents(self.lake_root, s.database, COLLECTIONS, self.storage_options)
             except (KafkaException, DeltaError) as error:  # topics and tables being created: ask again
                 landing, last_error = LandingState(unknown=["?"]), str(error).splitlines()[0]
             else:
@@ -573,7 +595,7 @@ class DemoRun:
             ("cdc-service", f"http://127.0.0.1:{self.ports['cdc-service']}/metrics  /healthz  /readyz"),
             ("bronze-writer", f"http://127.0.0.1:{self.ports['bronze-writer']}/metrics  /healthz  /readyz"),
             ("dbt runner", f"http://127.0.0.1:{self.ports['spark-jobs']}/metrics  /healthz  /readyz"),
-            ("lake", str(s.lake_root.resolve())),
+            ("lake", self.lake_root),
             ("logs", str(s.logs_dir.resolve())),
             ("configuration", f"{s.env_file} (set -a; . {s.env_file}; set +a)"),
         ]
@@ -599,6 +621,10 @@ class DemoRun:
             self.broker.stop(keep_logs=True)
             self.broker = None
             self.say("stopped Kafka")
+        if self.object_store is not None:
+            self.object_store.stop(keep_logs=True)
+            self.object_store = None
+            self.say("stopped the object store")
 
     # ------------------------------------------------------------------ helpers
 

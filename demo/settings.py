@@ -8,6 +8,7 @@ use a broker and a stand-in that already run (the test suite's), instead of star
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -47,6 +48,11 @@ class DemoSettings(ServiceSettings):
     spark_driver_java_options: str = Field(
         "", description="Extra JVM options of dbt's Spark driver."
     )
+    lake: Literal["local", "s3"] = Field(
+        "local",
+        description="Where the lake lives: a local directory (work_dir/lake), or s3: a bucket of the local stack's "
+        "S3-compatible object store (SeaweedFS), started for the run.",
+    )
     keep_running: bool = Field(False, description="Keep the pipeline live (generator, services, dbt loop) until Ctrl-C.")
     mongo_uri: SecretStr | None = Field(
         None,
@@ -66,6 +72,7 @@ class DemoSettings(ServiceSettings):
 
     @property
     def lake_root(self) -> Path:
+        """The local lake's directory (``lake=local``; with s3 the lake is in the object store)."""
         return self.work_dir / "lake"
 
     @property

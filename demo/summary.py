@@ -16,9 +16,10 @@ from rich.table import Table
 from spark_jobs.lake_tables import gold_table_uri
 
 
-def _gold(lake_root: Path, name: str) -> pl.DataFrame | None:
+def _gold(lake_root: Path | str, name: str, storage_options: Mapping[str, str] | None = None) -> pl.DataFrame | None:
     try:
-        return pl.from_arrow(DeltaTable(gold_table_uri(str(lake_root), name)).to_pyarrow_table())  # type: ignore[return-value]
+        table = DeltaTable(gold_table_uri(str(lake_root), name), storage_options=dict(storage_options or {}))
+        return pl.from_arrow(table.to_pyarrow_table())  # type: ignore[return-value]
     except TableNotFoundError:
         return None
 
@@ -29,20 +30,20 @@ def _sum(frame: pl.DataFrame | None, column: str) -> float | None:
     return float(frame[column].cast(pl.Float64).fill_null(0).sum())
 
 
-def gold_kpis(lake_root: Path) -> dict[str, Any]:
+def gold_kpis(lake_root: Path | str, storage_options: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Headline figures from the marts; a figure whose mart or column is missing is left out."""
     kpis: dict[str, Any] = {}
-    orders = _gold(lake_root, "orders")
+    orders = _gold(lake_root, "orders", storage_options)
     revenue = _sum(orders, "revenue")
     if orders is not None and revenue is not None:
         revenue_orders = orders.filter(pl.col("revenue").cast(pl.Float64).fill_null(0) > 0).height
         kpis["revenue"] = round(revenue, 2)
         kpis["revenue_orders"] = revenue_orders
         kpis["average_order_value"] = round(revenue / revenue_orders, 2) if revenue_orders else None
-    customers = _gold(lake_root, "customers")
+    customers = _gold(lake_root, "customers", storage_options)
     if customers is not None and "lifetime_value" in customers.columns:
         kpis["paying_customers"] = customers.filter(pl.col("lifetime_value").cast(pl.Float64).fill_null(0) > 0).height
-    campaigns = _gold(lake_root, "campaign_performance")
+    campaigns = _gold(lake_root, "campaign_performance", storage_options)
     spend, attributed = _sum(campaigns, "spend"), _sum(campaigns, "attributed_revenue")
     if spend is not None and attributed is not None:
         kpis["ad_spend"] = round(spend, 2)
@@ -51,7 +52,7 @@ def gold_kpis(lake_root: Path) -> dict[str, Any]:
         best = campaigns.filter(pl.col("roas").is_not_null()).sort("roas", descending=True).head(1)
         if best.height:
             kpis["best_campaign_by_roas"] = {"campaign_id": best["campaign_id"][0], "roas": round(float(best["roas"][0]), 3)}
-    funnel = _gold(lake_root, "conversion_funnel")
+    funnel = _gold(lake_root, "conversion_funnel", storage_options)
     sessions, purchased = _sum(funnel, "sessions"), _sum(funnel, "purchased")
     if sessions and purchased is not None:
         kpis["sessions"] = int(sessions)

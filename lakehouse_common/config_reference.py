@@ -34,8 +34,12 @@ SERVICES: dict[str, str] = {
 }
 """The deployed services (compose and the chart run these)."""
 
-DOCUMENTED: dict[str, str] = {**SERVICES, "lakehouse-demo": "demo.settings:DemoSettings"}
-"""Every program whose settings the reference lists: the services and the demo."""
+DOCUMENTED: dict[str, str] = {
+    **SERVICES,
+    "lakehouse-demo": "demo.settings:DemoSettings",
+    "lakehouse-chaos": "chaos.settings:ChaosSettings",
+}
+"""Every program whose settings the reference lists: the services, the demo and the chaos harness."""
 
 
 @dataclass(frozen=True)

@@ -30,17 +30,34 @@ Value
     ``txnNumber`` (inside a transaction), ``collectionUUID``, ``splitEvent`` never (the
     service reassembles fragments before publishing). Fields MongoDB omits stay omitted.
 
-    Snapshot records (the initial copy) use operation type ``snapshot`` and the shape of
-    an insert. Their event id is ``<position>.<attempt>.<ordinal>``: the resume token the
-    stream continues after, then the copy attempt and the record's ordinal within it, each
-    as an order-preserving variable-length number (``sortable_number``). It sorts after
-    every event before the snapshot, before every event the stream delivers after it, and
-    a later attempt above every record of an earlier one, for any number of attempts.
+    Snapshot records (copies of existing documents) use operation type ``snapshot`` and
+    the shape of an insert. Their event id is ``<position>.<attempt>.<ordinal>``: a stream
+    position, then the copy attempt and the record's ordinal within it, each as an
+    order-preserving variable-length number (``sortable_number``). It sorts after every
+    event up to the position, before every event after it, and a later attempt above every
+    record of an earlier one, for any number of attempts. The position is, for the initial
+    copy, the resume token the stream continues after; for a chunk of a copy made while
+    streaming (on signal), the chunk's high watermark: the event id of the watermark's
+    change event in the signal collection. Resume tokens order by cluster time first, across
+    collections, so a chunk's records sort after every change committed before its high
+    watermark and before every later one (``snapshot_event_id``, the one rule).
 
 Headers
     ``lakehouse.contract.version`` (``1``), ``lakehouse.value.format`` (``json`` or
     ``bson``), ``lakehouse.event.id`` and ``lakehouse.operation``. Readers reject any
     other contract version.
+
+Claim checks
+    An event too large for its topic is kept in the lake's claim store
+    (``lakehouse_common.claims``) under its content address, the SHA-256 of its value
+    bytes, before its record is produced. The record keeps the event's key and headers
+    and adds ``lakehouse.claim: sha256`` as its first header; its value is the reference
+    ``{"lakehouse.claim":{"sha256":"<64 hex digits>","bytes":<n>}}`` (always JSON, whatever
+    ``lakehouse.value.format`` says: that header names the format of the claimed bytes).
+    A reader resolves the reference, checks size and digest, and reads the claimed bytes
+    as the record's value. The reference has no ``_id``, so a reader that predates claim
+    checks dead-letters it (missing ``_id``, or invalid BSON) instead of landing it: no
+    contract version bump was needed.
 
 Ordering
     Within a partition, event ids normally increase in publish order, compared as strings
@@ -61,6 +78,7 @@ NaN payload bits are not kept. The ``bson`` format keeps everything.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +105,14 @@ HEADER_CONTRACT_VERSION = "lakehouse.contract.version"
 HEADER_VALUE_FORMAT = "lakehouse.value.format"
 HEADER_EVENT_ID = "lakehouse.event.id"
 HEADER_OPERATION = "lakehouse.operation"
+HEADER_CLAIM = "lakehouse.claim"
+
+CLAIM_ALGORITHM = "sha256"
+# Larger than any event MongoDB emits (a 16 MB document, its 16 MB pre-image, the envelope):
+# a reference claiming more is refused before anything is fetched.
+MAX_CLAIM_BYTES = 256 * 1024 * 1024
+_CLAIM_REFERENCE_KEY = "lakehouse.claim"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # Kafka topic names allow ASCII letters, digits, '.', '_' and '-', up to 249 characters.
 _TOPIC_FORBIDDEN = re.compile(r"[^a-zA-Z0-9._-]")
@@ -322,6 +348,57 @@ def headers_for(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[st
     ]
 
 
+class ClaimReference(NamedTuple):
+    """Where a claimed event is: its content address (SHA-256 of the value bytes) and size."""
+
+    digest: str
+    size: int
+
+    @classmethod
+    def of(cls, value: bytes) -> ClaimReference:
+        return cls(hashlib.sha256(value).hexdigest(), len(value))
+
+
+def claim_record_value(reference: ClaimReference) -> bytes:
+    """The value of a record whose event is claimed: the reference, as compact JSON."""
+    return b'{"%s":{"%s":"%s","bytes":%d}}' % (
+        _CLAIM_REFERENCE_KEY.encode(), CLAIM_ALGORITHM.encode(), reference.digest.encode(), reference.size
+    )
+
+
+def claim_headers(event: EncodedEvent, value_format: ValueFormat) -> list[tuple[str, bytes]]:
+    """The headers of a claimed event's record: the claim marker first, then the usual ones."""
+    return [(HEADER_CLAIM, CLAIM_ALGORITHM.encode()), *headers_for(event, value_format)]
+
+
+def is_claim(headers: Sequence[tuple[str, bytes | None]] | None) -> bool:
+    """Whether a record's value is a claim reference (the marker is the first header)."""
+    return headers is not None and len(headers) > 0 and headers[0][0] == HEADER_CLAIM
+
+
+def parse_claim_reference(value: bytes | None, marker: bytes | None = CLAIM_ALGORITHM.encode()) -> ClaimReference:
+    """A claim record's reference, validated; ``UndecodableEventError`` for anything else.
+
+    Nothing in it is trusted further than this: the digest must be 64 lowercase hex digits
+    (it becomes an object name, never a path a record chooses) and the size a plausible one.
+    """
+    if marker != CLAIM_ALGORITHM.encode():
+        raise UndecodableEventError(f"claim header {HEADER_CLAIM!r} names an unknown algorithm {marker!r}")
+    if value is None or len(value) > 4096:
+        raise UndecodableEventError("a claim record's value is not a claim reference")
+    try:
+        document = json.loads(value)
+        body = document[_CLAIM_REFERENCE_KEY]
+        digest, size = body[CLAIM_ALGORITHM], body["bytes"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise UndecodableEventError(f"invalid claim reference: {type(error).__name__}: {error}") from None
+    if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+        raise UndecodableEventError(f"invalid claim reference: {CLAIM_ALGORITHM} is not 64 lowercase hex digits")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_CLAIM_BYTES:
+        raise UndecodableEventError(f"invalid claim reference: bytes {size!r} is not in 1..{MAX_CLAIM_BYTES}")
+    return ClaimReference(digest, size)
+
+
 def parse_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> EventHeaders:
     """Validate a record's contract headers; raise a ``ContractError`` subclass if invalid."""
     values = {name: value for name, value in (headers or ())}
@@ -423,11 +500,13 @@ class SnapshotEventId(NamedTuple):
 
 
 def snapshot_event_id(position: str, ordinal: int, *, attempt: int = 0) -> str:
-    """The event id of the ``ordinal``-th document copied by ``attempt`` of a snapshot taken at ``position``.
+    """The event id of the ``ordinal``-th document copied by ``attempt`` of a copy at ``position``.
 
     ``<position>.<attempt>.<ordinal>`` with both numbers in ``sortable_number`` form: the
     dot sorts below every character of a resume token, so the id sorts after every event
-    up to ``position`` and before every event after it; (attempt, ordinal) order is string order.
+    up to ``position`` and before every event after it; (attempt, ordinal) order is string
+    order. ``position`` is the token the stream continues after (the initial copy) or a
+    chunk's high watermark (a copy while streaming): see the module docstring.
     """
     return f"{position}.{sortable_number(attempt)}.{sortable_number(ordinal)}"
 
@@ -475,14 +554,18 @@ def snapshot_event(
 
 
 __all__ = [
+    "CLAIM_ALGORITHM",
     "CONTRACT_VERSION",
     "DOCUMENT_OPERATIONS",
     "EXTENDED_JSON_OPTIONS",
+    "HEADER_CLAIM",
     "HEADER_CONTRACT_VERSION",
     "HEADER_EVENT_ID",
     "HEADER_OPERATION",
     "HEADER_VALUE_FORMAT",
     "ESCAPE_HASH_DIGITS",
+    "MAX_CLAIM_BYTES",
+    "ClaimReference",
     "EncodedEvent",
     "EventColumns",
     "EventHeaders",
@@ -490,10 +573,14 @@ __all__ = [
     "SnapshotEventId",
     "ValueFormat",
     "check_topic_mapping",
+    "claim_headers",
+    "claim_record_value",
     "decode_value",
     "encode_event_columns",
     "encode_events",
     "headers_for",
+    "is_claim",
+    "parse_claim_reference",
     "parse_headers",
     "parse_snapshot_event_id",
     "required_field",

@@ -49,7 +49,17 @@ class MissingEventFieldError(ContractError):
     """A field the contract requires is absent."""
 
 
+class ClaimNotFoundError(ContractError):
+    """A record references a claim (an oversized event kept in the lake) that the claim store does not hold."""
+
+
+class ClaimCorruptError(ContractError):
+    """A claim's bytes do not match the content address (or size) its reference names."""
+
+
 __all__ = [
+    "ClaimCorruptError",
+    "ClaimNotFoundError",
     "ConfigError",
     "ContractError",
     "FatalError",

@@ -7,6 +7,7 @@ tables. Layout under the lake root (a local path or an object-store URI such as
     <root>/bronze/<db>/<collection>   one Delta table per source collection
     <root>/bronze/_ingest_log         one row per bronze commit
     <root>/bronze/_dead_letters       messages that could not be landed, with the reason
+    <root>/claims/sha256/...          events too large for their topic (lakehouse_common.claims)
 
 Each bronze commit carries, in its commit info (deltalake ``custom_metadata``):
 

@@ -1,8 +1,10 @@
 """``lakehouse-stack up|down|status``: the local stack for development and the demo.
 
-``up`` starts a Kafka broker and, unless ``MONGO_URI`` names a real MongoDB, the MongoDB
-stand-in, both in the background, and records them in ``build/stack/state.json``;
-``down`` stops what ``up`` started. Exit codes are ``lakehouse_common.lifecycle.ExitCode``:
+``up`` starts a Kafka broker, the object store (SeaweedFS's S3 gateway, with a ``lakehouse``
+bucket) and, unless ``MONGO_URI`` names a real MongoDB, the MongoDB stand-in, in the
+background, and records them in ``build/stack/state.json``; ``up --spark-cluster`` adds a
+standalone Spark master and worker with the Spark Thrift Server (dbt's ``cluster`` target)
+on the object-store lake. ``down`` stops what ``up`` started. Exit codes are ``lakehouse_common.lifecycle.ExitCode``:
 FAILED when a component does not start, or for ``status`` when the stack is not up.
 """
 
@@ -12,6 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -19,6 +22,8 @@ from lakehouse_common.errors import StackError
 from lakehouse_common.lifecycle import ExitCode
 from local_stack.kafka import start_kafka
 from local_stack.mongo import STANDIN_DESCRIPTION, start_mongo_standin
+from local_stack.object_store import DESCRIPTION as OBJECT_STORE_DESCRIPTION
+from local_stack.object_store import start_object_store
 from local_stack.paths import state_dir
 from local_stack.processes import pid_alive, stop_pid
 
@@ -38,8 +43,12 @@ def read_state() -> dict[str, object] | None:
 
 
 @app.command()
-def up() -> None:
-    """Start Kafka and the MongoDB stand-in in the background."""
+def up(
+    spark_cluster: Annotated[
+        bool, typer.Option("--spark-cluster", help="Also start a Spark master, a worker and the Thrift Server.")
+    ] = False,
+) -> None:
+    """Start Kafka, the object store and the MongoDB stand-in in the background."""
     state = read_state()
     if state and all(pid_alive(int(pid)) for pid in state["pids"].values()):  # type: ignore[union-attr]
         typer.echo(f"the stack is already up: {_state_file()}")
@@ -63,12 +72,32 @@ def up() -> None:
             record["mongo_uri"] = standin.uri
             record["mongo"] = STANDIN_DESCRIPTION
             record["pids"]["mongo-standin"] = standin.process.pid  # type: ignore[index,union-attr]
+        store = start_object_store(root / "object-store")
+        record["pids"]["object-store"] = store.process.pid  # type: ignore[index,union-attr]
+        record["object_store"] = {
+            "description": OBJECT_STORE_DESCRIPTION,
+            "lake_root": store.lake_root("lake"),
+            # The storage options every component takes (BRONZE_LAKE__STORAGE_OPTIONS, SPARK_JOBS_STORAGE_OPTIONS);
+            # state.json is owner-only, as it holds the keys of this throw-away store.
+            "storage_options": store.storage_options(),
+        }
+        if spark_cluster:
+            from local_stack.spark_cluster import start_spark_cluster
+            from spark_jobs.session import SparkSettings
+
+            work = root / "spark-cluster"
+            spark = SparkSettings(warehouse_dir=work / "warehouse", metastore_dir=work / "metastore", shuffle_partitions=4)
+            cluster = start_spark_cluster(work / "processes", spark, store.storage_options())
+            for name, process in cluster.processes.items():
+                record["pids"][f"spark-{name}"] = process.pid  # type: ignore[index]
+            record["spark_cluster"] = {"master": cluster.master_url, "dbt_environment": cluster.dbt_environment()}
     except StackError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(ExitCode.FAILED) from None
+    _state_file().touch(mode=0o600)
+    _state_file().chmod(0o600)
     _state_file().write_text(json.dumps(record, indent=2))
-    typer.echo(f"Kafka:   {record['kafka_bootstrap_servers']}")
-    typer.echo(f"MongoDB: {record['mongo_uri']}  ({record['mongo']})")
+    _echo_endpoints(record)
     typer.echo(f"state:   {_state_file()}")
 
 
@@ -94,8 +123,20 @@ def status() -> None:
         raise typer.Exit(ExitCode.FAILED)
     for name, pid in state["pids"].items():  # type: ignore[union-attr]
         typer.echo(f"{name}: pid {pid} {'running' if pid_alive(int(pid)) else 'NOT running'}")
-    typer.echo(f"Kafka:   {state['kafka_bootstrap_servers']}")
-    typer.echo(f"MongoDB: {state['mongo_uri']}  ({state['mongo']})")
+    _echo_endpoints(state)
+
+
+def _echo_endpoints(record: dict[str, object]) -> None:
+    typer.echo(f"Kafka:   {record['kafka_bootstrap_servers']}")
+    typer.echo(f"MongoDB: {record['mongo_uri']}  ({record['mongo']})")
+    store = record.get("object_store")
+    if isinstance(store, dict):
+        endpoint = store["storage_options"]["AWS_ENDPOINT_URL"]
+        typer.echo(f"S3:      {endpoint}  ({store['description']}; lake {store['lake_root']}, keys in the state file)")
+    cluster = record.get("spark_cluster")
+    if isinstance(cluster, dict):
+        thrift = cluster["dbt_environment"]
+        typer.echo(f"Spark:   {cluster['master']}, Thrift Server {thrift['SPARK_THRIFT_HOST']}:{thrift['SPARK_THRIFT_PORT']}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from pathlib import Path
 from lakehouse_common.errors import StackError
 from local_stack.paths import PROJECT_ROOT, component_jars, java_executable, jvm_component_dir, standin_classes_dir
 
-COMPONENTS = ("kafka", "delta", "mongo-standin", "spark-kafka")
+COMPONENTS = ("kafka", "delta", "s3", "mongo-standin", "spark-kafka")
 # Components loaded into pyspark's JVM: the jars pyspark already ships are left out.
-_SPARK_COMPONENTS = frozenset({"delta", "spark-kafka"})
+_SPARK_COMPONENTS = frozenset({"delta", "s3", "spark-kafka"})
 _MAVEN_DIR = PROJECT_ROOT / "local_stack" / "maven"
 _LAUNCHER_SOURCE = PROJECT_ROOT / "local_stack" / "java" / "MongoStandIn.java"
 _VERSIONED_JAR = re.compile(r"^(?P<artifact>.+?)-\d[^-]*(?:-[A-Za-z0-9.]+)*\.jar$")

@@ -125,7 +125,9 @@ class KafkaBroker:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def _server_properties(work_dir: Path, port: int, controller_port: int, sasl_port: int | None) -> str:
+def _server_properties(
+    work_dir: Path, port: int, controller_port: int, sasl_port: int | None, overrides: Mapping[str, str] | None = None
+) -> str:
     listeners = [f"PLAINTEXT://127.0.0.1:{port}", f"CONTROLLER://127.0.0.1:{controller_port}"]
     advertised = [f"PLAINTEXT://127.0.0.1:{port}"]
     protocol_map = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
@@ -163,6 +165,8 @@ def _server_properties(work_dir: Path, port: int, controller_port: int, sasl_por
         "auto.create.topics.enable=false",
         "log.retention.hours=-1",
         *extra,
+        # Later lines win: a test's own broker limits (message.max.bytes of a managed service, ...).
+        *(f"{name}={value}" for name, value in (overrides or {}).items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -173,14 +177,18 @@ def start_kafka(
     scram_users: Mapping[str, str] | None = None,
     heap: str = "1g",
     timeout: float = 120.0,
+    broker_properties: Mapping[str, str] | None = None,
 ) -> KafkaBroker:
-    """Format storage in ``work_dir`` and start a broker; raise ``StackError`` with the log tail on failure."""
+    """Format storage in ``work_dir`` and start a broker; raise ``StackError`` with the log tail on failure.
+
+    ``broker_properties`` are added to (and override) the generated server.properties.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "logs").mkdir(exist_ok=True)
     port, controller_port = free_port(), free_port()
     sasl_port = free_port() if scram_users else None
     properties = work_dir / "server.properties"
-    properties.write_text(_server_properties(work_dir, port, controller_port, sasl_port))
+    properties.write_text(_server_properties(work_dir, port, controller_port, sasl_port, broker_properties))
     log4j = work_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2_PROPERTIES.format(log_file=work_dir / "logs" / "server.log"))
     java = _java_command(work_dir)

@@ -1,4 +1,8 @@
-"""Where the setup caches things and where the local stack keeps its state."""
+"""Where the setup caches things and where the local stack keeps its state.
+
+The cache rule itself is ``lakehouse_common.paths`` (the services' settings default to it);
+this module adds what only the local stack needs.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,14 @@ import shutil
 from pathlib import Path
 
 from lakehouse_common.errors import StackError
+from lakehouse_common.paths import SOURCE_ROOT, cache_dir, jvm_component_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def cache_dir() -> Path:
-    """Root of the setup's cache (JVM artifacts, tools); ``LAKEHOUSE_CACHE_DIR`` overrides it."""
-    return Path(os.environ.get("LAKEHOUSE_CACHE_DIR", PROJECT_ROOT / ".cache")).resolve()
+PROJECT_ROOT = SOURCE_ROOT
 
 
-def jvm_component_dir(component: str) -> Path:
-    """The jars of one JVM component (``kafka``, ``delta``, ``mongo-standin``)."""
-    return cache_dir() / "jvm" / component
+def tool_path(name: str) -> Path:
+    """A tool ``make setup`` builds into ``.cache/bin`` (helm, weed)."""
+    return cache_dir() / "bin" / name
 
 
 def standin_classes_dir() -> Path:
@@ -58,4 +58,5 @@ __all__ = [
     "jvm_component_dir",
     "standin_classes_dir",
     "state_dir",
+    "tool_path",
 ]

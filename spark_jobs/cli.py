@@ -119,10 +119,15 @@ def maintain(
     spark_settings = settings.spark.model_copy(
         update={"extra_conf": {**settings.spark.extra_conf, "spark.sql.catalogImplementation": "in-memory"}}
     )
-    spark = build_spark_session(spark_settings)
+    spark = build_spark_session(spark_settings, settings.object_store_options())
     try:
         reports = run_maintenance(
-            spark, absolute_lake_root(settings.lake_root), maintenance, compact=optimize, clean=vacuum
+            spark,
+            absolute_lake_root(settings.lake_root),
+            maintenance,
+            compact=optimize,
+            clean=vacuum,
+            storage_options=settings.object_store_options(),
         )
     finally:
         spark.stop()
@@ -139,14 +144,15 @@ def maintain(
 def counts(config: ConfigOption = None) -> None:
     """Rows per silver (current state and history, by collection) and gold table, as JSON."""
     settings = _settings(config)
-    typer.echo(json.dumps(layer_counts(absolute_lake_root(settings.lake_root)), indent=2, sort_keys=True))
+    counted = layer_counts(absolute_lake_root(settings.lake_root), settings.object_store_options())
+    typer.echo(json.dumps(counted, indent=2, sort_keys=True))
 
 
 @app.command("spark-defaults")
 def spark_defaults(directory: Path, config: ConfigOption = None) -> None:
     """Write spark-defaults.conf (Delta, warehouse, metastore) into DIRECTORY, for SPARK_CONF_DIR."""
     settings = _settings(config)
-    typer.echo(str(write_spark_defaults(settings.spark, directory)))
+    typer.echo(str(write_spark_defaults(settings.spark, directory, settings.object_store_options())))
 
 
 __all__ = ["app", "dbt_exit_code"]

@@ -197,7 +197,7 @@ class DbtRunner:
 
     def _prepare(self) -> None:
         dbt, spark = self.settings.dbt, self.settings.spark
-        write_spark_defaults(spark, dbt.spark_conf_dir)
+        write_spark_defaults(spark, dbt.spark_conf_dir, self.settings.object_store_options())
         (dbt.spark_conf_dir / "log4j2.properties").write_text(_SPARK_LOG4J)
         for directory in (spark.warehouse_dir, spark.metastore_dir, dbt.target_path, dbt.log_path):
             directory.mkdir(parents=True, exist_ok=True)

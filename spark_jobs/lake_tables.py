@@ -17,6 +17,7 @@ from deltalake.exceptions import DeltaError
 from pyarrow import fs as pafs
 
 from lakehouse_common.lake import path_segment
+from lakehouse_common.object_store import arrow_filesystem
 
 CURRENT_STATE_PREFIX = "stg_mongo__"
 HISTORY_SUFFIX = "_history"
@@ -52,13 +53,10 @@ def gold_table_uri(root: str, name: str) -> str:
     return layer_table_uri(root, "gold", name)
 
 
-def discover_tables(lake_root: str, layers: list[str]) -> list[LakeTable]:
+def discover_tables(lake_root: str, layers: list[str], storage_options: Mapping[str, str] | None = None) -> list[LakeTable]:
     """Every Delta table under ``<lake_root>/<layer>`` for the given layers, sorted."""
-    if "://" in lake_root:
-        filesystem, root = pafs.FileSystem.from_uri(lake_root)
-        scheme = lake_root.split("://", 1)[0] + "://"
-    else:
-        filesystem, root, scheme = pafs.LocalFileSystem(), lake_root, ""
+    filesystem, root = arrow_filesystem(lake_root, storage_options or {})
+    scheme = lake_root.split("://", 1)[0] + "://" if "://" in lake_root else ""
     tables: list[LakeTable] = []
     for layer in layers:
         base = f"{root.rstrip('/')}/{layer}"
@@ -94,7 +92,7 @@ def layer_counts(
     right now, or a failed create) instead of raising, for counts taken while dbt runs.
     """
     counts: dict[str, dict[str, int]] = {"silver": {}, "silver_history": {}, "gold": {}}
-    for table in discover_tables(lake_root, ["silver", "gold"]):
+    for table in discover_tables(lake_root, ["silver", "gold"], storage_options):
         try:
             rows = row_count(table.uri, storage_options)
         except DeltaError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.lake_tables import LakeTable, discover_tables
@@ -74,10 +75,12 @@ def maintain(
     *,
     compact: bool = True,
     clean: bool = True,
+    storage_options: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Compact and/or vacuum every table of the configured layers; one report per table.
 
-    A table that fails is reported with its error and the others still run.
+    A table that fails is reported with its error and the others still run. ``storage_options``
+    (an object-store lake's) are for listing the lake; Spark has its own S3A settings.
     """
     if settings.retention_hours < _SAFE_RETENTION_HOURS and clean:
         logger.warning(
@@ -85,7 +88,7 @@ def maintain(
             extra={"retention_hours": settings.retention_hours},
         )
     reports = []
-    for table in discover_tables(lake_root, settings.layers):
+    for table in discover_tables(lake_root, settings.layers, storage_options):
         report: dict[str, Any] = {"table": table.key, "uri": table.uri}
         started = time.monotonic()
         try:

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from lakehouse_common.object_store import canonical_options, is_s3
+from lakehouse_common.paths import SOURCE_ROOT
 from lakehouse_common.settings import FrozenModel, ServiceSettings
-from local_stack.paths import PROJECT_ROOT
 from spark_jobs.session import SparkSettings
 
 Layer = Literal["bronze", "silver", "gold"]
@@ -32,8 +33,8 @@ class DbtSettings(FrozenModel):
     """How the runner invokes dbt."""
 
     executable: str = Field(default_factory=_default_dbt_executable, description="The dbt executable.")
-    project_dir: Path = Field(PROJECT_ROOT / "dbt", description="The dbt project.")
-    profiles_dir: Path = Field(PROJECT_ROOT / "dbt", description="Directory of profiles.yml.")
+    project_dir: Path = Field(SOURCE_ROOT / "dbt", description="The dbt project.")
+    profiles_dir: Path = Field(SOURCE_ROOT / "dbt", description="Directory of profiles.yml.")
     target: str = Field("local", description="Profile target: local (Spark session), cluster (thrift) or cluster_http.")
     commands: list[str] = Field(
         default_factory=lambda: ["source freshness", "build"],
@@ -42,8 +43,8 @@ class DbtSettings(FrozenModel):
     keep_going: bool = Field(
         True, description="Run the remaining commands after one fails (a stale source still gets built); the exit status is the first failure's."
     )
-    target_path: Path = Field(PROJECT_ROOT / "build" / "dbt" / "target", description="dbt's target directory (run_results.json).")
-    log_path: Path = Field(PROJECT_ROOT / "build" / "dbt" / "logs", description="dbt's log directory.")
+    target_path: Path = Field(SOURCE_ROOT / "build" / "dbt" / "target", description="dbt's target directory (run_results.json).")
+    log_path: Path = Field(SOURCE_ROOT / "build" / "dbt" / "logs", description="dbt's log directory.")
     log_format: Literal["json", "text"] = Field(
         "json", description="dbt's console format; json lines become structured log records."
     )
@@ -56,7 +57,7 @@ class DbtSettings(FrozenModel):
         default_factory=dict, description="Extra environment for dbt (for example SPARK_THRIFT_HOST for the cluster target)."
     )
     spark_conf_dir: Path = Field(
-        PROJECT_ROOT / "build" / "spark-conf", description="Where spark-defaults.conf for dbt's Spark session is written."
+        SOURCE_ROOT / "build" / "spark-conf", description="Where spark-defaults.conf for dbt's Spark session is written."
     )
     interval_minutes: float | None = Field(
         None, gt=0, description="Run the commands every this many minutes; unset runs them once (a Kubernetes CronJob)."
@@ -88,10 +89,27 @@ class SparkJobsSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="SPARK_JOBS_")
 
-    lake_root: str = Field(str(PROJECT_ROOT / "build" / "lake"), description="Lake root: a local path or an object-store URI.")
+    lake_root: str = Field(str(SOURCE_ROOT / "build" / "lake"), description="Lake root: a local path or an object-store URI.")
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Object-store options of the lake in deltalake's names (AWS_ENDPOINT_URL, AWS_REGION, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP, AWS_VIRTUAL_HOSTED_STYLE_REQUEST); Spark gets "
+        "them as S3A properties, the counts as deltalake options; secret.",
+    )
     spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark for dbt and the jobs.")
     dbt: DbtSettings = Field(default_factory=DbtSettings, description="The dbt runner.")
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings, description="Table maintenance.")
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _canonical_keys(cls, value: Any) -> Any:
+        return canonical_options(value) if isinstance(value, dict) else value
+
+    def object_store_options(self) -> dict[str, str] | None:
+        """The lake's storage options, secrets revealed, when the lake is on S3; None for a local lake."""
+        if not is_s3(self.lake_root):
+            return None
+        return {key: value.get_secret_value() for key, value in self.storage_options.items()}
 
 
 __all__ = ["DbtSettings", "Layer", "MaintenanceSettings", "SparkJobsSettings"]

@@ -1,17 +1,24 @@
-"""Session-wide real components for the suite: a Kafka broker, the MongoDB stand-in, Spark.
+"""Session-wide real components for the suite: a Kafka broker, the MongoDB stand-in, an
+S3-compatible object store, Spark, and a Spark cluster with its Thrift Server.
 
 Nothing is mocked. The broker is Apache Kafka (KRaft) with a PLAINTEXT listener and a
 SASL_PLAINTEXT/SCRAM one; the stand-in is mongo-java-server (not MongoDB: see
-local_stack/mongo.py); Spark runs local[2] with Delta. A real MongoDB replica set comes
-from testcontainers where a Docker engine answers, and its tests skip, with the reason,
-where none does.
+local_stack/mongo.py); the object store is SeaweedFS's S3 gateway (one per session, a
+lake prefix per test); Spark runs local[2] with Delta and S3A; the cluster is Spark's
+standalone master and a worker with the Thrift Server (started once, by the tests that
+need it). Tests taking the ``lake`` fixture run on a local directory and on the object
+store. A real MongoDB replica set comes from testcontainers where a Docker engine
+answers, and its tests skip, with the reason, where none does.
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +31,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from local_stack.kafka import KafkaBroker, start_kafka
 from local_stack.mongo import STANDIN_DESCRIPTION, MongoStandIn, start_mongo_standin
+from local_stack.object_store import ObjectStore, start_object_store
 from local_stack.paths import PROJECT_ROOT
+from local_stack.spark_cluster import SparkCluster, start_spark_cluster
 
 TEST_RUN_DIR = PROJECT_ROOT / "build" / "test-runs"
 SCRAM_USER = "lakehouse-test"
@@ -165,8 +174,37 @@ def mongo_database(mongo_client: pymongo.MongoClient) -> Iterator[pymongo.databa
 
 
 @pytest.fixture(scope="session")
-def spark(run_dir: Path):  # noqa: ANN201 - pyspark is imported lazily
-    """Spark local[2] with Delta, its warehouse and metastore in this session's directory."""
+def object_store(run_dir: Path, request: pytest.FixtureRequest) -> Iterator[ObjectStore]:
+    """SeaweedFS's S3 gateway, one per session; each test's lake is a prefix of its bucket."""
+    store = start_object_store(run_dir / "object-store")
+    yield store
+    store.stop(keep_logs=request.session.testsfailed > 0)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake root to test on, and the storage options every reader and writer needs for it."""
+
+    kind: str  # "local" or "s3"
+    root: str
+    storage_options: dict[str, str]
+
+    def table(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.object_store)])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
+    """Each test using this runs on a local directory and on the object store."""
+    if request.param == "local":
+        return Lake("local", str(tmp_path / "lake"), {})
+    store: ObjectStore = request.getfixturevalue("object_store")
+    return Lake("s3", store.lake_root(f"tests/{uuid.uuid4().hex}"), store.storage_options())
+
+
+@pytest.fixture(scope="session")
+def spark(run_dir: Path, object_store: ObjectStore):  # noqa: ANN201 - pyspark is imported lazily
+    """Spark local[2] with Delta, its warehouse and metastore in this session's directory, S3A for the object store."""
     from spark_jobs.session import SparkSettings, build_spark_session
 
     settings = SparkSettings(
@@ -177,7 +215,7 @@ def spark(run_dir: Path):  # noqa: ANN201 - pyspark is imported lazily
         driver_memory="1g",
         shuffle_partitions=2,
     )
-    session = build_spark_session(settings)
+    session = build_spark_session(settings, object_store.storage_options())
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -189,3 +227,87 @@ def _remove_run_dir_when_green(run_dir: Path, request: pytest.FixtureRequest) ->
     yield
     if request.session.testsfailed == 0:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class _DropConditionalHeaders(http.server.BaseHTTPRequestHandler):
+    """Forwards each request to the store without If-None-Match / If-Match: a store that ignores them."""
+
+    protocol_version = "HTTP/1.1"
+    upstream_port = 0
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {key: value for key, value in self.headers.items() if key.lower() not in ("if-none-match", "if-match")}
+        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        finally:
+            upstream.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+class _ProxyServer(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # several writers' connection pools at once
+    daemon_threads = True
+
+
+@dataclass(frozen=True)
+class UnconditionalStore:
+    """Options to reach a store through the proxy that drops conditional headers, and to reach it directly."""
+
+    storage_options: dict[str, str]
+    direct_storage_options: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def store_ignoring_conditional_writes(run_dir: Path) -> Iterator[UnconditionalStore]:
+    """Storage options of a store that ignores conditional writes, as some S3-compatible servers do.
+
+    A second SeaweedFS, without identities (so no signature covers the headers), behind a
+    proxy that drops If-None-Match: the failure mode the writer's start probe must refuse.
+    """
+    store = start_object_store(run_dir / "object-store-unconditional", authenticated=False)
+    handler = type("Handler", (_DropConditionalHeaders,), {"upstream_port": store.s3_port})
+    proxy = _ProxyServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=proxy.serve_forever, name="unconditional-proxy", daemon=True)
+    thread.start()
+    proxied = {**store.storage_options(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_address[1]}"}
+    yield UnconditionalStore(proxied, store.storage_options())
+    proxy.shutdown()
+    proxy.server_close()
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
+    """Spark's standalone master, a worker and the Thrift Server, on the object-store lake's S3A settings."""
+    from spark_jobs.session import SparkSettings
+
+    work = run_dir / "spark-cluster"
+    settings = SparkSettings(
+        warehouse_dir=work / "warehouse",
+        metastore_dir=work / "metastore",
+        driver_memory="1g",
+        shuffle_partitions=2,
+        extra_conf={"spark.sql.codegen.wholeStage": "false"},  # small data: compiling costs more than it saves
+    )
+    cluster = start_spark_cluster(
+        work / "processes", settings, object_store.storage_options(), worker_cores=2, worker_memory="2g", executor_memory="1g"
+    )
+    yield cluster
+    cluster.stop(keep_logs=request.session.testsfailed > 0)

@@ -21,9 +21,28 @@ from bronze_writer.app import BronzeWriter
 from bronze_writer.decode import Records
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.settings import BronzeSettings
-from lakehouse_common.contract import EncodedEvent, ValueFormat, encode_events, headers_for
+from lakehouse_common.claims import ClaimStore
+from lakehouse_common.contract import EncodedEvent, ValueFormat, claim_headers, claim_record_value, encode_events, headers_for
 
 BASE_SECONDS = 1_700_000_000
+
+# Lake root -> its storage options, registered by the ``lake`` fixture, so the readers below
+# open tables on the object store as well as on a local directory.
+_LAKES: dict[str, dict[str, str]] = {}
+
+
+def use_lake(root: str, storage_options: dict[str, str]) -> None:
+    _LAKES[root.rstrip("/")] = storage_options
+
+
+def storage_options(uri: str) -> dict[str, str]:
+    """The options of the registered lake ``uri`` lies in ({} for a local one)."""
+    roots = [root for root in _LAKES if uri == root or uri.startswith(root + "/")]
+    return dict(_LAKES[max(roots, key=len)]) if roots else {}
+
+
+def open_table(uri: str, version: int | None = None) -> DeltaTable:
+    return DeltaTable(uri, version=version, storage_options=storage_options(uri))
 
 
 def event_id(sequence: int) -> str:
@@ -80,6 +99,31 @@ def records(
     ]
 
 
+def claim_records(
+    events: Sequence[bytes],
+    store: ClaimStore,
+    value_format: ValueFormat = ValueFormat.JSON,
+    *,
+    topic: str = "cdc.shop.orders",
+    partition: int = 0,
+    first_offset: int = 0,
+) -> list[Message]:
+    """The records cdc_service publishes for events too large for their topic: claims kept in ``store``, references."""
+    messages = []
+    for index, encoded in enumerate(encode_events(list(events), value_format)):
+        reference = store.put(encoded.value)
+        messages.append(Message(
+            topic=topic,
+            partition=partition,
+            offset=first_offset + index,
+            key=encoded.key,
+            value=claim_record_value(reference),
+            headers=claim_headers(encoded, value_format),
+            timestamp=(1, (BASE_SECONDS + first_offset + index) * 1000),
+        ))
+    return messages
+
+
 def collect(messages: Sequence[Message]) -> Records:
     """Messages as the writer's batch holds them."""
     return Records.from_messages(messages)
@@ -109,7 +153,7 @@ def produce(
 
 def read_bronze(uri: str) -> pl.DataFrame:
     """A table's rows (Polars reader; pyarrow's dataset reader can abort the process at exit)."""
-    return pl.read_delta(uri)
+    return pl.read_delta(uri, storage_options=storage_options(uri))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2) -> None:
@@ -123,7 +167,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, interval: f
 
 def landed_offsets(uri: str, topic: str, partitions: int) -> dict[int, int | None]:
     try:
-        table = DeltaTable(uri)
+        table = open_table(uri)
     except Exception:  # not created yet
         return {}
     return {partition: table.transaction_version(f"{topic}-{partition}") for partition in range(partitions)}

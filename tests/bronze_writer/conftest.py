@@ -11,18 +11,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # bronze_support, shared by the tests of this package
 
+from bronze_support import use_lake  # noqa: E402
+
 from bronze_writer.settings import BronzeSettings  # noqa: E402
 from lakehouse_common.settings import load_settings  # noqa: E402
 from local_stack.kafka import KafkaBroker  # noqa: E402
 
 
 @pytest.fixture
-def lake_root(tmp_path: Path) -> str:
-    return str(tmp_path / "lake")
+def lake_root(lake: Any) -> str:
+    """The test's lake root, on a local directory and on the object store (the ``lake`` fixture)."""
+    use_lake(lake.root, lake.storage_options)
+    return lake.root
 
 
 @pytest.fixture
-def writer_settings(kafka_broker: KafkaBroker, lake_root: str) -> Callable[..., BronzeSettings]:
+def writer_settings(kafka_broker: KafkaBroker, lake: Any, lake_root: str) -> Callable[..., BronzeSettings]:
     """Settings for a writer on the session broker and this test's lake; overrides as nested dicts."""
 
     def make(topic_pattern: str, group_id: str, **overrides: Any) -> BronzeSettings:
@@ -33,7 +37,7 @@ def writer_settings(kafka_broker: KafkaBroker, lake_root: str) -> Callable[..., 
             kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
             consumer=consumer,
             batch=batch,
-            lake={"root": lake_root, **overrides.pop("lake", {})},
+            lake={"root": lake_root, "storage_options": lake.storage_options, **overrides.pop("lake", {})},
             http={"host": "127.0.0.1", "port": 0},
             **overrides,
         )

@@ -14,13 +14,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-from bronze_support import WriterThread, change_event, event_id, landed_offsets, produce, read_bronze, wait_until
-from confluent_kafka import Consumer, Producer, TopicPartition
+import pytest
+from bronze_support import (
+    WriterThread,
+    change_event,
+    claim_records,
+    event_id,
+    landed_offsets,
+    open_table,
+    produce,
+    read_bronze,
+    wait_until,
+)
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from bronze_writer.app import BronzeWriter
 from bronze_writer.settings import BronzeSettings
 from lakehouse_common import contract, lake
+from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import ValueFormat, encode_events
+from lakehouse_common.errors import ConfigError
 from lakehouse_common.lifecycle import ExitCode
+from lakehouse_common.settings import load_settings
 from local_stack.kafka import KafkaBroker
 
 
@@ -208,6 +223,7 @@ def _writer_process(settings: BronzeSettings, log_path: Path, **extra: str) -> s
         "BRONZE_CONSUMER__GROUP_ID": settings.consumer.group_id,
         "BRONZE_CONSUMER__SESSION_TIMEOUT_MS": "6000",
         "BRONZE_LAKE__ROOT": settings.lake.root,
+        "BRONZE_LAKE__STORAGE_OPTIONS": json.dumps(settings.lake.deltalake_options()),
         "BRONZE_HTTP__HOST": "127.0.0.1",
         "BRONZE_HTTP__PORT": "0",
         **extra,
@@ -218,28 +234,98 @@ def _writer_process(settings: BronzeSettings, log_path: Path, **extra: str) -> s
     )
 
 
-def test_a_fatal_kafka_error_makes_run_exit_failed(
+def _fenced(message_error: KafkaError | None) -> bool:
+    return message_error is not None and message_error.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID)
+
+
+def _static_member(bootstrap: str, group: str, topic: str, instance: str) -> Consumer:
+    """A plain consumer joining ``group`` with ``instance`` as its group.instance.id (a second replica with the same id)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "group.instance.id": instance,
+                         "session.timeout.ms": 6000, "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    return consumer
+
+
+def test_a_fenced_static_member_recreates_its_consumer_and_lands_on(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    """chaos finding F6: one fence (as after a broker outage longer than the session timeout) used to stop the writer.
+
+    A second client joining with the writer's group.instance.id fences the writer's member id,
+    librdkafka then raises FENCED_INSTANCE_ID as a fatal error, as it does after such an outage.
+    """
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{cdc_topic}"
+    settings = writer_settings(_pattern(cdc_topic), group, consumer={"group_instance_id": "replica-0"})
+    uri = _table_uri(settings, cdc_topic)
+    produce(bootstrap, cdc_topic, [change_event(n, {"_id": n}) for n in range(1, 31)])
+    with WriterThread(settings) as running:
+        wait_until(_all_landed(uri, cdc_topic, _end_offsets(bootstrap, cdc_topic, 3)), timeout=120)
+        usurper = _static_member(bootstrap, group, cdc_topic, "replica-0")
+        try:
+            wait_until(lambda: (usurper.poll(0.2), running.writer.metrics.consumer_recreations._value.get() >= 1)[1],
+                       timeout=120, interval=0)
+        finally:
+            usurper.close()
+        produce(bootstrap, cdc_topic, [change_event(n, {"_id": n}) for n in range(31, 61)])
+        wait_until(_all_landed(uri, cdc_topic, _end_offsets(bootstrap, cdc_topic, 3)), timeout=120)
+        assert running.error is None
+        assert running.writer.metrics.consumer_recreations._value.get() == 1
+    rows = read_bronze(uri)
+    assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 61)]
+
+
+def test_a_fence_that_persists_makes_run_exit_failed_naming_the_instance_id(
     kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings], tmp_path: Path
 ) -> None:
-    """Fenced by a consumer with the same static member id: librdkafka's error is fatal; the writer used to carry on."""
+    """Another live consumer with the same group.instance.id, recreating itself when fenced as the writer does.
+
+    The writer recreates its consumer a few times, then stops with FAILED and says why (it
+    once carried on after a fatal Kafka error, and once exited 0).
+    """
     settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}")
     log = tmp_path / "writer.log"
     process = _writer_process(settings, log, BRONZE_CONSUMER__GROUP_INSTANCE_ID="replica-0")
     try:
         wait_until(lambda: "partitions assigned" in log.read_text(), timeout=120)
-        usurper = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": f"g-{cdc_topic}",
-                            "group.instance.id": "replica-0", "session.timeout.ms": 6000})  # fmt: skip
-        usurper.subscribe([cdc_topic])
-        deadline = time.monotonic() + 120
+        usurper = _static_member(kafka_broker.bootstrap_servers, f"g-{cdc_topic}", cdc_topic, "replica-0")
+        deadline = time.monotonic() + 300
         while process.poll() is None and time.monotonic() < deadline:
-            usurper.poll(0.2)
+            message = usurper.poll(0.2)
+            if message is not None and _fenced(message.error()):
+                usurper.close()
+                usurper = _static_member(kafka_broker.bootstrap_servers, f"g-{cdc_topic}", cdc_topic, "replica-0")
         usurper.close()
         assert process.wait(60) == ExitCode.FAILED, log.read_text()[-3000:]
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(30)
-    assert "fenced" in log.read_text().lower()
+    text = log.read_text()
+    assert text.count("closing the consumer and joining again") == 3, text[-3000:]
+    assert "another live consumer" in text and "'replica-0'" in text and "BRONZE_CONSUMER__GROUP_INSTANCE_ID" in text
+
+
+def test_client_config_wins_over_the_writers_defaults_but_cannot_undo_what_correctness_needs(
+    kafka_broker: KafkaBroker, lake_root: str
+) -> None:
+    """chaos finding F3: topic.metadata.refresh.interval.ms from BRONZE_KAFKA__CLIENT_CONFIG was overwritten."""
+
+    def consumer_config(client_config: dict[str, str]) -> dict[str, object]:
+        settings = load_settings(
+            BronzeSettings,
+            kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "client_config": client_config},
+            consumer={"topic_pattern": "^cdc\\..*", "group_id": "g"},
+            lake={"root": lake_root},
+        )
+        return BronzeWriter(settings)._consumer_config()
+
+    assert consumer_config({})["topic.metadata.refresh.interval.ms"] == 10000  # the writer's default
+    tuned = consumer_config({"topic.metadata.refresh.interval.ms": "2000", "fetch.wait.max.ms": "50"})
+    assert tuned["topic.metadata.refresh.interval.ms"] == "2000" and tuned["fetch.wait.max.ms"] == "50"
+    assert consumer_config({"enable.auto.commit": "false"})["enable.auto.commit"] is False  # the same value: fine
+    with pytest.raises(ConfigError, match="enable.auto.commit, isolation.level"):
+        consumer_config({"isolation.level": "read_uncommitted", "enable.auto.commit": "true"})
 
 
 def test_a_second_stop_signal_exits_at_once_with_interrupted(
@@ -257,3 +343,25 @@ def test_a_second_stop_signal_exits_at_once_with_interrupted(
         if process.poll() is None:
             process.kill()
             process.wait(30)
+
+
+def test_claims_are_landed_in_batches_their_resolved_size_keeps_within_the_byte_limit(
+    kafka_broker: KafkaBroker, cdc_topic: str, writer_settings: Callable[..., BronzeSettings]
+) -> None:
+    settings = writer_settings(_pattern(cdc_topic), f"g-{cdc_topic}", batch={"max_bytes": 400_000, "max_latency_seconds": 2})
+    store = ClaimStore(settings.lake.root, settings.lake.deltalake_options())
+    events = [change_event(n, {"_id": n, "blob": "b" * 300_000}) for n in range(1, 7)]
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    for message in claim_records(events, store, topic=cdc_topic):  # six claims of 300 KB, a few hundred bytes in Kafka
+        producer.produce(cdc_topic, value=message.value(), key=message.key(), headers=message.headers(), partition=0)
+    produce(kafka_broker.bootstrap_servers, cdc_topic, [change_event(7, {"_id": 7})], partition=0)
+    assert producer.flush(30) == 0
+    uri = _table_uri(settings, cdc_topic)
+    with WriterThread(settings) as running:
+        wait_until(_all_landed(uri, cdc_topic, _end_offsets(kafka_broker.bootstrap_servers, cdc_topic, 3)), 120)
+        metrics = running.writer.metrics
+    rows = read_bronze(uri)
+    assert sorted(rows["__event_id"].to_list()) == [event_id(n) for n in range(1, 8)]
+    assert rows.filter(pl.col("_id") == 3)["blob"].to_list() == ["b" * 300_000]
+    assert metrics.flushes.labels("bytes")._value.get() >= 5  # noqa: SLF001 - one claim per batch
+    assert open_table(uri).version() >= 6

@@ -9,6 +9,7 @@ must hold exactly the distinct events published, and its offsets must cover the 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bronze_support import change_event, event_id, landed_offsets, produce, read_bronze, wait_until
+from bronze_support import change_event, event_id, landed_offsets, produce, read_bronze, storage_options, wait_until
 from confluent_kafka import Consumer, TopicPartition
 from crash_runner import READY
 
@@ -56,6 +57,7 @@ def test_exactly_once_under_sigkill_at_random_points(
         "BRONZE_BATCH__MAX_ROWS": str(rng.randint(40, 120)),
         "BRONZE_BATCH__MAX_LATENCY_SECONDS": "0.3",
         "BRONZE_LAKE__ROOT": lake_root,
+        "BRONZE_LAKE__STORAGE_OPTIONS": json.dumps(storage_options(lake_root)),
         "BRONZE_HTTP__HOST": "127.0.0.1",
         "BRONZE_HTTP__PORT": "0",
         "BRONZE_LOG_LEVEL": "WARNING",
@@ -101,6 +103,6 @@ def test_exactly_once_under_sigkill_at_random_points(
     expected = sorted(event_id(n) for n in range(1, sequence + 1))
     assert rows.height == len(expected), f"seed {seed}: {rows.height} rows for {len(expected)} events"
     assert sorted(rows["__event_id"].to_list()) == expected, f"seed {seed}"
-    marks = lake.read_high_water_marks(uri)
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert {mark.partition: mark.offset for mark in marks.values()} == {p: end - 1 for p, end in ends.items()}
     assert set(outcomes) == set(MODES)

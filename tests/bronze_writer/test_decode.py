@@ -8,15 +8,16 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from bronze_support import change_event, collect, event_id, records
+from bronze_support import change_event, claim_records, collect, event_id, records
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.datetime_ms import DatetimeMS
 from confluent_kafka import Message
 
-from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN, decode_topic
+from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN, Records, decode_guarded, decode_topic
 from bronze_writer.schema import TYPE_NAMES, Kind
 from lakehouse_common import contract
-from lakehouse_common.contract import ValueFormat
+from lakehouse_common.claims import ClaimStore, claim_path
+from lakehouse_common.contract import ClaimReference, ValueFormat
 
 EVERY_TYPE = {
     "_id": ObjectId("65a1b2c3d4e5f60718293a4b"),
@@ -207,3 +208,87 @@ def test_unusual_keys_survive_in_the_payload_and_columns() -> None:
         assert decoded.field_names == list(document)
         full = contract.decode_value(row["__full_document"].encode(), ValueFormat.JSON)
         assert full == document and list(full) == list(document)
+
+
+# -- claim checks ------------------------------------------------------------------------------
+
+LARGE = {"_id": 7, "name": "large", "blob": "x" * 300_000, "nested": {"a": [1, 2, {"b": Decimal128("1.5")}]}}
+
+
+@pytest.mark.parametrize("value_format", [ValueFormat.JSON, ValueFormat.BSON])
+def test_a_claim_record_decodes_exactly_as_the_event_it_references(value_format: ValueFormat, tmp_path) -> None:
+    store = ClaimStore(str(tmp_path / "lake"))
+    events = [change_event(1, {"_id": 1}), change_event(2, LARGE), change_event(3, {"_id": 3})]
+    inline = records(events, value_format)
+    claimed = [inline[0], claim_records([events[1]], store, value_format, first_offset=1)[0], inline[2]]
+    assert len(claimed[1].value()) < 200 and claimed[1].headers()[0] == (contract.HEADER_CLAIM, b"sha256")
+
+    expected = decode_guarded("cdc.shop.orders", collect(inline), store)
+    decoded = decode_guarded("cdc.shop.orders", collect(claimed), store)
+    assert decoded.dead_letters == []
+    assert decoded.frame.equals(expected.frame)  # same event id, payload, columns, kinds and value bytes
+    assert decoded.field_names == expected.field_names
+    assert decoded.claims == [ClaimReference.of(records([events[1]], value_format)[0].value()).digest]
+    assert decoded.frame["__value_bytes"][1] > 300_000
+
+
+def test_claims_count_at_their_full_size_in_the_batch_limits(tmp_path) -> None:
+    store = ClaimStore(str(tmp_path / "lake"))
+    claimed = collect(claim_records([change_event(2, LARGE)], store))
+    assert claimed.bytes > 300_000  # the batch closes on the bytes it will hold once resolved
+    assert collect(records([change_event(1, {"_id": 1})])).bytes < 1000
+
+
+def test_a_missing_or_corrupt_claim_is_dead_lettered_with_its_reason_and_the_batch_goes_on(tmp_path) -> None:
+    store = ClaimStore(str(tmp_path / "lake"))
+    good = records([change_event(1, {"_id": 1}), change_event(5, {"_id": 5})])
+    missing, corrupt, garbled = claim_records(
+        [change_event(2, LARGE), change_event(3, dict(LARGE, _id=8)), change_event(4, dict(LARGE, _id=9))], store, first_offset=2
+    )
+    lake_dir = tmp_path / "lake"
+    missing_ref = contract.parse_claim_reference(missing.value())
+    (lake_dir / claim_path(missing_ref.digest)).unlink()
+    corrupt_file = lake_dir / claim_path(contract.parse_claim_reference(corrupt.value()).digest)
+    corrupt_file.write_bytes(corrupt_file.read_bytes().replace(b"large", b"LARGE"))
+    garbled = Message(topic="cdc.shop.orders", partition=0, offset=4, key=garbled.key(), value=b'{"lakehouse.claim":{}}',
+                      headers=garbled.headers(), timestamp=(1, 0))
+    batch = [good[0], missing, corrupt, garbled, Message(topic="cdc.shop.orders", partition=0, offset=5, key=good[1].key(),
+                                                         value=good[1].value(), headers=good[1].headers(), timestamp=(1, 0))]
+    decoded = decode_guarded("cdc.shop.orders", collect(batch), store)
+    assert decoded.frame["__event_id"].to_list() == [event_id(1), event_id(5)]
+    letters = {letter.offset: letter for letter in decoded.dead_letters}
+    assert {offset: letter.error_type for offset, letter in letters.items()} == {
+        2: "ClaimNotFoundError", 3: "ClaimCorruptError", 4: "UndecodableEventError"}
+    assert missing_ref.digest in letters[2].error
+    assert letters[2].value == missing.value()  # the reference is kept: it names the event and the claim
+    assert decoded.last_offsets == {0: 5} and decoded.claims == []
+
+
+@pytest.mark.parametrize("value_format", [ValueFormat.JSON, ValueFormat.BSON])
+def test_a_reader_that_predates_claims_dead_letters_them_instead_of_landing_garbage(value_format, tmp_path) -> None:
+    """The decoding such a reader runs is ``decode_topic`` alone: the claim record is no event to it."""
+    store = ClaimStore(str(tmp_path / "lake"))
+    batch = [*records([change_event(1, {"_id": 1})], value_format), *claim_records([change_event(2, LARGE)], store, value_format, first_offset=1)]
+    decoded = decode_topic("cdc.shop.orders", collect(batch))
+    assert decoded.frame["__event_id"].to_list() == [event_id(1)]
+    (letter,) = decoded.dead_letters
+    assert letter.offset == 1 and letter.error_type in ("MissingEventFieldError", "UndecodableEventError")
+
+
+def test_claims_over_the_batch_limit_wait_for_the_next_batch_with_the_rest_of_their_partition(tmp_path) -> None:
+    store = ClaimStore(str(tmp_path / "lake"))
+    large = [change_event(n, dict(LARGE, _id=n)) for n in range(2, 6)]  # four claims of ~300 KB
+    first = records([change_event(1, {"_id": 1})])[0]
+    claims = claim_records(large, store, first_offset=1)
+    after = records([change_event(9, {"_id": 9})], first_offset=5)[0]
+    other = records([change_event(10, {"_id": 10})], partition=1, first_offset=0)[0]
+    batch = Records()
+    again = batch.extend(collect([first, claims[0], claims[1], other, claims[2], after, claims[3]]), 700_000)
+    assert again == {0: 3}  # the third claim would pass 700 KB: it and everything after it on partition 0 wait
+    assert list(zip(batch.partitions, batch.offsets, strict=True)) == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    assert 600_000 < batch.bytes <= 700_000
+
+    alone = Records()
+    assert alone.extend(collect(claims[2:]), 1000) == {0: 4}  # an empty batch takes one claim, however large
+    assert list(alone.offsets) == [3] and alone.bytes > 300_000
+    assert Records().extend(collect(claims), None) == {}  # without a limit, everything is taken

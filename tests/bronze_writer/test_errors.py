@@ -16,6 +16,13 @@ _DISCONTINUITY = Discontinuity(
 )
 
 
+# How the fence reaches the consumer loop (seen on the broker: a message error, code _FATAL).
+_FENCED_FATAL = (
+    "Fatal error: Broker: Static consumer fenced by other consumer with same group.instance.id: OffsetCommit failed: "
+    "Broker: Static consumer fenced by other consumer with same group.instance.id"
+)
+
+
 def _panic() -> BaseException:
     """A Rust panic as pyo3 raises it: a BaseException, not an Exception."""
     error = pl.exceptions.PanicException("called `Result::unwrap()` on an `Err` value")
@@ -32,7 +39,11 @@ def _panic() -> BaseException:
         (KafkaException(KafkaError(KafkaError._AUTO_OFFSET_RESET)), Stage.KAFKA, Action.RESET),
         (KafkaException(KafkaError(KafkaError._FATAL)), Stage.KAFKA, Action.STOP),
         (KafkaError(KafkaError._FATAL), Stage.KAFKA, Action.STOP),
-        (KafkaException(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True)), Stage.KAFKA, Action.STOP),
+        # A fenced static member: its consumer is replaced (chaos finding F6), in each form librdkafka reports it.
+        (KafkaException(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True)), Stage.KAFKA, Action.RECREATE),
+        (KafkaError(KafkaError.FENCED_INSTANCE_ID), Stage.KAFKA, Action.RECREATE),
+        (KafkaException(KafkaError(KafkaError._FATAL, _FENCED_FATAL)), Stage.KAFKA, Action.RECREATE),
+        (KafkaError(KafkaError._FATAL, "Fatal error: Broker: Not coordinator"), Stage.KAFKA, Action.STOP),
         (KafkaException(KafkaError(KafkaError._TRANSPORT)), Stage.KAFKA, Action.RETRY),
         (KafkaError(KafkaError._ALL_BROKERS_DOWN), Stage.KAFKA, Action.RETRY),
         (MissingEventFieldError("no _id"), Stage.RECORDS, Action.DEAD_LETTER),

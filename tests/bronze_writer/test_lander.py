@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from bronze_support import change_event, event_id, land, read_bronze, records
+from bronze_support import change_event, claim_records, event_id, land, read_bronze, records
 from confluent_kafka import Message
 from deltalake import DeltaTable
 
@@ -23,6 +23,9 @@ from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.settings import BronzeSettings
 from bronze_writer.tables import DeadLetterTable
 from lakehouse_common import lake
+from lakehouse_common.claims import LANDED_SUFFIX, claim_path
+from lakehouse_common.contract import parse_claim_reference
+from lakehouse_common.errors import FatalError
 from lakehouse_common.settings import load_settings
 
 TOPIC = "cdc.shop.orders"
@@ -123,3 +126,29 @@ def test_dead_letters_are_exact_by_position_and_value(settings: BronzeSettings) 
     rows = read_bronze(lake.dead_letter_uri(settings.lake.root)).sort("offset", "value")
     assert rows.select("offset", "value").rows() == [(10, b"a"), (10, b"other value"), (15, b"c"), (20, b"b"), (30, b"d")]
     assert DeltaTable(lake.dead_letter_uri(settings.lake.root)).transaction_version(lake.app_id(TOPIC, 0)) == 30
+
+
+def test_a_claimed_event_lands_whole_and_its_claim_is_marked_landed_only_after_the_commit(
+    lander: Lander, settings: BronzeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    large = {"_id": 2, "blob": "y" * 200_000}
+    batch = [*records([change_event(1, {"_id": 1})], topic=TOPIC),
+             *claim_records([change_event(2, large)], lander.claims, topic=TOPIC, first_offset=1)]
+    digest = parse_claim_reference(batch[1].value()).digest
+    marker = Path(settings.lake.root) / (claim_path(digest) + LANDED_SUFFIX)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise FatalError("the commit failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tables_module.BronzeTable, "land", refuse)
+        with pytest.raises(FatalError):
+            land(lander, batch)
+    assert not marker.exists()  # not durable in bronze: the claim stays unmarked
+
+    land(lander, batch)
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).sort("__event_id")
+    assert rows["__event_id"].to_list() == [event_id(1), event_id(2)]
+    assert rows.filter(pl.col("_id") == 2)["blob"].to_list() == ["y" * 200_000]
+    assert marker.exists()
+    assert lander.metrics.claims_resolved.labels("shop.orders")._value.get() == 1  # noqa: SLF001

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from bronze_support import WriterThread, change_event, event_id, produce, read_bronze, wait_until
+from bronze_support import WriterThread, change_event, event_id, produce, read_bronze, storage_options, wait_until
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from deltalake import DeltaTable
@@ -115,6 +115,7 @@ def _writer_env(settings: BronzeSettings) -> dict[str, str]:
         "BRONZE_CONSUMER__GROUP_ID": settings.consumer.group_id,
         "BRONZE_CONSUMER__SESSION_TIMEOUT_MS": "6000",
         "BRONZE_LAKE__ROOT": settings.lake.root,
+        "BRONZE_LAKE__STORAGE_OPTIONS": json.dumps(settings.lake.deltalake_options()),
         "BRONZE_HTTP__HOST": "127.0.0.1",
         "BRONZE_HTTP__PORT": "0",
         "BRONZE_BATCH__MAX_LATENCY_SECONDS": "0.5",
@@ -153,7 +154,7 @@ def test_a_recreated_topic_stops_the_writer_with_the_reset_command_which_then_wo
     with WriterThread(settings):
         wait_until(lambda: _rows(uri).height == 25, timeout=120)
     assert sorted(_rows(uri)["__event_id"].to_list()) == [event_id(n) for n in range(1, 26)]
-    marks = lake.read_high_water_marks(uri)
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert marks[f"{topic}/0"].offset == 4 and marks[f"{topic}/0"].event_id == event_id(25)
 
 
@@ -178,7 +179,7 @@ def test_a_topic_recreated_under_a_running_writer_is_accepted_when_so_configured
     assert sorted(_rows(uri)["__event_id"].to_list()) == [event_id(n) for n in range(1, 36)]
     assert sum(sample.value for sample in counted if sample.name.endswith("_total")) >= 1
     assert any(record.levelno == logging.ERROR and topic in record.getMessage() for record in caplog.records)
-    table_txn = lake.read_high_water_marks(uri)[f"{topic}/0"]
+    table_txn = lake.read_high_water_marks(uri, storage_options(uri))[f"{topic}/0"]
     assert table_txn.offset == 4
 
 
@@ -207,5 +208,5 @@ def test_records_deleted_before_they_were_landed_are_reported(
     with WriterThread(accepting):
         wait_until(lambda: _rows(uri).height == 20, timeout=120)
     assert sorted(_rows(uri)["__event_id"].to_list()) == [event_id(n) for n in (*range(1, 11), *range(21, 31))]
-    [reset] = [commit for commit in DeltaTable(uri).history() if lake.OFFSET_RESET_KEY in commit]
+    [reset] = [commit for commit in DeltaTable(uri, storage_options=storage_options(uri)).history() if lake.OFFSET_RESET_KEY in commit]
     assert json.loads(reset[lake.OFFSET_RESET_KEY])["reason"] == "retention"

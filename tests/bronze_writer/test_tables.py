@@ -8,9 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from bronze_support import change_event, collect, event_id, land, read_bronze, records
+from bronze_support import change_event, collect, event_id, land, open_table, read_bronze, records, storage_options
 from confluent_kafka import Message
-from deltalake import DeltaTable
 
 from bronze_writer.decode import decode_topic
 from bronze_writer.lander import Lander
@@ -25,8 +24,10 @@ TOPIC = "cdc.shop.orders"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> BronzeSettings:
-    return load_settings(BronzeSettings, lake={"root": str(tmp_path / "lake")}, writer_id="test-writer")
+def settings(lake_root: str) -> BronzeSettings:
+    return load_settings(
+        BronzeSettings, lake={"root": lake_root, "storage_options": storage_options(lake_root)}, writer_id="test-writer"
+    )
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_each_commit_records_offsets_batch_and_cumulative_marks(lander: Lander, 
     land(lander, _batch(1, 5, partition=0, first_offset=0) + _batch(101, 3, partition=1, first_offset=0))
     land(lander, _batch(6, 2, partition=0, first_offset=5))
     uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
-    table = DeltaTable(uri)
+    table = open_table(uri)
     assert table.version() == 2  # version 0 creates the table empty
     assert table.transaction_version(lake.app_id(TOPIC, 0)) == 6
     assert table.transaction_version(lake.app_id(TOPIC, 1)) == 2
@@ -60,7 +61,7 @@ def test_each_commit_records_offsets_batch_and_cumulative_marks(lander: Lander, 
         "offsets": {f"{TOPIC}/0": [5, 6]},
         "event_ids": {f"{TOPIC}/0": [event_id(6), event_id(7)]},
     }
-    marks = lake.read_high_water_marks(uri)
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert marks == {
         f"{TOPIC}/0": lake.HighWaterMark(TOPIC, 0, 6, event_id(7), '{"_data":"%s"}' % event_id(7)),
         f"{TOPIC}/1": lake.HighWaterMark(TOPIC, 1, 2, event_id(103), '{"_data":"%s"}' % event_id(103)),
@@ -86,7 +87,7 @@ def test_replays_and_redeliveries_add_no_rows(lander: Lander, settings: BronzeSe
     assert (commit.rows, commit.already_landed, commit.duplicates_dropped) == (2, 1, 7)
     rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
     assert sorted(rows["__event_id"].to_list()) == [event_id(sequence) for sequence in range(1, 13)]
-    assert DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).transaction_version(f"{TOPIC}-0") == 19
+    assert open_table(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).transaction_version(f"{TOPIC}-0") == 19
     # Every drop is counted in the ingest log, the batch that committed nothing included (no table version).
     log = read_bronze(lake.ingest_log_uri(settings.lake.root)).sort("committed_at")
     assert log.select("table_version", "rows", "already_landed", "duplicates_dropped").rows() == [
@@ -118,7 +119,7 @@ def test_schema_drift_across_batches(lander: Lander, settings: BronzeSettings) -
     # A field appears, one disappears, one changes type.
     land(lander, records([change_event(2, {"_id": 2, "qty": 2.7, "channel": "web"})], topic=TOPIC, first_offset=1))
     land(lander, records([change_event(3, {"_id": 3, "qty": 3})], ValueFormat.BSON, topic=TOPIC, first_offset=2))
-    table = DeltaTable(uri)
+    table = open_table(uri)
     fields = {field.name: field for field in table.schema().fields}
     assert fields["qty"].type.type == "long" and fields["channel"].type.type == "string"
     rows = read_bronze(uri).sort("__kafka_offset")
@@ -146,7 +147,7 @@ def test_a_partition_with_only_poison_still_advances(lander: Lander, settings: B
     land(lander, _batch(1, 1))
     poison = Message(topic=TOPIC, partition=0, offset=1, key=None, value=b"oops", headers=[], timestamp=(1, 0))
     land(lander, [poison])
-    table = DeltaTable(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    table = open_table(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
     assert table.transaction_version(f"{TOPIC}-0") == 1
 
 
@@ -188,11 +189,11 @@ def test_concurrent_replicas_neither_lose_nor_duplicate_and_keep_marks_right(set
     assert rows.height == len(expected)
     assert set(rows["__event_id"].to_list()) == expected
     last_offset = batches_per_writer * per_batch - 1
-    marks = lake.read_high_water_marks(uri)
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert {key: (mark.offset, mark.event_id) for key, mark in marks.items()} == {
         f"{TOPIC}/{p}": (last_offset, event_id(p * 10_000 + last_offset)) for p in (0, 1, 2)
     }
-    table = DeltaTable(uri)
+    table = open_table(uri)
     assert [table.transaction_version(f"{TOPIC}-{p}") for p in (0, 1, 2)] == [last_offset] * 3
     # Every commit's marks are right for its own version, not only the latest one.
     for commit in table.history():
@@ -206,7 +207,7 @@ def test_concurrent_replicas_neither_lose_nor_duplicate_and_keep_marks_right(set
 
 
 def read_bronze_version(uri: str, version: int) -> pl.DataFrame:
-    return pl.read_delta(uri, version=version, columns=["__event_id", "__kafka_partition"])
+    return pl.read_delta(uri, version=version, columns=["__event_id", "__kafka_partition"], storage_options=storage_options(uri))
 
 
 def test_a_stale_writer_conflicts_reloads_and_merges_the_other_writers_marks(settings: BronzeSettings) -> None:
@@ -216,7 +217,8 @@ def test_a_stale_writer_conflicts_reloads_and_merges_the_other_writers_marks(set
     first.land(decode_topic(TOPIC, collect(_batch(3, 2, partition=0, first_offset=2))), "a")  # version 2
     result = stale.land(decode_topic(TOPIC, collect(_batch(500, 2, partition=1, first_offset=0))), "b")
     assert result is not None and result.conflicts == 1 and result.version == 3
-    marks = lake.read_high_water_marks(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    marks = lake.read_high_water_marks(uri, storage_options(uri))
     assert {key: mark.event_id for key, mark in marks.items()} == {f"{TOPIC}/0": event_id(4), f"{TOPIC}/1": event_id(501)}
 
 
@@ -235,10 +237,11 @@ def test_redeliveries_inside_one_batch_are_dropped_by_exact_id(lander: Lander, s
     assert commit.duplicates_dropped == 3 and commit.ids_looked_up == 0  # a new table: nothing to look up
 
 
-def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> None:
+def test_replicas_racing_to_create_a_table_land_a_batch_once(lake_root: str) -> None:
     """deltalake rebases a losing creator's commit even without retries: data never rides on a create."""
     for trial in range(5):
-        lake_settings = load_settings(BronzeSettings, lake={"root": str(tmp_path / f"lake{trial}")}).lake
+        root = f"{lake_root}/trial{trial}"
+        lake_settings = load_settings(BronzeSettings, lake={"root": root, "storage_options": storage_options(lake_root)}).lake
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
@@ -263,11 +266,12 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(tmp_path: Path) -> 
 def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander, settings: BronzeSettings) -> None:
     from deltalake import write_deltalake
 
-    from bronze_writer.tables import INGEST_LOG_SCHEMA
+    from lakehouse_common.bronze_schema import INGEST_LOG_SCHEMA
 
     older = INGEST_LOG_SCHEMA.remove(INGEST_LOG_SCHEMA.get_field_index("already_landed"))
     older = older.remove(older.get_field_index("ids_looked_up"))
-    write_deltalake(lake.ingest_log_uri(settings.lake.root), older.empty_table())
+    uri = lake.ingest_log_uri(settings.lake.root)
+    write_deltalake(uri, older.empty_table(), storage_options=storage_options(uri))
     land(lander, _batch(1, 3))
     log = read_bronze(lake.ingest_log_uri(settings.lake.root))
     assert log.select("rows", "already_landed", "ids_looked_up").rows() == [(3, 0, 0)]

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
 from cdc_service.settings import CdcSettings
-from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, ValueFormat, decode_value, parse_headers
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, ValueFormat, decode_value, is_claim, parse_headers
 from lakehouse_common.errors import ContractError
 from lakehouse_common.settings import load_settings
 
@@ -114,7 +114,9 @@ def read_topic(
                 "key": message.key(),
                 "headers": headers,
                 "raw_headers": dict(message.headers() or []),
-                "event": decode_value(value, headers.value_format) if value is not None and headers else None,
+                # A claim record's value is a reference to the event (contract: Claim checks), not the event.
+                "event": decode_value(value, headers.value_format)
+                if value is not None and headers and not is_claim(message.headers()) else None,
                 "value": value,
             })
     finally:

@@ -7,7 +7,9 @@ import uuid
 
 from cdc_service.checkpoints import (
     CollectionProgress,
+    CopyProgress,
     SnapshotState,
+    copy_key,
     fold_records,
     load_checkpoints,
     snapshot_key,
@@ -70,3 +72,54 @@ def test_a_record_of_the_former_single_record_format_still_loads() -> None:
     state = checkpoints.snapshots["coll:shop.orders"]
     assert state.collections == {"shop.orders": CollectionProgress(False, 99, 12)}
     assert state.cluster_time == (1, 2) and not state.completed
+
+
+def test_a_copy_record_reads_back_whole_and_the_last_one_per_collection_wins() -> None:
+    first = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", filter='{"open": true}', signal_id='"s1"')
+    later = CopyProgress("shop.orders", "coll:shop.orders", "c1", 1, "signal", bracket=3, last_id="DgAAABBfaWQABwAAAAA=",
+                         chunks=4, copied=4000, superseded=12, estimate=10_000, start_position="8265A1B2C3")
+    other = CopyProgress("shop.items/x", "coll:shop.items/x", "c2", 3, "new-collection", state="done")
+    records = [(copy_key("svc", p.namespace), p.to_json()) for p in (first, other, later)]
+    records.append((copy_key("another", "shop.orders"), first.to_json()))
+    restored = fold_records("svc", records).copies
+    assert restored == {"shop.orders": later, "shop.items/x": other}
+    assert len(later.to_json()) < CHECKPOINT_TOPIC_LIMIT // 1000
+    # Fields a later version adds are ignored by this one.
+    assert CopyProgress.from_dict({**json.loads(later.to_json()), "added_later": 1}) == later
+
+
+def test_checkpoints_are_read_while_a_running_service_keeps_writing_them(kafka_broker) -> None:
+    """End-of-partition may never come while records keep arriving: reading stops at the end it began with."""
+    import threading
+    import time
+
+    name = f"k{uuid.uuid4().hex[:10]}"
+    settings = CdcSettings(
+        mongo_uri="mongodb://unused", name=name, kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
+        topics={"prefix": name, "checkpoint_topic": f"{name}.checkpoints", "dead_letter_topic": f"{name}.dlq"},
+    )
+    publisher = EventPublisher(settings)
+    topic = settings.topics.checkpoint_topic
+    stop = threading.Event()
+    commits = 0
+
+    def keep_writing() -> None:  # as the service does: small commits, one after the other
+        nonlocal commits
+        while not stop.is_set():
+            state = _state(3, snapshot_id=f"s{commits}")
+            publisher.commit(state.records(settings.name), topic, 30)
+            commits += 1
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while commits < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(3):
+            started = time.monotonic()
+            loaded = load_checkpoints({"bootstrap.servers": kafka_broker.bootstrap_servers}, topic, settings.name, timeout=20)
+            assert time.monotonic() - started < 20 and "deployment" in loaded.snapshots
+    finally:
+        stop.set()
+        writer.join(30)

@@ -303,6 +303,35 @@ def test_the_snapshot_command_copies_records_the_position_and_exits(cdc_env, run
     assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 20, "insert": 1}
 
 
+def test_copying_a_streamed_collection_again_skips_no_change_made_while_the_service_was_stopped(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    """`snapshot --stream` of a stream whose checkpoint is still in the oplog: the copy lands at
+    a fresh position, and the stream goes on from its checkpoint, so a delete made while the
+    service was stopped (which no copy can show) still reaches the topic."""
+    leads = mongo_database["leads"]
+    leads.insert_many([{"_id": i, "v": 0} for i in range(10)])
+    env = cdc_env()
+    service = run_service(env)
+    service.streaming(1)
+    leads.insert_one({"_id": 10, "v": 0})
+    topic = _topic(env, mongo_database.name, "leads")
+    read_topic(kafka_broker.bootstrap_servers, topic, expect=11)
+    assert service.stop() == 0
+    leads.delete_one({"_id": 3})
+    leads.update_one({"_id": 4}, {"$set": {"v": 1}})
+    snapshot = run_service(env, snapshot_only=True, force_snapshot=[f"coll:{mongo_database.name}.leads"])
+    assert snapshot.join(120) == 0
+    service = run_service(env)
+    service.streaming(1)
+    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=10 + 1 + 10 + 2)
+    service.stop()
+    operations = Counter(r["event"]["operationType"] for r in records)
+    assert operations["delete"] == 1 and operations["snapshot"] == 20
+    state = {json.loads(key)["_id"]: document for key, document in apply_events(records).items()}
+    assert state == {document["_id"]: document for document in leads.find()}
+
+
 def test_a_lost_history_message_says_what_was_lost_and_how_to_recover() -> None:
     from cdc_service.checkpoints import StreamCheckpoint
     from cdc_service.errors import HistoryLostError

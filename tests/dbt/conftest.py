@@ -10,7 +10,9 @@ Spark and dbt are slow to start, so the lake is built once and each test asserts
    of the orders models with ``silver_deletes=flag``, which must fail on the status test,
    then ``dbt docs generate``.
 
-Bronze is written with ``data_generator.bronze`` in bronze_writer's schema.
+Bronze is written with ``data_generator.bronze`` in bronze_writer's schema. The lake is
+built twice, once on a local directory and once on the object store (``s3``); every test
+here runs against both.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def event_document_id(event: dict[str, Any]) -> str:
 class BuiltLake:
     """Everything the tests compare: what went in, what dbt said, what came out."""
 
-    root: Path
+    root: str  # a local path or an s3:// URI
+    storage_options: dict[str, str]
+    work: Path  # dbt's target and logs, Spark's warehouse and metastore
     state: dict[str, dict[str, dict[str, Any]]]
     partial_updates: dict[str, tuple[dict[str, Any], dict[str, Any]]]
     first_batch: list[dict[str, Any]]
@@ -118,8 +122,8 @@ class _DbtLog(logging.Handler):
         self.sink.append((getattr(record, "dbt_command", ""), record.created, record))
 
 
-def _read_layer(root: Path, layer: str, names: list[str]) -> dict[str, pl.DataFrame]:
-    return {name: pl.read_delta(str(root / layer / name)) for name in names}
+def _read_layer(root: str, layer: str, names: list[str], options: dict[str, str]) -> dict[str, pl.DataFrame]:
+    return {name: pl.read_delta(f"{root}/{layer}/{name}", storage_options=options) for name in names}
 
 
 def _hold_back_late_events(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -145,12 +149,17 @@ def dbt_reference() -> ModuleType:
     return load_reference()
 
 
-@pytest.fixture(scope="session")
-def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
-    root = run_dir / "dbt-lake"
-    work = run_dir / "dbt-work"
+@pytest.fixture(scope="session", params=["local", pytest.param("s3", marks=pytest.mark.object_store)])
+def built_lake(run_dir: Path, dbt_reference: ModuleType, request: pytest.FixtureRequest) -> Iterator[BuiltLake]:
+    work = run_dir / f"dbt-work-{request.param}"
+    if request.param == "s3":
+        store = request.getfixturevalue("object_store")
+        root, options = store.lake_root("dbt-lake"), store.storage_options()
+    else:
+        root, options = str(run_dir / "dbt-lake"), {}
     settings = SparkJobsSettings(
-        lake_root=str(root),
+        lake_root=root,
+        storage_options=options,
         spark=SparkSettings(
             master="local[2]",
             app_name="dbt-tests",
@@ -182,7 +191,7 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
     try:
         generator = SalesMarketingGenerator(CONFIG)
         encoder = ChangeEventEncoder("shop")
-        writer = BronzeFixtureWriter(root)
+        writer = BronzeFixtureWriter(root, storage_options=options)
 
         snapshot = list(encoder.snapshot(generator.initial_load()))
         changes, late = _hold_back_late_events(list(encoder.events(generator.changes(FIRST_CHANGES))))
@@ -193,7 +202,7 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
         first = snapshot + changes
         first_run = run("run --select staging")
         assert [result.exit_code for result in first_run] == [0], "the first run failed: see the dbt log records"
-        silver_after_first = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS])
+        silver_after_first = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS], options)
 
         second = list(encoder.events(generator.changes(SECOND_CHANGES)))
         assert generator.drift_level == 4
@@ -218,10 +227,10 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
         }
         for identifier, (_, final) in partial_updates.items():
             state["products"][identifier] = final
-        silver = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS])
-        history = _read_layer(root, "silver", [f"stg_mongo__{name}_history" for name in COLLECTIONS])
-        gold = _read_layer(root, "gold", list(GOLD_MODELS))
-        expected_gold = dbt_reference.marts(root / "bronze" / "shop")
+        silver = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS], options)
+        history = _read_layer(root, "silver", [f"stg_mongo__{name}_history" for name in COLLECTIONS], options)
+        gold = _read_layer(root, "gold", list(GOLD_MODELS), options)
+        expected_gold = dbt_reference.marts(f"{root}/bronze/shop", options)
 
         orders = generator.state["orders"]
         template = orders[sorted(orders, key=str)[0]]
@@ -230,10 +239,12 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
         at = generator.clock + timedelta(minutes=5)
         writer.write(encoder.events([Insert("orders", lost, at), Delete("orders", deleted_id, at)]), datetime.now(UTC))
         third_run = run(FAILING_BUILD, "docs generate")
-        orders_after_third = pl.read_delta(str(root / "silver" / "stg_mongo__orders"))
+        orders_after_third = pl.read_delta(f"{root}/silver/stg_mongo__orders", storage_options=options)
 
         yield BuiltLake(
             root=root,
+            storage_options=options,
+            work=work,
             state=state,
             partial_updates=partial_updates,
             first_batch=first,
@@ -256,3 +267,10 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType) -> Iterator[BuiltLake]:
     finally:
         dbt_logger.removeHandler(handler)
         dbt_logger.setLevel(previous_level)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test of each lake builds it (three dbt runs): give it longer than the suite's per-test timeout."""
+    for item in items:
+        if "built_lake" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(3600))

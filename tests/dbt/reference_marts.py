@@ -21,9 +21,9 @@ REVENUE_STATUSES = ("paid", "shipped", "delivered")
 ATTRIBUTION_WINDOW = timedelta(days=30)
 
 
-def current_documents(bronze_table: Path) -> dict[str, dict[str, Any]]:
-    """Document id -> the document, from a bronze table's events."""
-    events = pl.read_delta(str(bronze_table)).filter(
+def current_documents(bronze_table: str, storage_options: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Document id -> the document, from a bronze table's events (a path or an object-store URI)."""
+    events = pl.read_delta(bronze_table, storage_options=storage_options).filter(
         pl.col("__operation").is_in(["insert", "update", "replace", "delete", "snapshot"])
     )
     events = events.unique("__event_id", keep="first").sort("__event_id")
@@ -51,9 +51,9 @@ def _frame(rows: list[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
 TS = pl.Datetime("us", "UTC")
 
 
-def source_frames(bronze_root: Path) -> dict[str, pl.DataFrame]:
+def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | None = None) -> dict[str, pl.DataFrame]:
     """Typed frames of the current documents that the marts use."""
-    documents = {name: list(current_documents(bronze_root / name).values()) for name in (
+    documents = {name: list(current_documents(f"{bronze_root}/{name}", storage_options).values()) for name in (
         "customers", "products", "orders", "campaigns", "ad_spend", "web_sessions", "social_engagement"
     )}  # fmt: skip
     orders = _frame(
@@ -219,9 +219,9 @@ def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return orders.join(attributed, on="order_id", how="left")
 
 
-def marts(bronze_root: Path) -> dict[str, pl.DataFrame]:
+def marts(bronze_root: str | Path, storage_options: dict[str, str] | None = None) -> dict[str, pl.DataFrame]:
     """Every gold mart, keyed by model name."""
-    frames = source_frames(bronze_root)
+    frames = source_frames(bronze_root, storage_options)
     orders = order_facts(frames)
     items = frames["items"]
     revenue_items = items.filter(pl.col("is_revenue"))

@@ -33,7 +33,7 @@ def test_a_failing_build_returns_dbts_failure_and_names_the_test(built_lake) -> 
 
 
 def test_docs_generate_describes_silver_and_gold(built_lake) -> None:
-    catalog = json.loads((built_lake.root.parent / "dbt-work" / "target" / "catalog.json").read_text())
+    catalog = json.loads((built_lake.work / "target" / "catalog.json").read_text())
     nodes = catalog["nodes"]
     assert "model.mongo_lakehouse.daily_revenue" in nodes
     customers = nodes["model.mongo_lakehouse.stg_mongo__customers"]["columns"]

@@ -132,11 +132,11 @@ def test_incremental_merges_use_deletion_vectors_and_stamp_the_rows_they_write(b
     replaced = 0
     for collection in COLLECTIONS:
         for name in (f"stg_mongo__{collection}", f"stg_mongo__{collection}_history"):
-            table = DeltaTable(str(built_lake.root / "silver" / name))
+            table = DeltaTable(f"{built_lake.root}/silver/{name}", storage_options=built_lake.storage_options)
             assert "deletionVectors" in (table.protocol().reader_features or []), name
             replaced += sum(vector.count(False) for vector in table.deletion_vectors().read_all()["selection_vector"].to_pylist())
     assert replaced > 0, "the second run's merges replaced rows through deletion vectors"
-    counts = layer_counts(str(built_lake.root))
+    counts = layer_counts(built_lake.root, built_lake.storage_options)
     for collection in COLLECTIONS:
         if collection != "orders":  # the third run changed orders
             assert counts["silver"][collection] == len(built_lake.state[collection]), f"{collection}: deleted rows counted"
@@ -155,7 +155,7 @@ def test_incremental_merges_use_deletion_vectors_and_stamp_the_rows_they_write(b
 
 
 def test_silver_tests_check_the_rows_the_last_run_wrote(built_lake) -> None:
-    compiled = built_lake.root.parent / "dbt-work" / "target" / "compiled" / "mongo_lakehouse" / "models" / "staging" / "mongo"
+    compiled = built_lake.work / "target" / "compiled" / "mongo_lakehouse" / "models" / "staging" / "mongo"
     unique_current = (compiled / "_mongo__models.yml" / "unique_stg_mongo__customers___document_id.sql").read_text()
     assert "__processed_at >= timestamp '" in unique_current
     one_current_version = next(

@@ -105,7 +105,9 @@ def secret_variables(program: str) -> set[str]:
 def environment_problems(argv: Sequence[str], names: set[str]) -> list[str]:
     """Variables the program does not read, and required settings left unset."""
     readable = readable_variables(argv)
-    problems = [f"{argv[0]} does not read {name}" for name in sorted(names - readable)]
+    # A map setting also reads one variable per key (BRONZE_LAKE__STORAGE_OPTIONS__AWS_REGION).
+    unread = {name for name in names - readable if not any(name.startswith(f"{variable}__") for variable in readable)}
+    problems = [f"{argv[0]} does not read {name}" for name in sorted(unread)]
     problems += [f"{argv[0]} needs {name}" for name in sorted(required_variables(argv[0]) - names)]
     return problems
 

@@ -27,12 +27,15 @@ from deploy_support import (
     secret_variables,
 )
 
-WORKLOAD_KINDS = ("Deployment", "CronJob")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob")
+SERVICE_KINDS = ("Deployment", "StatefulSet")  # the long-running workloads: cdc-service, bronze-writer
 # Values the pods get from Secrets and the downward API, for loading the settings offline.
 STAND_IN_VALUES = {
     "CDC_MONGO_URI": "mongodb://cdc:secret@mongo-0,mongo-1/?replicaSet=rs0",
     "BRONZE_LAKE__STORAGE_OPTIONS": '{"AWS_REGION": "eu-west-1"}',
 }
+# Values of variables from Secrets and the downward API that are one key of a map setting.
+STAND_IN_SUFFIXES = {"__AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "__AWS_SECRET_ACCESS_KEY": "secret"}
 
 
 def _kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -42,6 +45,10 @@ def _kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def _named(documents: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
     (document,) = [document for document in _kind(documents, kind) if document["metadata"]["name"].endswith(suffix)]
     return document
+
+
+def _services(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [document for document in documents if document["kind"] in SERVICE_KINDS]
 
 
 def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -76,9 +83,9 @@ def test_helm_lint_passes(values: Path) -> None:
 
 
 def test_every_ci_values_file_renders(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    assert set(rendered) == {"default-values", "minimal-values", "production-values"}
+    assert set(rendered) == {"default-values", "minimal-values", "object-store-values", "production-values"}
     for documents in rendered.values():
-        assert _kind(documents, "Deployment")
+        assert _services(documents)
 
 
 def test_rendered_manifests_validate_against_the_kubernetes_schemas(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -109,9 +116,9 @@ def test_cdc_service_is_one_replica_replaced_with_recreate(rendered: dict[str, l
 
 
 def test_bronze_writer_runs_the_configured_number_of_replicas(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    assert _named(rendered["default-values"], "Deployment", "-bronze-writer")["spec"]["replicas"] == 2
-    assert _named(rendered["production-values"], "Deployment", "-bronze-writer")["spec"]["replicas"] == 4
-    assert _named(rendered["minimal-values"], "Deployment", "-bronze-writer")["spec"]["replicas"] == 1
+    assert _named(rendered["default-values"], "StatefulSet", "-bronze-writer")["spec"]["replicas"] == 2
+    assert _named(rendered["production-values"], "StatefulSet", "-bronze-writer")["spec"]["replicas"] == 4
+    assert _named(rendered["minimal-values"], "StatefulSet", "-bronze-writer")["spec"]["replicas"] == 1
 
 
 def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -135,7 +142,7 @@ def test_every_pod_is_hardened(rendered: dict[str, list[dict[str, Any]]]) -> Non
 
 def test_deployments_probe_healthz_and_readyz_on_the_metrics_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for documents in rendered.values():
-        for workload in _kind(documents, "Deployment"):
+        for workload in _services(documents):
             (container,) = _pod_spec(workload)["containers"]
             environment = _container_environment(documents, container)
             (port_setting,) = [value for name, value in environment.items() if name.endswith("_HTTP__PORT")]
@@ -189,7 +196,9 @@ def test_containers_set_only_settings_their_program_reads_with_valid_values(rend
             problems = environment_problems(command, set(environment))
             assert problems == [], f"{name}: {workload['metadata']['name']}: {problems}"
             values = {
-                variable: value if isinstance(value, str) else STAND_IN_VALUES.get(variable, "stand-in")
+                variable: value
+                if isinstance(value, str)
+                else STAND_IN_VALUES.get(variable, next((v for s, v in STAND_IN_SUFFIXES.items() if variable.endswith(s)), "stand-in"))
                 for variable, value in environment.items()
             }
             load_program_settings(command[0], values)
@@ -218,7 +227,7 @@ def test_cronjobs_run_dbt_once_and_the_maintenance(rendered: dict[str, list[dict
 
 def test_the_lake_volume_follows_the_persistence_values(rendered: dict[str, list[dict[str, Any]]]) -> None:
     def lake_volume(documents: list[dict[str, Any]]) -> dict[str, Any]:
-        spec = _pod_spec(_named(documents, "Deployment", "-bronze-writer"))
+        spec = _pod_spec(_named(documents, "StatefulSet", "-bronze-writer"))
         (volume,) = [volume for volume in spec["volumes"] if volume["name"] == "lake"]
         return volume
 
@@ -228,8 +237,13 @@ def test_the_lake_volume_follows_the_persistence_values(rendered: dict[str, list
     assert not _kind(rendered["production-values"], "PersistentVolumeClaim")
     assert lake_volume(rendered["production-values"])["persistentVolumeClaim"]["claimName"] == "lakehouse-lake"
     assert "emptyDir" in lake_volume(rendered["minimal-values"])
+    # cdc-service keeps events too large for their topic in the lake (claim checks), where bronze-writer reads them.
     cdc = _pod_spec(_named(rendered["default-values"], "Deployment", "-cdc-service"))
-    assert "lake" not in {volume["name"] for volume in cdc["volumes"]}, "cdc-service never touches the lake"
+    assert lake_volume(rendered["default-values"]) in cdc["volumes"]
+    assert {"name": "lake", "mountPath": "/data"} in cdc["containers"][0]["volumeMounts"]
+    (config,) = [c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-cdc-service")]
+    bronze_config = next(c for c in _kind(rendered["default-values"], "ConfigMap") if c["metadata"]["name"].endswith("-bronze-writer"))
+    assert config["data"]["CDC_CLAIMS__ROOT"] == bronze_config["data"]["BRONZE_LAKE__ROOT"] == "/data/lake"
 
 
 def test_service_monitor_and_network_policy_only_when_enabled(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -256,7 +270,7 @@ def test_pod_disruption_budgets_cover_the_deployments(rendered: dict[str, list[d
     documents = rendered["default-values"]
     budgets = _kind(documents, "PodDisruptionBudget")
     assert len(budgets) == 2
-    for workload in _kind(documents, "Deployment"):
+    for workload in _services(documents):
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert any(budget["spec"]["selector"]["matchLabels"].items() <= labels.items() for budget in budgets)
     assert not _kind(rendered["minimal-values"], "PodDisruptionBudget")
@@ -285,8 +299,8 @@ def test_every_value_is_commented() -> None:
 
 def test_ca_bundles_are_mounted_read_only_where_they_are_used(rendered: dict[str, list[dict[str, Any]]]) -> None:
     production = rendered["production-values"]
-    for suffix, expected in (("-cdc-service", {"kafka-ca", "mongo-ca"}), ("-bronze-writer", {"kafka-ca"})):
-        (container,) = _pod_spec(_named(production, "Deployment", suffix))["containers"]
+    for kind, suffix, expected in (("Deployment", "-cdc-service", {"kafka-ca", "mongo-ca"}), ("StatefulSet", "-bronze-writer", {"kafka-ca"})):
+        (container,) = _pod_spec(_named(production, kind, suffix))["containers"]
         mounts = {mount["name"]: mount for mount in container["volumeMounts"] if mount["name"].endswith("-ca")}
         assert set(mounts) == expected, suffix
         assert all(mount["readOnly"] for mount in mounts.values())
@@ -295,3 +309,55 @@ def test_ca_bundles_are_mounted_read_only_where_they_are_used(rendered: dict[str
         assert location == f"{mounts['kafka-ca']['mountPath']}/ca.crt"
     (container,) = _pod_spec(_named(rendered["default-values"], "Deployment", "-cdc-service"))["containers"]
     assert not [mount for mount in container["volumeMounts"] if mount["name"].endswith("-ca")]
+
+
+def test_the_object_store_lake_reaches_every_component_with_keys_from_the_existing_secret(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    documents = rendered["object-store-values"]
+    assert not _kind(documents, "PersistentVolumeClaim")
+    prefixes = {"bronze-writer": "BRONZE_LAKE__STORAGE_OPTIONS__", "spark-jobs": "SPARK_JOBS_STORAGE_OPTIONS__"}
+    seen = set()
+    for workload, _spec, container in _containers(documents):
+        program = container["command"][0]
+        environment = _container_environment(documents, container)
+        root = environment.get("BRONZE_LAKE__ROOT") or environment.get("SPARK_JOBS_LAKE_ROOT")
+        if program not in prefixes:
+            continue
+        seen.add(program)
+        prefix = prefixes[program]
+        assert root == "s3://lakehouse/lake", workload["metadata"]["name"]
+        assert environment[f"{prefix}AWS_ENDPOINT_URL"] == "http://seaweedfs-s3.storage.svc:8333"
+        assert environment[f"{prefix}AWS_REGION"] == "us-east-1"
+        assert environment[f"{prefix}AWS_VIRTUAL_HOSTED_STYLE_REQUEST"] == "false"  # path style
+        assert environment[f"{prefix}AWS_ALLOW_HTTP"] == "true"
+        for variable, key in (("AWS_ACCESS_KEY_ID", "access-key-id"), ("AWS_SECRET_ACCESS_KEY", "secret-access-key")):
+            assert environment[prefix + variable] == {"secretKeyRef": {"name": "lakehouse-object-store", "key": key}}
+    assert seen == set(prefixes)
+    # A default install keeps the lake on the volume: no object-store settings at all.
+    for _workload, _spec, container in _containers(rendered["default-values"]):
+        assert not [name for name in _container_environment(rendered["default-values"], container) if "STORAGE_OPTIONS__" in name]
+
+
+def test_bronze_writers_are_a_stateful_set_with_static_group_membership(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    writers = _named(rendered["object-store-values"], "StatefulSet", "-bronze-writer")
+    assert writers["spec"]["replicas"] == 4 and writers["spec"]["podManagementPolicy"] == "Parallel"
+    (container,) = _pod_spec(writers)["containers"]
+    environment = _container_environment(rendered["object-store-values"], container)
+    # The pod name (…-bronze-writer-0 .. -3, stable across restarts) is the group.instance.id.
+    assert environment["BRONZE_CONSUMER__GROUP_INSTANCE_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert int(environment["BRONZE_CONSUMER__SESSION_TIMEOUT_MS"]) >= 6000
+    without = render(None, "bronzeWriter.staticMembership=false")
+    (container,) = _pod_spec(_named(without, "StatefulSet", "-bronze-writer"))["containers"]
+    assert "BRONZE_CONSUMER__GROUP_INSTANCE_ID" not in _container_environment(without, container)
+
+
+def test_the_cluster_target_points_dbt_at_the_thrift_server(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    import json
+
+    dbt = _named(rendered["object-store-values"], "CronJob", "-dbt-runner")
+    environment = _container_environment(rendered["object-store-values"], _pod_spec(dbt)["containers"][0])
+    assert environment["SPARK_JOBS_DBT__TARGET"] == "cluster"
+    assert json.loads(environment["SPARK_JOBS_DBT__ENV"]) == {"SPARK_THRIFT_HOST": "spark-thrift-server.spark.svc", "SPARK_THRIFT_PORT": "10000"}
+    result = helm("template", "x", str(CHART_DIR), "--kube-version", KUBERNETES_VERSION, "--set", "dbtRunner.target=cluster")
+    assert result.returncode != 0 and "dbtRunner.thriftServer.host is required" in result.stderr

@@ -323,6 +323,19 @@ def test_snapshot_ids_sort_between_the_events_before_and_after_the_snapshot() ->
     assert "6b058c0600000004" < contract.snapshot_event_id("6b058c0600000005", 0) < "6b058c0600000006"
 
 
+def test_chunk_ids_sort_between_the_changes_before_and_after_the_high_watermark_of_another_collection() -> None:
+    """A chunk's position is the high watermark's event id, from the signal collection: tokens of
+    other collections order by cluster time first (real KeyStrings; the stand-in's hex timestamps)."""
+    data, signals = "296E5A1004" + "11" * 16 + "46645F69640029", "296E5A1004" + "EE" * 16 + "46645F69640029"
+    for token in (lambda seconds, inc, uuid: f"82{seconds:08X}{inc:08X}2B022C0100{uuid}", lambda seconds, inc, uuid: f"{seconds:08x}{inc:08x}"):
+        high = token(1_700_000_000, 7, signals)
+        before = [token(1_700_000_000, 6, data), token(1_699_999_999, 900, data)]
+        after = [token(1_700_000_000, 8, data), token(1_700_000_001, 0, data)]
+        records = [contract.snapshot_event_id(high, ordinal, attempt=attempt) for attempt in (1, 12) for ordinal in (1, 4096, 10**9)]
+        assert max(before) < high < min(records) and max(records) < min(after)
+        assert all(contract.parse_snapshot_event_id(record).position == high for record in records)
+
+
 def test_snapshot_events_have_the_shape_of_an_insert() -> None:
     document = RawBSONDocument(bson.encode({"_id": 5, "name": "Ada"}))
     raw = contract.snapshot_event(

@@ -75,6 +75,7 @@ BAD_INPUT: dict[str, tuple[list[str], dict[str, str]]] = {
     "lakehouse-generator": (["load", "--scale", "not-a-number"], {}),
     "lakehouse-demo": ([], {"DEMO_SCALE": "-1"}),
     "lakehouse-stack": (["no-such-command"], {}),
+    "lakehouse-chaos": ([], {"CHAOS_CYCLES": "0"}),
 }
 
 

@@ -26,3 +26,12 @@ def test_delta_brings_no_jar_that_spark_already_has() -> None:
     delta = {artifact_name(jar) for jar in component_jars("delta")}
     assert {"delta-spark_4.2_2.13", "delta-storage"} <= delta
     assert not delta & pyspark_artifacts()
+
+
+def test_the_s3_connector_matches_the_hadoop_pyspark_ships() -> None:
+    s3 = {jar.name for jar in component_jars("s3")}
+    (hadoop_aws,) = [name for name in s3 if name.startswith("hadoop-aws-")]
+    (client_api,) = [jar.name for jar in (Path(__import__("pyspark").__file__).parent / "jars").glob("hadoop-client-api-*.jar")]
+    assert hadoop_aws.removeprefix("hadoop-aws-") == client_api.removeprefix("hadoop-client-api-"), (hadoop_aws, client_api)
+    assert any(name.startswith("bundle-2.") for name in s3), "the AWS SDK v2 bundle hadoop-aws was built against"
+    assert not {artifact_name(Path(name)) for name in s3} & pyspark_artifacts()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,3 +58,27 @@ def test_child_processes_get_the_same_configuration(tmp_path: Path) -> None:
     assert "io.delta.sql.DeltaSparkSessionExtension" in defaults
     assert all(jar.endswith(".jar") for jar in conf["spark.jars"].split(","))
     assert f"spark.sql.warehouse.dir {(tmp_path / 'wh').resolve()}" in defaults
+
+
+def test_spark_reads_and_writes_the_object_store_lake_by_the_uris_deltalake_uses(spark, object_store) -> None:
+    root = object_store.lake_root(f"tests/{uuid.uuid4().hex}")
+    options = object_store.storage_options()
+    write_deltalake(f"{root}/bronze", pa.table({"n": [1, 2, 3]}), storage_options=options)
+    assert spark.read.format("delta").load(f"{root}/bronze").count() == 3
+    spark.createDataFrame([(1,), (2,)], "n INT").write.format("delta").save(f"{root}/silver")
+    assert sorted(DeltaTable(f"{root}/silver", storage_options=options).to_pyarrow_table()["n"].to_pylist()) == [1, 2]
+    # The keys reach Spark's Hadoop configuration, never its SparkConf (which pyspark puts on a command line).
+    assert spark.sparkContext.getConf().get("spark.hadoop.fs.s3a.secret.key") is None
+    assert spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.secret.key") == object_store.secret_access_key
+
+
+def test_an_object_store_lake_adds_the_connector_and_s3a_settings(tmp_path: Path) -> None:
+    settings = SparkSettings(warehouse_dir=tmp_path / "wh", metastore_dir=tmp_path / "ms")
+    assert "spark.driver.extraClassPath" not in spark_conf(settings)
+    conf = spark_conf(settings, {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert "hadoop-aws-" in conf["spark.driver.extraClassPath"] and conf["spark.executor.extraClassPath"] == conf["spark.driver.extraClassPath"]
+    assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:1"
+    assert conf["spark.databricks.delta.merge.materializeSource"] == "all"
+    defaults = write_spark_defaults(settings, tmp_path / "conf", {"AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "k"})
+    assert defaults.stat().st_mode & 0o077 == 0, "spark-defaults.conf may hold the store's keys: owner-only"

@@ -198,7 +198,7 @@ httpGet:
 {{- toYaml .probe | nindent 0 }}
 {{- end -}}
 
-{{/* Secret env of every bronze-writer container (run, compact, vacuum): SASL password, object-store options. */}}
+{{/* Secret env of every bronze-writer container (run, compact, vacuum): SASL password, object-store options and keys. */}}
 {{- define "lakehouse.bronzeSecretEnv" -}}
 {{- include "lakehouse.kafkaSecretEnv" (dict "root" . "prefix" "BRONZE_") }}
 {{- if .Values.lake.storageOptionsSecret.name }}
@@ -207,6 +207,39 @@ httpGet:
     secretKeyRef:
       name: {{ .Values.lake.storageOptionsSecret.name }}
       key: {{ .Values.lake.storageOptionsSecret.key }}
+{{- end }}
+{{- include "lakehouse.objectStoreSecretEnv" (dict "root" . "prefix" "BRONZE_LAKE__STORAGE_OPTIONS__") }}
+{{- end -}}
+
+{{/* The object store's non-secret options as ConfigMap data; call with (dict "root" $ "prefix" "BRONZE_LAKE__STORAGE_OPTIONS__"). */}}
+{{- define "lakehouse.objectStoreConfig" -}}
+{{- $store := .root.Values.lake.objectStore -}}
+{{- if .root.Values.lake.uri }}
+{{- with $store.endpoint }}
+{{ $.prefix }}AWS_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- with $store.region }}
+{{ $.prefix }}AWS_REGION: {{ . | quote }}
+{{- end }}
+{{ .prefix }}AWS_VIRTUAL_HOSTED_STYLE_REQUEST: {{ (not $store.pathStyle) | toString | quote }}
+{{ .prefix }}AWS_ALLOW_HTTP: {{ $store.allowHttp | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The object store's key pair as env entries from its existing Secret. */}}
+{{- define "lakehouse.objectStoreSecretEnv" -}}
+{{- $secret := .root.Values.lake.objectStore.credentialsSecret -}}
+{{- if and .root.Values.lake.uri $secret.name }}
+- name: {{ .prefix }}AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.name }}
+      key: {{ $secret.accessKeyIdKey }}
+- name: {{ .prefix }}AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.name }}
+      key: {{ $secret.secretAccessKeyKey }}
 {{- end }}
 {{- end -}}
 
