@@ -30,8 +30,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
+
+from lakehouse_common.object_store import arrow_filesystem
 
 STRING_STATISTICS_LENGTH = 64
 DICTIONARY_SAMPLE_ROWS = 1024
@@ -77,7 +78,8 @@ class DataFiles:
         self.target_file_size = target_file_size
         self.plain_columns = frozenset(plain_columns)
         self._directory = local_path(table_uri)
-        self._store = None if self._directory is not None else DeltaStorageHandler(table_uri, dict(storage_options))
+        # pyarrow's own file system for an object store: deltalake's stream wrapper takes bytes only.
+        self._store = None if self._directory is not None else arrow_filesystem(table_uri, storage_options)
 
     def write(self, data: pa.Table, indexed: Sequence[str], size_hint: int) -> list[AddAction]:
         """Write ``data`` as files of about ``target_file_size`` (``size_hint``: its bytes before encoding)."""
@@ -107,15 +109,10 @@ class DataFiles:
             size = os.path.getsize(path)
         else:
             assert self._store is not None
-            buffer = pa.BufferOutputStream()
-            pq.write_table(data, buffer, **options)
-            contents = buffer.getvalue()
-            stream = self._store.open_output_stream(name)
-            try:
-                stream.write(contents)
-            finally:
-                stream.close()
-            size = contents.size
+            filesystem, root = self._store
+            with filesystem.open_output_stream(f"{root}/{name}") as stream:  # streamed (multipart upload)
+                pq.write_table(data, stream, **options)
+                size = stream.tell()
         stats = file_statistics(collected[0], data.schema, set(indexed))
         return AddAction(name, size, {}, int(time.time() * 1000), True, json.dumps(stats, separators=(",", ":")))
 
