@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from bronze_support import change_event, collect, event_id, land, open_table, read_bronze, records, storage_options
 from confluent_kafka import Message
+from deltalake import DeltaTable
 
 from bronze_writer.decode import decode_topic
 from bronze_writer.lander import Lander
