@@ -13,7 +13,11 @@ relaxed Extended JSON, key = document key). Then, each reading the whole topic:
 Rates count from partition assignment (or the query's start) to the last commit, so process
 start-up is excluded for every contender. ``stages`` times the writer's own stages in-process
 on a sample. Results: ``build/bench/bronze.json`` with ``ratio_to_raw_consume``.
-Env: BENCH_BRONZE_EVENTS, BENCH_BRONZE_PARTITIONS (4), BENCH_BRONZE_SPARK (1; 0 skips Spark).
+``scaling`` is the sizing curve: ``BENCH_BRONZE_SCALING_EVENTS`` events (default 200,000; 0 skips
+it) on a topic of 1, 2 and 4 partitions landed by one writer, and of 2 and 4 by two replicas in
+one group, each beside the raw consume rate of its own topic.
+Env: BENCH_BRONZE_EVENTS, BENCH_BRONZE_PARTITIONS (4), BENCH_BRONZE_SPARK (1; 0 skips Spark),
+BENCH_BRONZE_SCALING_EVENTS.
 """
 
 from __future__ import annotations
@@ -155,12 +159,7 @@ def _raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     finally:
         consumer.close()
     seconds = finished - assigned[0]
-    return {
-        "events": seen,
-        "seconds": round(seconds, 2),
-        "events_per_s": round(seen / seconds),
-        "mb_per_s": round(size / seconds / 1e6, 1),
-    }
+    return {"events": seen, "seconds": round(seconds, 2), "events_per_s": round(seen / seconds), "mb_per_s": round(size / seconds / 1e6, 1)}
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -196,48 +195,65 @@ def _tree_usage(root: int) -> tuple[float, float]:
 
 
 def _bronze_writer(
-    bootstrap: str, topic: str, lake_root: Path, ends: dict[int, int], total_bytes: int, log: Path
+    bootstrap: str, topic: str, lake_root: Path, ends: dict[int, int], total_bytes: int, log: Path, replicas: int = 1
 ) -> dict[str, float]:
+    """``bronze-writer run`` as ``replicas`` processes of one consumer group, until every partition is landed."""
     from deltalake import DeltaTable
 
     from lakehouse_common import lake
 
+    group = f"bench-bronze-{uuid.uuid4().hex}"
     env = {
         **os.environ,
         "BRONZE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "BRONZE_CONSUMER__TOPIC_PATTERN": f"^{topic}$",
-        "BRONZE_CONSUMER__GROUP_ID": f"bench-bronze-{uuid.uuid4().hex}",
+        "BRONZE_CONSUMER__GROUP_ID": group,
         "BRONZE_LAKE__ROOT": str(lake_root),
         "BRONZE_HTTP__PORT": "0",
         "BRONZE_HTTP__HOST": "127.0.0.1",
     }
-    uri = lake.bronze_table_uri(str(lake_root), "bench", "orders")
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from bronze_writer.cli import app; app()", "run"], env=env, stdout=output, stderr=output
-        )
-        try:
-            while True:
-                time.sleep(0.5)
+    _prefix, database, collection = topic.split(".", 2)  # cdc.<db>.<collection>
+    uri = lake.bronze_table_uri(str(lake_root), database, collection)
+    logs = [log.with_name(f"{log.stem}-{replica}{log.suffix}") if replicas > 1 else log for replica in range(replicas)]
+    outputs = [open(path, "wb") for path in logs]  # noqa: SIM115 - closed below
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", "from bronze_writer.cli import app; app()", "run"],
+            env={**env, "BRONZE_WRITER_ID": f"bench-{replica}"}, stdout=output, stderr=output,
+        )  # fmt: skip
+        for replica, output in enumerate(outputs)
+    ]
+    try:
+        while True:
+            time.sleep(0.5)
+            for process, path in zip(processes, logs, strict=True):
                 if process.poll() is not None:
-                    raise RuntimeError(f"bronze-writer exited with {process.returncode}; see {log}")
-                try:
-                    table = DeltaTable(uri)
-                except Exception:  # not created yet
-                    continue
-                if all(table.transaction_version(lake.app_id(topic, p)) == end - 1 for p, end in ends.items() if end):
-                    break
-            cpu, peak = _tree_usage(process.pid)
-        finally:
+                    raise RuntimeError(f"bronze-writer exited with {process.returncode}; see {path}")
+            try:
+                table = DeltaTable(uri)
+            except Exception:  # not created yet
+                continue
+            if all(table.transaction_version(lake.app_id(topic, p)) == end - 1 for p, end in ends.items() if end):
+                break
+        usage = [_tree_usage(process.pid) for process in processes]
+    finally:
+        for process in processes:
             process.send_signal(signal.SIGTERM)
+        for process in processes:
             process.wait(timeout=120)
-    assigned = ended = None
-    for line in log.read_text().splitlines():
-        if not line.startswith("{"):
-            continue
-        entry = json.loads(line)
-        if entry.get("message", "").startswith("partitions assigned") and assigned is None:
-            assigned = datetime.fromisoformat(entry["ts"])
+        for output in outputs:
+            output.close()
+    assigned = None
+    for path in logs:
+        for line in path.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            entry = json.loads(line)
+            if entry.get("message", "").startswith("partitions assigned"):
+                at = datetime.fromisoformat(entry["ts"])
+                assigned = at if assigned is None else min(assigned, at)
+                break
+    assert assigned is not None, f"no replica logged its assignment; see {logs}"
     import polars as pl
 
     log_table = pl.read_delta(lake.ingest_log_uri(str(lake_root)))
@@ -246,16 +262,58 @@ def _bronze_writer(
         raise RuntimeError(f"bronze-writer logged no assignment or committed nothing (see {log})")
     rows = int(log_table["rows"].sum())
     seconds = (ended - assigned).total_seconds()
+    cpu = sum(cpu for cpu, _ in usage)
     return {
         "events": rows,
         "seconds": round(seconds, 2),
         "events_per_s": round(rows / seconds),
         "mb_per_s": round(total_bytes / seconds / 1e6, 1),
         "commits": log_table.height,
-        "peak_rss_mb": round(peak),
+        "replicas": replicas,
+        "peak_rss_mb": round(max(peak for _, peak in usage)),  # of one replica (each its own process)
         "cpu_seconds": round(cpu, 1),
         "events_per_cpu_second": round(rows / cpu),
     }
+
+
+def _scaling(work: Path, count: int) -> list[dict[str, object]]:
+    """The sizing curve: ``count`` events landed at 1, 2 and 4 partitions by 1 replica, and at 2 and 4 by 2."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from local_stack.kafka import start_kafka
+
+    curve: list[dict[str, object]] = []
+    broker = start_kafka(work / "kafka-scaling", heap="1g")
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+        for partitions, replicas in ((1, 1), (2, 1), (4, 1), (2, 2), (4, 2)):
+            topic = f"cdc.bench.scaling{partitions}x{replicas}"
+            admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
+            total_bytes = _produce(broker.bootstrap_servers, topic, count)
+            ends = _end_offsets(broker.bootstrap_servers, topic, partitions)
+            raw = _raw_consume(broker.bootstrap_servers, topic, count)
+            lake_root = work / f"lake-scaling-{partitions}x{replicas}"
+            writer = _bronze_writer(
+                broker.bootstrap_servers, topic, lake_root, ends, total_bytes,
+                work / f"bronze-writer-{partitions}x{replicas}.log", replicas,
+            )  # fmt: skip
+            shutil.rmtree(lake_root, ignore_errors=True)
+            point = {
+                "partitions": partitions,
+                "replicas": replicas,
+                "events": count,
+                "events_per_s": writer["events_per_s"],
+                "events_per_cpu_second": writer["events_per_cpu_second"],
+                "raw_consume_events_per_s": raw["events_per_s"],
+                "ratio_to_raw_consume": round(writer["events_per_s"] / raw["events_per_s"], 3),
+                "peak_rss_mb_per_replica": writer["peak_rss_mb"],
+                "load_average": round(os.getloadavg()[0], 1),
+            }
+            _log(f"scaling: {point}")
+            curve.append(point)
+    finally:
+        broker.stop()
+    return curve
 
 
 _SPARK_CHILD = r"""
@@ -376,6 +434,7 @@ def main(results_dir: Path) -> dict[str, object]:
     work = results_dir / "bronze-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    load_before = os.getloadavg()[0]
     _log("stages, in-process")
     stages = _stages()
     _log(f"starting a broker; {count:,} events over {partitions} partitions")
@@ -391,14 +450,12 @@ def main(results_dir: Path) -> dict[str, object]:
         _log(f"raw consume: {raw}")
         writer = _bronze_writer(broker.bootstrap_servers, topic, work / "lake", ends, total_bytes, work / "bronze-writer.log")
         _log(f"bronze_writer: {writer}")
-        spark = (
-            _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes)
-            if with_spark
-            else {"skipped": "BENCH_BRONZE_SPARK=0"}
-        )
+        spark = _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes) if with_spark else {"skipped": "BENCH_BRONZE_SPARK=0"}
         _log(f"spark: {spark}")
     finally:
         broker.stop()
+    scaling_events = int(os.environ.get("BENCH_BRONZE_SCALING_EVENTS", 200_000))
+    scaling = _scaling(work, scaling_events) if scaling_events else []
     result: dict[str, object] = {
         "events": count,
         "partitions": partitions,
@@ -409,7 +466,12 @@ def main(results_dir: Path) -> dict[str, object]:
         "spark_structured_streaming": spark,
         "ratio_to_raw_consume": round(writer["events_per_s"] / raw["events_per_s"], 3),
         "stages_us_per_event": stages,
+        "peak_rss_mb": writer["peak_rss_mb"],
+        "events_per_cpu_second": writer["events_per_cpu_second"],
+        "scaling": scaling,
         "machine": f"{os.cpu_count()} cores",
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # others' work skews the figures
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if "events_per_cpu_second" in spark:
         result["per_core_vs_spark"] = round(writer["events_per_cpu_second"] / cast(float, spark["events_per_cpu_second"]), 2)

@@ -4,8 +4,11 @@ For each value format, the service's own publishing code (``EventPublisher``: on
 encode per batch, contract headers, routing, oversize checks, checkpoints after each
 acknowledged flush) is timed beside the raw confluent-kafka producer sending the same
 records (keys, values and the contract headers, prepared in advance) with the same
-configuration (idempotent, acks=all, lz4): the ceiling. The raw producer without the headers
-is measured too, for reference.
+configuration (idempotent, acks=all, lz4) in the ordinary call form,
+``produce(topic, value, key, headers=headers)``: the baseline of the ratios. Two more raw
+runs are references: the same records produced with positional arguments only (the form the
+service uses: confluent-kafka then parses no keywords, which saves about a third of the
+call), and the records without headers.
 
 Size: ``CDC_BENCH_EVENTS`` (default 1,000,000 events of about 1 KB); each side runs
 ``CDC_BENCH_REPEATS`` times (default 2), round-robin with the others, and keeps its best. Results go to
@@ -43,6 +46,7 @@ from local_stack.paths import PROJECT_ROOT
 DEFAULT_EVENTS = 1_000_000
 RECORDED_EVENTS = 100_000  # distinct events recorded; the replay cycles through them
 BATCH = 1000  # events per getMore batch, as the reader hands them on
+TARGET_RATIO = 0.8  # issue 13: each format at least this share of the raw producer, in the same run
 DOC_PATH = PROJECT_ROOT / "docs" / "cdc_service.md"
 TABLE_START = "<!-- bench:cdc:start -->"
 TABLE_END = "<!-- bench:cdc:end -->"
@@ -61,10 +65,8 @@ def record_change_stream(count: int, seed: int = 7) -> list[list[RawBSONDocument
         document = {
             "_id": document_id,
             "customer": {"name": f"Customer {number}", "email": f"c{number}@example.com", "tier": rng.choice("ABC")},
-            "items": [
-                {"sku": f"SKU-{rng.randint(1, 9999)}", "qty": rng.randint(1, 5), "price": round(rng.random() * 100, 2)}
-                for _ in range(6)
-            ],
+            "items": [{"sku": f"SKU-{rng.randint(1, 9999)}", "qty": rng.randint(1, 5), "price": round(rng.random() * 100, 2)}
+                      for _ in range(6)],
             "total": bson.Decimal128(f"{rng.random() * 1000:.2f}"),
             "created": datetime.fromtimestamp(base + number, UTC),
             "notes": "".join(rng.choices("abcdefghij ", k=300)),
@@ -81,11 +83,7 @@ def record_change_stream(count: int, seed: int = 7) -> list[list[RawBSONDocument
         if operation != "delete":
             event["fullDocument"] = document
         if operation == "update":
-            event["updateDescription"] = {
-                "updatedFields": {"status": document["status"]},
-                "removedFields": [],
-                "truncatedArrays": [],
-            }
+            event["updateDescription"] = {"updatedFields": {"status": document["status"]}, "removedFields": [], "truncatedArrays": []}
         batch.append(RawBSONDocument(bson.encode(event), RAW_CODEC_OPTIONS))
         if len(batch) == BATCH:
             batches.append(batch)
@@ -133,9 +131,8 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
         published += result.produced
         now = time.monotonic()
         if now - last_commit >= settings.checkpoint_interval_seconds:
-            publisher.commit(
-                {b"bench/stream/x": json.dumps({"event_id": result.last_event_id}).encode()}, settings.topics.checkpoint_topic, 60
-            )
+            publisher.commit({b"bench/stream/x": json.dumps({"event_id": result.last_event_id}).encode()},
+                             settings.topics.checkpoint_topic, 60)
             last_commit = now
         if now - last_report >= 5:
             _progress("service", published, total, started)
@@ -147,15 +144,12 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
 
 
 def run_raw_producer(
-    settings: CdcSettings,
-    records: list[tuple[bytes | None, bytes, ProducedHeaders]],
-    topic: str,
-    total: int,
-    *,
-    with_headers: bool = True,
+    settings: CdcSettings, records: list[tuple[bytes | None, bytes, ProducedHeaders]], topic: str, total: int,
+    *, with_headers: bool = True, positional: bool = False,
 ) -> float:
     """Events per second of confluent-kafka alone, sending prepared records (key, value and,
-    unless ``with_headers`` is off, the contract headers) with the same configuration."""
+    unless ``with_headers`` is off, the contract headers) with the same configuration;
+    ``positional`` passes the headers as the eighth positional argument instead of a keyword."""
     producer = Producer(producer_config(settings))
     producer.produce(topic, b"warm-up")
     producer.flush(30)
@@ -168,7 +162,9 @@ def run_raw_producer(
         key, value, headers = records[number % count]
         while True:
             try:
-                if with_headers:
+                if positional:
+                    produce(topic, value, key, -1, None, None, 0, headers)
+                elif with_headers:
                     produce(topic, value, key, headers=headers)
                 else:
                     produce(topic, value, key)
@@ -201,22 +197,28 @@ def write_table(results: dict[str, Any]) -> None:
         f"at the start, {results['load_average'][1]} at the end): {results['events']:,} events, "
         f"{results['average_event_bytes']:,} bytes of BSON each on average, into a local single-node Kafka broker.",
         "",
-        "| value format | cdc_service events/s | raw producer events/s (same records) | ratio | "
-        "raw producer events/s (no headers) | ratio | CPU µs/event: cdc_service / raw / raw, no headers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| value format | cdc_service events/s | raw producer events/s (same records) | ratio (target 0.8) | "
+        "raw, positional call: events/s | ratio | raw, no headers: events/s | ratio | "
+        "CPU µs/event: cdc_service / raw / raw positional / raw no headers |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, figures in results["formats"].items():
         lines.append(
             f"| {name} | {figures['service_events_per_second']:,.0f} | {figures['raw_events_per_second']:,.0f} | "
-            f"{figures['ratio']:.2f} | {figures['raw_no_headers_events_per_second']:,.0f} | "
+            f"{figures['ratio']:.2f} | {figures['raw_positional_events_per_second']:,.0f} | "
+            f"{figures['ratio_to_raw_positional']:.2f} | {figures['raw_no_headers_events_per_second']:,.0f} | "
             f"{figures['ratio_to_raw_without_headers']:.2f} | {figures['service_cpu_us_per_event']:.1f} / "
-            f"{figures['raw_cpu_us_per_event']:.1f} / {figures['raw_no_headers_cpu_us_per_event']:.1f} |"
+            f"{figures['raw_cpu_us_per_event']:.1f} / {figures['raw_positional_cpu_us_per_event']:.1f} / "
+            f"{figures['raw_no_headers_cpu_us_per_event']:.1f} |"
         )
     lines += [
         "",
-        "The ceiling is the raw confluent-kafka producer sending the very records cdc_service sends (key, value and "
-        "the contract's four headers, prepared in advance) with the same configuration; the second ratio compares "
-        "with records without headers. CPU is this process's (Python, the encoding thread, librdkafka), not the broker's.",
+        "The baseline is the raw confluent-kafka producer sending the very records cdc_service sends (key, value and "
+        "the contract's four headers, prepared in advance) with the same configuration, in the ordinary call form "
+        "`produce(topic, value, key, headers=headers)`. cdc_service calls `produce` with positional arguments only "
+        "(no keyword parsing in confluent-kafka); the raw producer calling it that way is shown as a reference, and "
+        "so is the raw producer without headers. CPU is this process's (Python, the encoding thread, librdkafka), "
+        "not the broker's.",
     ]
     lines.append(TABLE_END)
     if not DOC_PATH.exists():
@@ -258,11 +260,9 @@ def main(results_dir: Path) -> dict[str, Any]:
             EventPublisher(settings).topics.ensure(f"{name}.raw")
             runs.append((value_format.value, settings, payloads))
             formats[value_format.value] = {
-                "service_events_per_second": 0,
-                "raw_events_per_second": 0,
-                "raw_no_headers_events_per_second": 0,
-                "service_cpu_us_per_event": 0.0,
-                "raw_cpu_us_per_event": 0.0,
+                "service_events_per_second": 0, "raw_events_per_second": 0,
+                "raw_positional_events_per_second": 0, "raw_no_headers_events_per_second": 0,
+                "service_cpu_us_per_event": 0.0, "raw_cpu_us_per_event": 0.0, "raw_positional_cpu_us_per_event": 0.0,
                 "raw_no_headers_cpu_us_per_event": 0.0,
             }
         # Round-robin over formats and sides, best of each: the machine is shared, so its load
@@ -274,6 +274,10 @@ def main(results_dir: Path) -> dict[str, Any]:
                 cpu = time.process_time()
                 rate = run_raw_producer(settings, payloads, f"{settings.topics.prefix}.raw", total)
                 _keep_best(figures, "raw", rate, time.process_time() - cpu, total)
+                print(f"{name}: raw producer, positional call ({attempt}/{repeats})...", file=sys.stderr, flush=True)
+                cpu = time.process_time()
+                rate = run_raw_producer(settings, payloads, f"{settings.topics.prefix}.raw", total, positional=True)
+                _keep_best(figures, "raw_positional", rate, time.process_time() - cpu, total)
                 print(f"{name}: raw producer, no headers ({attempt}/{repeats})...", file=sys.stderr, flush=True)
                 cpu = time.process_time()
                 rate = run_raw_producer(settings, payloads, f"{settings.topics.prefix}.raw", total, with_headers=False)
@@ -284,14 +288,14 @@ def main(results_dir: Path) -> dict[str, Any]:
                 _keep_best(figures, "service", rate, time.process_time() - cpu, total)
         for name, figures in formats.items():
             figures["ratio"] = round(figures["service_events_per_second"] / figures["raw_events_per_second"], 3)
+            figures["ratio_to_raw_positional"] = round(
+                figures["service_events_per_second"] / figures["raw_positional_events_per_second"], 3
+            )
             figures["ratio_to_raw_without_headers"] = round(
                 figures["service_events_per_second"] / figures["raw_no_headers_events_per_second"], 3
             )
-            print(
-                f"{name}: {figures['service_events_per_second']:,}/s vs raw {figures['raw_events_per_second']:,}/s",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"{name}: {figures['service_events_per_second']:,}/s vs raw {figures['raw_events_per_second']:,}/s",
+                  file=sys.stderr, flush=True)
     finally:
         broker.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -308,6 +312,9 @@ def main(results_dir: Path) -> dict[str, Any]:
         "fastest_format": fastest,
         "ratio_to_raw_producer": formats[fastest]["ratio"],
         "ratio_to_raw_producer_json": formats["json"]["ratio"],
+        "ratio_to_raw_producer_bson": formats["bson"]["ratio"],
+        "target_ratio": TARGET_RATIO,
+        "targets_met": all(figures["ratio"] >= TARGET_RATIO for figures in formats.values()),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "cdc.json").write_text(json.dumps(results, indent=2))

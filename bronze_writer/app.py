@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from enum import StrEnum
@@ -36,7 +36,7 @@ from typing import cast
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bronze_writer.decode import DecodedTopic, Records
+from bronze_writer.decode import DecodedTopic, Records, collect
 from bronze_writer.errors import Action, OffsetDiscontinuityError, Stage, classify, describe, kafka_error_of
 from bronze_writer.lander import LandedBatch, Lander
 from bronze_writer.maintenance import Maintenance
@@ -50,7 +50,6 @@ from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact_mapping
 
 logger = logging.getLogger(__name__)
-
 
 class FlushReason(StrEnum):
     """Why a micro-batch was handed to landing (the ``reason`` label of ``bronze_flushes``)."""
@@ -116,24 +115,21 @@ class Batch:
         self.full = False  # records were left for the next batch: hand this one over now
         self.started: float | None = None
 
-    def add(self, messages: list[Message], max_bytes: int) -> list[TopicPartition]:
+    def add(self, collected: Mapping[str, Records], max_bytes: int) -> list[TopicPartition]:
         """Take these records; claims that would take the batch past ``max_bytes`` are left for the
         next batch: returns where to read their partitions again (``Records.extend``)."""
         if self.started is None:
             self.started = time.monotonic()
-        by_topic: dict[str, list[Message]] = defaultdict(list)
-        for message in messages:
-            by_topic[cast(str, message.topic())].append(message)  # a consumed record names its topic
         again = []
-        for topic, group in by_topic.items():
-            records = self.topics.get(topic)
-            if records is None:
-                records = self.topics[topic] = Records()
-            before_bytes, before_rows = records.bytes, len(records)
+        for topic, records in collected.items():
+            held = self.topics.get(topic)
+            if held is None:
+                held = self.topics[topic] = Records()
+            before_bytes, before_rows = held.bytes, len(held)
             limit = max_bytes - (self.bytes - before_bytes)  # what the other topics leave to this one
-            deferred = records.extend(group, limit, batch_holds_records=self.rows > 0)
-            self.bytes += records.bytes - before_bytes
-            self.rows += len(records) - before_rows
+            deferred = held.extend(records, limit, batch_holds_records=self.rows > 0)
+            self.bytes += held.bytes - before_bytes
+            self.rows += len(held) - before_rows
             again += [TopicPartition(topic, partition, offset) for partition, offset in deferred.items()]
         self.full = self.full or bool(again)
         return again
@@ -260,8 +256,7 @@ class BronzeWriter:
         consumer = self.settings.consumer
         user = self.settings.kafka.client_config
         conflicts = sorted(
-            key
-            for key, value in _REQUIRED_CONSUMER_CONFIG.items()
+            key for key, value in _REQUIRED_CONSUMER_CONFIG.items()
             if key in user and str(user[key]).lower() != str(value).lower()
         )
         if conflicts:
@@ -341,10 +336,12 @@ class BronzeWriter:
                 timeout=min(0.5, remaining) if not self._paused else 0.1,
             )
             if messages:
-                good = self._without_errors(messages)
-                if good:
+                collected, errors = collect(messages)
+                if errors and self._handle_errors([messages[position] for position in errors]):
+                    collected = {}  # the rest came from a consumer the group no longer knows
+                if collected:
                     self.kafka.reachable()
-                    self._read_again(self._batch.add(good, limits.max_bytes))
+                    self._read_again(self._batch.add(collected, limits.max_bytes))
                     self.metrics.buffered_bytes.set(self._batch.bytes)
             if self._fenced is not None:
                 self._recreate_consumer()
@@ -379,12 +376,8 @@ class BronzeWriter:
         logger.warning(
             "fenced by the consumer group (a static member that rejoined, or another client with its "
             "group.instance.id): closing the consumer and joining again; positions come from the Delta log",
-            extra={
-                "error": describe(fence) if fence else None,
-                "group_instance_id": instance,
-                "recreation": self._repeated_fences,
-                "buffered_rows_dropped": self._batch.rows,
-            },
+            extra={"error": describe(fence) if fence else None, "group_instance_id": instance,
+                   "recreation": self._repeated_fences, "buffered_rows_dropped": self._batch.rows},
         )
         self.metrics.consumer_recreations.inc()
         self._batch = Batch()
@@ -401,23 +394,21 @@ class BronzeWriter:
         self._subscribe()
         self._recreated_at = time.monotonic()
 
-    def _without_errors(self, messages: list[Message]) -> list[Message]:
-        if not any(message.error() for message in messages):
-            return messages
-        good = []
+    def _handle_errors(self, messages: list[Message]) -> bool:
+        """The messages that carry an error instead of a record, in order; True when the group
+        fenced this consumer (the batch's records are then not to be taken)."""
         for message in messages:
             error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
+            assert error is not None
+            if error.code() == KafkaError._PARTITION_EOF:
                 continue
-            elif error.code() == KafkaError._AUTO_OFFSET_RESET:
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 topic, partition, offset = message.topic(), message.partition(), message.offset()
                 assert topic is not None and partition is not None and offset is not None  # a partition's error
                 self._out_of_range(topic, partition, offset)
             elif self._act(KafkaException(error), Stage.KAFKA) is Action.RECREATE:
-                return []  # the rest came from a consumer the group no longer knows
-        return good
+                return True
+        return False
 
     def _read_again(self, positions: list[TopicPartition]) -> None:
         """Move partitions back to records the batch left out (claims over its byte limit).
@@ -439,12 +430,8 @@ class BronzeWriter:
         )
         self._land_everything_held(FlushReason.OFFSETS)
         next_offset = self.lander.start_offsets(topic, [partition])[partition]
-        expected = {
-            (topic, partition): (
-                requested if next_offset is None else next_offset,
-                self.lander.table_for(topic).marks.get(f"{topic}/{partition}"),
-            )
-        }
+        expected = {(topic, partition): (requested if next_offset is None else next_offset,
+                                         self.lander.table_for(topic).marks.get(f"{topic}/{partition}"))}
         assert self._inspector is not None and self._consumer is not None
         try:
             identities, found = inspect_partitions(self._inspector, [topic], expected)
@@ -456,9 +443,8 @@ class BronzeWriter:
         if found:
             self._act(OffsetDiscontinuityError(found[0].describe(), found[0]), Stage.KAFKA)
             next_offset = found[0].low
-        self._reposition(
-            topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None else next_offset
-        )
+        self._reposition(topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None
+                         else next_offset)
 
     def _reposition(self, topic: str, partition: int, offset: int) -> None:
         """Move one partition: librdkafka cannot seek a partition whose fetch failed, but it can assign it again.

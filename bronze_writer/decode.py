@@ -1,12 +1,14 @@
 """Stage 1: Kafka records of one topic to a Polars frame, vectorized.
 
-The values are joined and handed to the native scanner in one call
-(``lakehouse_codec.scan_change_events``), which returns Arrow buffers: the envelope,
-the payload parts as relaxed Extended JSON, and every top-level field of ``fullDocument``
-as (BSON kind, text). BSON values are first turned into NDJSON with one call
-(``contract.values_to_ndjson``). The only per-record Python is reading the fields of
-confluent-kafka's ``Message`` objects, which its API forces, and the contract-header
-check, a tuple comparison on the headers' first two entries.
+The consumer loop reads confluent-kafka's ``Message`` objects with one native call per
+``consume()`` (``lakehouse_codec.collect_messages``): values, keys and headers stay Python
+objects, positions and formats become packed columns, and the contract-header check is a
+comparison with the shared usual headers. The values are then handed to the native
+scanner in one call (``lakehouse_codec.scan_change_events``), which returns Arrow buffers:
+the envelope, the payload parts as relaxed Extended JSON, and every top-level field of
+``fullDocument`` as (BSON kind, text). Text columns are ``string_view`` arrays into one copy
+of the events' bytes, which Polars and the Parquet writer take without copying again. BSON
+values are first turned into NDJSON with one call (``contract.values_to_ndjson``).
 
 Records that break the contract (headers, bytes, required fields) become ``DeadLetter``s
 with their position and the reason; the rest of the batch goes on.
@@ -20,9 +22,10 @@ that is missing or does not match is dead-lettered with the reason, never landed
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from array import array
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -40,20 +43,25 @@ from lakehouse_common.errors import (
     UndecodableEventError,
 )
 
-_VERSION = (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION)
-# Keyed by a record's first two headers as confluent-kafka returns them.
-_FAST_HEADERS: dict[tuple[tuple[str, bytes | None], ...], ValueFormat] = {
-    (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json")): ValueFormat.JSON,
-    (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson")): ValueFormat.BSON,
-}
+Headers = tuple[tuple[str, bytes | None], ...]
 
-_FAST_HEADER_PREFIXES = {prefix: prefix for prefix in _FAST_HEADERS}
-_SHARED_HEADERS = (*_FAST_HEADER_PREFIXES.values(), None)
+_VERSION = (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION)
+# The contract's usual first two headers; a record that starts with them needs no parsing.
+_JSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"json"))
+_BSON_HEADERS = (_VERSION, (contract.HEADER_VALUE_FORMAT, b"bson"))
+# collect_messages' format codes; 0: the headers must be parsed (and may break the contract).
+_PARSE, _JSON, _BSON = 0, 1, 2
+_FORMAT_OF_CODE = {_JSON: ValueFormat.JSON, _BSON: ValueFormat.BSON}
+_CODE_OF_HEADERS: dict[Headers, int] = {_JSON_HEADERS: _JSON, _BSON_HEADERS: _BSON}
 # Marks a resolved claim record's headers, so a record is never resolved twice.
 HEADER_CLAIM_RESOLVED = "lakehouse.claim.resolved"
 
 KIND_COLUMN = "__kind_{}"
 TEXT_COLUMN = "__text_{}"
+# A field's dates as UTC microseconds, when the scanner parsed every one (else typing parses the text).
+DATE_COLUMN = "__date_{}"
+WALL_TIME_MICROS = "__wall_time_micros"
+
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,8 @@ class DecodedTopic:
     def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
         """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
         assert self.records is not None
-        rows = {
-            (partition, offset): row
-            for row, (partition, offset) in enumerate(zip(self.records.partitions, self.records.offsets, strict=True))
-        }
+        rows = {(partition, offset): row for row, (partition, offset) in enumerate(zip(
+            self.records.partitions, self.records.offsets, strict=True))}
         letters = [self.records.dead_letter(self.topic, rows[position], error) for position, error in sorted(positions.items())]
         keys = pl.DataFrame(
             {"__kafka_partition": [p for p, _ in positions], "__kafka_offset": [o for _, o in positions]},
@@ -110,17 +116,6 @@ class DecodedTopic:
         return letters
 
 
-def _kept_headers(headers: list[tuple[str, bytes | None]] | None, tombstone: bool) -> tuple[tuple[str, bytes | None], ...] | None:
-    """A shared copy of the usual contract headers, or the record's own (tombstones need their event id)."""
-    if not headers:
-        return None
-    if not tombstone:
-        shared = _FAST_HEADER_PREFIXES.get(tuple(headers[:2]))
-        if shared is not None:
-            return shared
-    return tuple(headers)
-
-
 @dataclass
 class Records:
     """One topic's records, kept as columns as they are consumed.
@@ -128,69 +123,83 @@ class Records:
     confluent-kafka's Message objects are read once and dropped: a batch of them held
     for seconds keeps librdkafka's fetch buffers alive and makes Python's garbage collector
     rescan every one of them (measured: consuming while holding Messages ran at 40% of the
-    rate of holding their values). Headers are kept as tuples, which the collector untracks.
+    rate of holding their values). Values are copied into native buffers as they are
+    collected (``RecordValues``: no bytes object per record stays alive, and the scanner
+    reads them in place); positions are packed arrays; headers are tuples, which the
+    collector untracks, and records with the contract's usual headers share one.
+    ``formats`` holds collect_messages' codes (1 JSON, 2 BSON, 0 parse the headers);
+    ``sizes`` each value's bytes, a claim's those of the event it references.
     """
 
-    partitions: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    timestamps: list[int] = field(default_factory=list)
+    partitions: array[int] = field(default_factory=lambda: array("i"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    timestamps: array[int] = field(default_factory=lambda: array("q"))
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    formats: bytearray = field(default_factory=bytearray)
     keys: list[bytes | None] = field(default_factory=list)
-    values: list[bytes | None] = field(default_factory=list)
-    headers: list[tuple[tuple[str, bytes | None], ...] | None] = field(default_factory=list)
+    values: lakehouse_codec.RecordValues = field(default_factory=lakehouse_codec.RecordValues)
+    headers: list[Headers | None] = field(default_factory=list)
     bytes: int = 0
 
     @classmethod
     def from_messages(cls, messages: Sequence[Message]) -> Records:
-        records = cls()
-        records.extend(messages)
-        return records
+        """Records of one topic's messages (which carry no error)."""
+        collected, errors = collect(messages)
+        if errors or len(collected) > 1:
+            raise ValueError("expected the error-free messages of one topic")
+        return next(iter(collected.values()), cls())
 
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def extend(
-        self, messages: Sequence[Message], limit: int | None = None, *, batch_holds_records: bool = False
-    ) -> dict[int, int]:
-        """Append records of this topic (the only per-record Python: reading Message fields).
+    def extend(self, other: Records, limit: int | None = None, *, batch_holds_records: bool = False) -> dict[int, int]:
+        """Append another collection of this topic's records.
 
-        Claims count at their resolved size. With ``limit`` (the most bytes these records may
-        hold), the claim that would exceed it and every later record of its partition are left
-        out, unless the batch would hold nothing: returns, per partition, the offset to read
-        again (the caller seeks there). A reference weighs a few bytes in Kafka but its event
-        up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
+        Claims count at their resolved size (``sizes``). With ``limit`` (the most bytes these
+        records may hold), the claim that would exceed it and every later record of its
+        partition are left out, unless the batch would hold nothing: returns, per partition,
+        the offset to read again (the caller seeks there). A reference weighs a few bytes in
+        Kafka but its event up to 256 MB in memory, so Kafka's fetch bound does not bound claims.
         """
-        values = [message.value() for message in messages]
-        # A consumed record always has its partition and offset (confluent-kafka types them optional).
-        partitions = cast(list[int], [message.partition() for message in messages])
-        offsets = cast(list[int], [message.offset() for message in messages])
-        # Records with the contract's usual headers keep a shared copy of them; only the others
-        # keep their own (header objects retained per record would cost more than the parsing).
-        # A consumed record's headers are a list of (name, bytes or None); confluent-kafka types them as produce() takes them.
-        headers = [
-            _kept_headers(cast("list[tuple[str, bytes | None]] | None", message.headers()), value is None)
-            for message, value in zip(messages, values, strict=True)
-        ]
-        sizes = _claim_sizes(headers, values)
         deferred: dict[int, int] = {}
-        if sizes is not None and limit is not None:
+        claim_rows = other.claim_rows()
+        if claim_rows and limit is not None:
             taken = batch_holds_records or len(self) > 0
-            keep = _within_room(limit - self.bytes, values, sizes, partitions, offsets, deferred, taken=taken)
+            keep = other.within_room(limit - self.bytes, claim_rows, deferred, taken=taken)
             if deferred:
-                messages = [messages[row] for row in keep]
-                values, headers, sizes = (
-                    [values[row] for row in keep],
-                    [headers[row] for row in keep],
-                    [sizes[row] for row in keep],
-                )
-                partitions, offsets = [partitions[row] for row in keep], [offsets[row] for row in keep]
-        self.values += values
-        self.partitions += partitions
-        self.offsets += offsets
-        self.timestamps += [message.timestamp()[1] for message in messages]
-        self.keys += [message.key() for message in messages]
-        self.headers += headers
-        self.bytes += sum([len(value) for value in values if value]) + (sum(sizes) if sizes else 0)
+                other = other.subset(keep)
+        self.partitions += other.partitions
+        self.offsets += other.offsets
+        self.timestamps += other.timestamps
+        self.sizes += other.sizes
+        self.formats += other.formats
+        self.keys += other.keys
+        self.values.extend(other.values)
+        self.headers += other.headers
+        self.bytes += other.bytes
         return deferred
+
+    def claim_rows(self) -> list[int]:
+        """The rows whose value is a claim reference (only records with unusual headers can be)."""
+        if _PARSE not in self.formats:
+            return []
+        return [row for row, (code, entries) in enumerate(zip(self.formats, self.headers, strict=True))
+                if code == _PARSE and contract.is_claim(entries)]
+
+    def within_room(self, room: int, claim_rows: list[int], deferred: dict[int, int], *, taken: bool) -> list[int]:
+        """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""
+        claims = set(claim_rows)
+        keep = []
+        for row, (size, partition) in enumerate(zip(self.sizes, self.partitions, strict=True)):
+            if partition in deferred:
+                continue
+            if row in claims and taken and size > room:
+                deferred[partition] = self.offsets[row]
+                continue
+            keep.append(row)
+            room -= size
+            taken = True
+        return keep
 
     def without(self, partitions: set[int]) -> Records:
         """The records of every other partition (used when partitions are revoked)."""
@@ -199,15 +208,16 @@ class Records:
     def subset(self, keep: Sequence[int]) -> Records:
         """These rows, in this order."""
         kept = Records(
-            [self.partitions[row] for row in keep],
-            [self.offsets[row] for row in keep],
-            [self.timestamps[row] for row in keep],
+            array("i", [self.partitions[row] for row in keep]),
+            array("q", [self.offsets[row] for row in keep]),
+            array("q", [self.timestamps[row] for row in keep]),
+            array("q", [self.sizes[row] for row in keep]),
+            bytearray(self.formats[row] for row in keep),
             [self.keys[row] for row in keep],
-            [self.values[row] for row in keep],
+            self.values.select(list(keep)),
             [self.headers[row] for row in keep],
         )
-        sizes = _claim_sizes(kept.headers, kept.values)
-        kept.bytes = sum(len(value) for value in kept.values if value) + (sum(sizes) if sizes else 0)
+        kept.bytes = sum(kept.sizes)
         return kept
 
     def dead_letter(self, topic: str, row: int, error: BaseException) -> DeadLetter:
@@ -218,56 +228,39 @@ class Records:
             offset=self.offsets[row],
             kafka_timestamp=self.timestamps[row],
             key=self.keys[row],
-            value=self.values[row],
+            value=self.values.value(row),
             headers=self.headers[row],
             error_type=type(error).__name__,
             error=str(error).strip() or repr(error),
         )
 
 
-def _claim_sizes(headers: list[tuple[tuple[str, bytes | None], ...] | None], values: list[bytes | None]) -> list[int] | None:
-    """Per record, what its claim will weigh once resolved (0 for other records); None without claims.
+def collect(messages: Sequence[Message]) -> tuple[dict[str, Records], list[int]]:
+    """Messages as Records per topic (one native call), and the positions of those carrying an error.
 
-    Records with the usual headers share one of a few tuples (or have none), which ``count``
-    finds in C: a batch without claims costs no Python per record.
+    A claim record's size is that of the event it references (what it weighs once resolved),
+    so batches close on the bytes they will hold.
     """
-    if sum(map(headers.count, _SHARED_HEADERS)) == len(headers):
-        return None
-    sizes = []
-    for entries, value in zip(headers, values, strict=True):
-        size = 0
-        if entries is not None and contract.is_claim(entries):
-            try:
-                size = contract.parse_claim_reference(value, entries[0][1]).size
-            except ContractError:
-                pass  # dead-lettered when resolved
-        sizes.append(size)
-    return sizes if any(sizes) else None
-
-
-def _within_room(
-    room: int,
-    values: list[bytes | None],
-    sizes: list[int],
-    partitions: list[int],
-    offsets: list[int],
-    deferred: dict[int, int],
-    *,
-    taken: bool,
-) -> list[int]:
-    """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""
-    keep = []
-    for row, (value, size, partition) in enumerate(zip(values, sizes, partitions, strict=True)):
-        if partition in deferred:
-            continue
-        weight = size + (len(value) if value else 0)
-        if size and taken and weight > room:
-            deferred[partition] = offsets[row]
-            continue
-        keep.append(row)
-        room -= weight
-        taken = True
-    return keep
+    by_topic, errors = lakehouse_codec.collect_messages(
+        messages if isinstance(messages, list) else list(messages), _JSON_HEADERS, _BSON_HEADERS
+    )
+    collected = {}
+    for topic, (values, keys, headers, partitions, offsets, timestamps, sizes, formats) in by_topic.items():
+        records = Records(keys=keys, values=values, headers=headers, formats=bytearray(formats), bytes=values.nbytes)
+        records.partitions.frombytes(partitions)
+        records.offsets.frombytes(offsets)
+        records.timestamps.frombytes(timestamps)
+        records.sizes.frombytes(sizes)
+        claim_rows = records.claim_rows()
+        if claim_rows:
+            for row in claim_rows:
+                try:
+                    records.sizes[row] = contract.parse_claim_reference(values.value(row), headers[row][0][1]).size
+                except ContractError:
+                    pass  # dead-lettered when resolved
+            records.bytes = sum(records.sizes)
+        collected[topic] = records
+    return collected, errors
 
 
 def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[list[DeadLetter], list[str]]:
@@ -276,55 +269,70 @@ def resolve_claims(topic: str, records: Records, claims: ClaimStore) -> tuple[li
     In place: a resolved record's value is the event and its headers lose the claim marker
     (``lakehouse.claim.resolved`` names the digest instead), so dead letters made later
     from it hold the full event. Returns the unresolvable records as dead letters and the
-    digests resolved. A claim store that does not answer raises ``TransientError``.
+    digests resolved. A claim store that does not answer raises ``TransientError``. Claims
+    are rare: their values are swapped in Python, and the records' buffers copied once.
     """
-    headers = records.headers
-    if sum(map(headers.count, _SHARED_HEADERS)) == len(headers):
+    claim_rows = records.claim_rows()
+    if not claim_rows:
         return [], []
+    headers = records.headers
+    values: list[bytes | None] | None = None
     letters: list[DeadLetter] = []
     digests: list[str] = []
-    for row, entries in enumerate(headers):
-        if entries is None or not contract.is_claim(entries):
-            continue
+    for row in claim_rows:
+        entries = headers[row]
+        assert entries is not None  # a claim has its marker header
         try:
-            reference = contract.parse_claim_reference(records.values[row], entries[0][1])
-            records.values[row] = claims.get(reference)
+            reference = contract.parse_claim_reference(records.values.value(row), entries[0][1])
+            event = claims.get(reference)
         except ContractError as error:
             letters.append(records.dead_letter(topic, row, error))
             continue
+        if values is None:
+            values = records.values.to_list()
+        values[row] = event
+        records.sizes[row] = len(event)
+        records.formats[row] = _CODE_OF_HEADERS.get(tuple(entries[1:3]), _PARSE)
         headers[row] = (*entries[1:], (HEADER_CLAIM_RESOLVED, reference.digest.encode()))
         digests.append(reference.digest)
+    if values is not None:
+        records.values = lakehouse_codec.RecordValues(values)
     return letters, digests
 
 
-def _text_array(buffers: tuple[bytes, bytes, bytes], count: int) -> pa.Array:
-    validity, offsets, data = buffers
-    return pa.Array.from_buffers(pa.large_utf8(), count, [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)])
+def _text_array(column: tuple[Any, Any, int], count: int, data: list[pa.Buffer]) -> pa.Array:
+    """A scanner text column: string views into the scan's data buffers (no copy)."""
+    validity, views, nulls = column
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    return pa.Array.from_buffers(pa.string_view(), count, [bitmap, pa.py_buffer(views), *data], null_count=nulls)
 
 
-def _int_array(buffers: tuple[bytes, bytes], count: int) -> pa.Array:
-    validity, values = buffers
-    return pa.Array.from_buffers(pa.int64(), count, [pa.py_buffer(validity), pa.py_buffer(values)])
+def _int_array(column: tuple[Any, Any, int], count: int) -> pa.Array:
+    validity, values, nulls = column
+    bitmap = None if validity is None else pa.py_buffer(validity)
+    return pa.Array.from_buffers(pa.int64(), count, [bitmap, pa.py_buffer(values)], null_count=nulls)
 
 
-def _kind_array(kinds: bytes, count: int) -> pa.Array:
+def _kind_array(kinds: Any, count: int) -> pa.Array:
     return pa.Array.from_buffers(pa.uint8(), count, [None, pa.py_buffer(kinds)])
 
 
-def _formats(headers: Sequence[Sequence[tuple[str, bytes | None]] | None]) -> list[ValueFormat | ContractError]:
+def _packed_array(values: array[int], arrow_type: pa.DataType) -> pa.Array:
+    """A packed column of the records (copied: the records' arrays may still grow)."""
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values.tobytes())])
+
+
+def _formats(records: Records) -> list[ValueFormat | ContractError]:
     """Each record's value format, or the contract error that makes it a dead letter."""
-    fast = [_FAST_HEADERS.get(tuple(entries[:2])) if entries else None for entries in headers]
-    if all(fast):
-        return fast  # type: ignore[return-value]
     result: list[ValueFormat | ContractError] = []
-    for value_format, entries in zip(fast, headers, strict=True):
-        if value_format is not None:
-            result.append(value_format)
-            continue
-        try:
-            result.append(contract.parse_headers(entries).value_format)
-        except ContractError as error:
-            result.append(error)
+    for code, entries in zip(records.formats, records.headers, strict=True):
+        value_format: ValueFormat | ContractError | None = _FORMAT_OF_CODE.get(code)
+        if value_format is None:
+            try:
+                value_format = contract.parse_headers(entries).value_format
+            except ContractError as error:
+                value_format = error
+        result.append(value_format)
     return result
 
 
@@ -359,27 +367,31 @@ def _tombstone_as_delete(key: bytes | None, headers: Sequence[tuple[str, bytes |
 
 def decode_topic(topic: str, records: Records) -> DecodedTopic:
     """Decode one topic's records (in offset order per partition)."""
-    partitions, offsets, timestamps = records.partitions, records.offsets, records.timestamps
-    keys, values, headers = records.keys, records.values, records.headers
-
+    keys, headers = records.keys, records.headers
     first_offsets, last_offsets = _offset_bounds(records)
 
-    formats = _formats(headers)
+    count = len(records)
     problems: dict[int, ContractError] = {}
-    scan_input: bytes | list[bytes] | None = None
-    if all(value_format is ValueFormat.BSON for value_format in formats) and all(values):
+    scanned: dict[str, Any] | None = None
+    tombstones = records.values.has_tombstones()
+    if not tombstones and records.formats.count(_JSON) == count:
+        scanned = lakehouse_codec.scan_record_values(records.values)  # the common all-JSON batch, read in place
+    elif not tombstones and records.formats.count(_BSON) == count:
         try:  # the common all-BSON batch: one native call to NDJSON, split by the scanner
-            scan_input = contract.values_to_ndjson(cast(list[bytes], values))  # all present: checked above
+            scanned = lakehouse_codec.scan_change_events(contract.values_to_ndjson(records.values.to_list()))
         except UndecodableEventError:
-            scan_input = None  # find the bad values one by one below
-    json_values = values
-    if scan_input is None and any(value_format is not ValueFormat.JSON for value_format in formats):
+            scanned = None  # find the bad values one by one below
+    if scanned is None:
+        values: list[bytes | None] = records.values.to_list()
+        formats = _formats(records)
         json_values = list(values)
-        bson_rows = [row for row, value_format in enumerate(formats) if value_format is ValueFormat.BSON]
+        bson_rows = []
         for row, value_format in enumerate(formats):
             if isinstance(value_format, ContractError):
                 problems[row] = value_format
                 json_values[row] = b"{}"
+            elif value_format is ValueFormat.BSON and values[row] is not None:
+                bson_rows.append(row)
         if bson_rows:
             for row, converted in zip(bson_rows, _bson_to_json([values[row] or b"" for row in bson_rows]), strict=True):
                 if isinstance(converted, UndecodableEventError):
@@ -387,53 +399,55 @@ def decode_topic(topic: str, records: Records) -> DecodedTopic:
                     json_values[row] = b"{}"
                 else:
                     json_values[row] = converted
-    if scan_input is None and any(value is None for value in json_values):
-        json_values = list(json_values)
         for row, value in enumerate(json_values):
             if value is None and row not in problems:
                 tombstone = _tombstone_as_delete(keys[row], headers[row])
                 if isinstance(tombstone, ContractError):
                     problems[row] = tombstone
+                    json_values[row] = b"{}"
                 else:
                     json_values[row] = tombstone
-        json_values = [b"{}" if value is None else value for value in json_values]
-
-    scanned = lakehouse_codec.scan_change_events(json_values if scan_input is None else scan_input)
-    count = scanned["count"]
+        scanned = lakehouse_codec.scan_change_events([b"{}" if value is None else value for value in json_values])
+    assert scanned["count"] == count
     for row, message in scanned["errors"]:
         if row not in problems:
             error_class = MissingEventFieldError if message.startswith("missing") else UndecodableEventError
             problems[row] = error_class(message)
 
+    data = [pa.py_buffer(buffer) for buffer in scanned["buffers"]]
     text = scanned["text"]
     ints = scanned["int"]
-    columns: dict[str, Any] = {
-        "__event_id": _text_array(text["event_id"], count),
-        "__resume_token": _text_array(text["resume_token"], count),
-        "__operation": _text_array(text["operation"], count),
-        "__db": _text_array(text["db"], count),
-        "__collection": _text_array(text["collection"], count),
-        "__document_key": _text_array(text["document_key"], count),
-        "__document_id": _text_array(text["document_id"], count),
+    columns: dict[str, pa.Array] = {
+        "__event_id": _text_array(text["event_id"], count, data),
+        "__resume_token": _text_array(text["resume_token"], count, data),
+        "__operation": _text_array(text["operation"], count, data),
+        "__db": _text_array(text["db"], count, data),
+        "__collection": _text_array(text["collection"], count, data),
+        "__document_key": _text_array(text["document_key"], count, data),
+        "__document_id": _text_array(text["document_id"], count, data),
         "__cluster_time_seconds": _int_array(ints["cluster_time_seconds"], count),
         "__cluster_time_increment": _int_array(ints["cluster_time_increment"], count),
-        "__wall_time_text": _text_array(text["wall_time"], count),
+        "__wall_time_text": _text_array(text["wall_time"], count, data),
         "__wall_time_kind": _kind_array(scanned["wall_time_kind"], count),
-        "__lsid": _text_array(text["lsid"], count),
+        "__lsid": _text_array(text["lsid"], count, data),
         "__txn_number": _int_array(ints["txn_number"], count),
-        "__kafka_partition": pa.array(partitions, pa.int32()),
-        "__kafka_offset": pa.array(offsets, pa.int64()),
-        "__kafka_timestamp_ms": pa.array(timestamps, pa.int64()),
-        "__full_document": _text_array(text["full_document"], count),
-        "__update_description": _text_array(text["update_description"], count),
-        "__full_document_before_change": _text_array(text["full_document_before_change"], count),
-        "__value_bytes": pa.array([len(value) if value else 0 for value in values], pa.int64()),
+        "__kafka_partition": _packed_array(records.partitions, pa.int32()),
+        "__kafka_offset": _packed_array(records.offsets, pa.int64()),
+        "__kafka_timestamp_ms": _packed_array(records.timestamps, pa.int64()),
+        "__full_document": _text_array(text["full_document"], count, data),
+        "__update_description": _text_array(text["update_description"], count, data),
+        "__full_document_before_change": _text_array(text["full_document_before_change"], count, data),
+        "__value_bytes": _packed_array(records.sizes, pa.int64()),
     }
+    if scanned["wall_time_micros"] is not None:
+        columns[WALL_TIME_MICROS] = _int_array(scanned["wall_time_micros"], count)
     field_names = []
-    for index, (name, kinds, buffers) in enumerate(scanned["fields"]):
+    for index, (name, kinds, column, dates) in enumerate(scanned["fields"]):
         field_names.append(name)
         columns[KIND_COLUMN.format(index)] = _kind_array(kinds, count)
-        columns[TEXT_COLUMN.format(index)] = _text_array(buffers, count)
+        columns[TEXT_COLUMN.format(index)] = _text_array(column, count, data)
+        if dates is not None:
+            columns[DATE_COLUMN.format(index)] = _int_array(dates, count)
     frame = pl.from_arrow(pa.table(columns))
     assert isinstance(frame, pl.DataFrame)
 
@@ -483,21 +497,28 @@ def _decode_isolating(topic: str, records: Records) -> DecodedTopic:
 
 
 def _offset_bounds(records: Records) -> tuple[dict[int, int], dict[int, int]]:
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for partition, offset in zip(records.partitions, records.offsets, strict=True):
-        first.setdefault(partition, offset)
-        last[partition] = offset
+    """Each partition's first and last offset in the batch (records are in offset order per partition)."""
+    if not len(records):
+        return {}, {}
+    positions = pl.DataFrame(
+        {"partition": _packed_array(records.partitions, pa.int32()), "offset": _packed_array(records.offsets, pa.int64())}
+    )
+    bounds = positions.group_by("partition").agg(pl.col("offset").first().alias("first"), pl.col("offset").last().alias("last"))
+    first = dict(zip(bounds["partition"].to_list(), bounds["first"].to_list(), strict=True))
+    last = dict(zip(bounds["partition"].to_list(), bounds["last"].to_list(), strict=True))
     return first, last
 
 
 __all__ = [
+    "DATE_COLUMN",
     "HEADER_CLAIM_RESOLVED",
     "KIND_COLUMN",
     "TEXT_COLUMN",
+    "WALL_TIME_MICROS",
     "DeadLetter",
     "DecodedTopic",
     "Records",
+    "collect",
     "decode_guarded",
     "decode_topic",
     "resolve_claims",

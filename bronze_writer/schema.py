@@ -12,7 +12,6 @@ table's types. Everything here is Polars expressions over whole columns.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,9 +19,18 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 
-from bronze_writer.decode import KIND_COLUMN, TEXT_COLUMN
-
-BSON_TYPE_METADATA = "lakehouse.bson_type"
+from bronze_writer.decode import DATE_COLUMN, KIND_COLUMN, TEXT_COLUMN, WALL_TIME_MICROS
+from lakehouse_common.bronze_schema import (
+    ARROW_TYPE_OF_FAMILY,
+    BSON_TYPE_METADATA,
+    DELTA_TYPE_OF_FAMILY,
+    ENVELOPE,
+    ENVELOPE_NAMES,
+    FAMILY_OF_DELTA_TYPE,
+    MAX_MILLIS,
+    MIN_MILLIS,
+    column_name_problem,
+)
 
 
 class Kind:
@@ -83,8 +91,6 @@ _KINDS_OF_FAMILY: dict[str, list[int]] = {}
 for _kind, _family in _FAMILY_OF_KIND.items():
     _KINDS_OF_FAMILY.setdefault(_family, []).append(_kind)
 
-_DELTA_TYPE_OF_FAMILY = {"long": "long", "double": "double", "bool": "boolean", "date": "timestamp"}
-_FAMILY_OF_DELTA_TYPE = {"long": "long", "double": "double", "boolean": "bool", "timestamp": "date", "string": "string"}
 _POLARS_TYPE_OF_FAMILY: dict[str, pl.DataType] = {
     "long": pl.Int64(),
     "double": pl.Float64(),
@@ -92,33 +98,6 @@ _POLARS_TYPE_OF_FAMILY: dict[str, pl.DataType] = {
     "date": pl.Datetime("us", "UTC"),
 }
 
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-ENVELOPE = pa.schema(
-    [
-        ("__event_id", pa.large_utf8()),
-        ("__resume_token", pa.large_utf8()),
-        ("__operation", pa.large_utf8()),
-        ("__db", pa.large_utf8()),
-        ("__collection", pa.large_utf8()),
-        ("__document_key", pa.large_utf8()),
-        ("__document_id", pa.large_utf8()),
-        ("__cluster_time", TIMESTAMP),
-        ("__cluster_time_increment", pa.int64()),
-        ("__wall_time", TIMESTAMP),
-        ("__lsid", pa.large_utf8()),
-        ("__txn_number", pa.int64()),
-        ("__kafka_topic", pa.large_utf8()),
-        ("__kafka_partition", pa.int32()),
-        ("__kafka_offset", pa.int64()),
-        ("__kafka_timestamp", TIMESTAMP),
-        ("__ingested_at", TIMESTAMP),
-        ("__full_document", pa.large_utf8()),
-        ("__update_description", pa.large_utf8()),
-        ("__full_document_before_change", pa.large_utf8()),
-        ("__rescued_data", pa.large_utf8()),
-    ]
-)
-ENVELOPE_NAMES = frozenset(ENVELOPE.names)
 # Unique per row and read whole, never filtered on: dictionaries and statistics would be wasted work.
 PAYLOAD_COLUMNS = (
     "__resume_token",
@@ -128,14 +107,6 @@ PAYLOAD_COLUMNS = (
     "__full_document_before_change",
     "__rescued_data",
 )
-_ENVELOPE_LOWER = frozenset(name.lower() for name in ENVELOPE.names)
-# Delta without column mapping (what Spark and dbt read) refuses these characters in names;
-# control characters (NUL makes Arrow's C interface panic) are refused too.
-_INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=\x00-\x1f\x7f]")
-
-# Delta's timestamp range: 0001-01-01 to 9999-12-31, in milliseconds since the epoch.
-_MIN_MILLIS = -62_135_596_800_000
-_MAX_MILLIS = 253_402_300_799_999
 _MAX_EXACT_INTEGER = 2**53
 _SPECIAL_DOUBLES = ["NaN", "Infinity", "-Infinity"]
 
@@ -148,7 +119,7 @@ class ColumnType:
 
     @property
     def delta_type(self) -> str:
-        return _DELTA_TYPE_OF_FAMILY.get(self.family, "string")
+        return DELTA_TYPE_OF_FAMILY.get(self.family, "string")
 
 
 def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
@@ -161,20 +132,9 @@ def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
             continue
         family = (field.metadata or {}).get(BSON_TYPE_METADATA)
         if family is None:
-            family = _FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
+            family = FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
         columns[field.name] = ColumnType(str(family).strip('"'))
     return columns
-
-
-def _name_problem(name: str, columns: Mapping[str, ColumnType]) -> str | None:
-    """Why a field cannot be a column of its own (its values are rescued), or None."""
-    if not name or _INVALID_COLUMN_NAME.search(name):
-        return "name not allowed as a Delta column"
-    if name.lower() in _ENVELOPE_LOWER:
-        return "name of an envelope column"
-    if name not in columns and any(name.lower() == existing.lower() for existing in columns):
-        return "differs only in case from an existing column"
-    return None
 
 
 def _case_losers(names: list[str]) -> set[str]:
@@ -191,7 +151,7 @@ def _case_losers(names: list[str]) -> set[str]:
 
 
 def _from_millis(millis: pl.Expr) -> pl.Expr:
-    in_range = millis.is_between(_MIN_MILLIS, _MAX_MILLIS)
+    in_range = millis.is_between(MIN_MILLIS, MAX_MILLIS)
     return (
         pl.when(in_range)
         .then(pl.from_epoch(millis, time_unit="ms").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
@@ -199,14 +159,22 @@ def _from_millis(millis: pl.Expr) -> pl.Expr:
     )
 
 
-def date_value(kind: pl.Expr, text: pl.Expr) -> pl.Expr:
-    """A relaxed Extended JSON date as a UTC timestamp, null when not a date or out of Delta's range."""
+def date_value(kind: pl.Expr, text: pl.Expr, parsed: pl.Expr | None = None) -> pl.Expr:
+    """A relaxed Extended JSON date as a UTC timestamp, null when not a date or out of Delta's range.
+
+    ``parsed``: the scanner's microseconds for every date of the column (null for other
+    kinds), which it gives only when it parsed them all; else the text is parsed here.
+    """
+    if parsed is not None:
+        return pl.from_epoch(parsed, time_unit="us").dt.replace_time_zone("UTC")
     iso = text.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False)
     millis = _from_millis(text.cast(pl.Int64, strict=False))
     return pl.when(kind == Kind.DATE_ISO).then(iso).when(kind == Kind.DATE_MILLIS).then(millis).otherwise(None)
 
 
-def _converted(family: str | None, kind: pl.Expr, text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+def _converted(
+    family: str | None, kind: pl.Expr, text: pl.Expr, dates: pl.Expr | None = None
+) -> tuple[pl.Expr, pl.Expr]:
     """(value in the column's type, whether the value fits) for one field."""
     if family is None:
         return pl.lit(None, pl.String), pl.lit(False)
@@ -226,7 +194,7 @@ def _converted(family: str | None, kind: pl.Expr, text: pl.Expr) -> tuple[pl.Exp
     if family == "bool":
         return text == "true", kind == Kind.BOOL
     if family == "date":
-        value = date_value(kind, text)
+        value = date_value(kind, text, dates)
         return value, value.is_not_null()
     return text, kind.is_in(_KINDS_OF_FAMILY.get(family, [])) & text.is_not_null()
 
@@ -274,23 +242,19 @@ def resolve(
     """Type a decoded, de-duplicated frame against the table's columns (vectorized)."""
     new_columns: dict[str, ColumnType] = {}
     families: dict[str, str | None] = {}
-    first_kinds = (
-        frame.select(
-            [
-                pl.col(KIND_COLUMN.format(index)).filter(pl.col(KIND_COLUMN.format(index)) > Kind.NULL).first().alias(name)
-                for index, name in enumerate(field_names)
-                if name not in columns
-            ]
-        ).row(0)
-        if frame.height and any(name not in columns for name in field_names)
-        else ()
-    )
+    first_kinds = frame.select(
+        [
+            pl.col(KIND_COLUMN.format(index)).filter(pl.col(KIND_COLUMN.format(index)) > Kind.NULL).first().alias(name)
+            for index, name in enumerate(field_names)
+            if name not in columns
+        ]
+    ).row(0) if frame.height and any(name not in columns for name in field_names) else ()
     first_kind_of = dict(zip([name for name in field_names if name not in columns], first_kinds, strict=False))
     losers = _case_losers(
-        [name for name in field_names if first_kind_of.get(name) is not None and _name_problem(name, columns) is None]
+        [name for name in field_names if first_kind_of.get(name) is not None and column_name_problem(name, columns) is None]
     )
     for name in field_names:
-        if _name_problem(name, columns) is not None or name in losers:
+        if column_name_problem(name, columns) is not None or name in losers:
             families[name] = None
         elif name in columns:
             families[name] = columns[name].family
@@ -308,8 +272,9 @@ def resolve(
             continue
         kind = pl.col(KIND_COLUMN.format(index))
         text = pl.col(TEXT_COLUMN.format(index))
+        dates = pl.col(DATE_COLUMN.format(index)) if DATE_COLUMN.format(index) in frame.columns else None
         family = families[name]
-        value, fits = _converted(family, kind, text)
+        value, fits = _converted(family, kind, text, dates)
         rescue = (kind > Kind.NULL) & ~fits
         if family is not None:
             target = _POLARS_TYPE_OF_FAMILY.get(family, pl.String())
@@ -324,7 +289,11 @@ def resolve(
     rescued: dict[str, int] = {}
     if rescue_counts and frame.height:
         rescued = {name: count for name, count in frame.select(rescue_counts).row(0, named=True).items() if count}
-    rescued_data = pl.concat_str(rescue_entries, separator=",", ignore_nulls=True) if rescue_entries else pl.lit(None, pl.String)
+    rescued_data = (
+        pl.concat_str(rescue_entries, separator=",", ignore_nulls=True)
+        if rescue_entries
+        else pl.lit(None, pl.String)
+    )
     rescued_data = pl.when(rescued_data.is_not_null() & (rescued_data != "")).then(
         pl.concat_str([pl.lit("{"), rescued_data, pl.lit("}")])
     )
@@ -344,7 +313,11 @@ def resolve(
         .dt.replace_time_zone("UTC")
         .alias("__cluster_time"),
         pl.col("__cluster_time_increment"),
-        date_value(pl.col("__wall_time_kind"), pl.col("__wall_time_text")).alias("__wall_time"),
+        date_value(
+            pl.col("__wall_time_kind"),
+            pl.col("__wall_time_text"),
+            pl.col(WALL_TIME_MICROS) if WALL_TIME_MICROS in frame.columns else None,
+        ).alias("__wall_time"),
         pl.col("__lsid"),
         pl.col("__txn_number"),
         pl.lit(topic, pl.String).alias("__kafka_topic"),
@@ -370,26 +343,25 @@ def resolve(
     if missing:
         typed = typed.with_columns(missing)
     ordered = [*ENVELOPE.names, *columns, *(name for name in new_columns if name not in columns)]
-    data = typed.select(ordered).to_arrow()
+    # String views, as Polars holds them: no text is copied on its way to the Parquet writer.
+    data = typed.select(ordered).to_arrow(compat_level=pl.CompatLevel.newest())
     return ResolvedBatch(_with_schema(data, {**columns, **new_columns}), new_columns, rescued, bool(new_columns))
 
 
 def _with_schema(data: pa.Table, columns: Mapping[str, ColumnType]) -> pa.Table:
     """Exact envelope types and the BSON family of each document column in its metadata.
 
-    Text goes to deltalake as 32-bit-offset strings, which its Parquet writer takes
-    without converting (about twice as fast as large strings here).
+    Text stays as string views (views into the scanned events): pyarrow's Parquet writer
+    and deltalake's take them as they are.
     """
     fields = []
     for field in data.schema:
         if field.name in ENVELOPE_NAMES:
             envelope = ENVELOPE.field(field.name)
-            fields.append(envelope.with_type(pa.string()) if envelope.type == pa.large_utf8() else envelope)
+            fields.append(envelope.with_type(pa.string_view()) if envelope.type == pa.large_utf8() else envelope)
         else:
             column = columns[field.name]
-            arrow_type = {"long": pa.int64(), "double": pa.float64(), "bool": pa.bool_(), "date": TIMESTAMP}.get(
-                column.family, pa.string()
-            )
+            arrow_type = ARROW_TYPE_OF_FAMILY.get(column.family, pa.string_view())
             fields.append(pa.field(field.name, arrow_type, metadata={BSON_TYPE_METADATA: column.family}))
     return data.cast(pa.schema(fields))
 

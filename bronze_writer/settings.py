@@ -96,7 +96,15 @@ class LakeSettings(FrozenModel):
     compression: Literal["SNAPPY", "ZSTD", "LZ4_RAW", "GZIP", "UNCOMPRESSED"] = Field(
         "SNAPPY", description="Parquet compression codec."
     )
-    max_commit_attempts: int = Field(50, ge=1, description="Attempts per bronze commit when other writers commit concurrently.")
+    max_commit_attempts: int = Field(
+        50, ge=1, description="Attempts per bronze commit when other writers commit concurrently."
+    )
+    checkpoint_interval_commits: int = Field(
+        100,
+        ge=1,
+        description="Checkpoint a bronze table's Delta log after every this many commits (deltalake's create_checkpoint): "
+        "a snapshot is loaded from its last checkpoint, so a long log costs neither start-up time nor memory.",
+    )
     dedupe_cache_bytes: int = Field(
         64 * 1024 * 1024,
         ge=0,

@@ -24,59 +24,37 @@ from typing import cast
 
 import polars as pl
 import pyarrow as pa
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    PostCommitHookProperties,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import Transaction
 
 from bronze_writer.decode import DeadLetter, DecodedTopic
 from bronze_writer.dedupe import EventIdIndex, Lookup, Pending, pending_rows
 from bronze_writer.errors import Action, PoisonRowsError, Stage, classify, describe, isolate_poison
+from bronze_writer.files import DataFiles, stats_columns
 from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, ResolvedBatch, resolve, table_columns
 from bronze_writer.settings import LakeSettings
 from lakehouse_common import lake
+from lakehouse_common.bronze_schema import DEAD_LETTER_SCHEMA, INGEST_LOG_SCHEMA
 from lakehouse_common.errors import FatalError
 from lakehouse_common.lake import HighWaterMark
 
 logger = logging.getLogger(__name__)
 
+# Bronze commits checkpoint on the writer's own schedule (lake.checkpoint_interval_commits).
+_NO_CHECKPOINT_HOOK = PostCommitHookProperties(create_checkpoint=False)
+
 # A new bronze table starts with the envelope; document columns arrive by schema merge.
-_ENVELOPE_FOR_DELTA = pa.schema([field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE])
-INGEST_LOG_SCHEMA = pa.schema(
-    [
-        ("table_uri", pa.large_utf8()),
-        ("database", pa.large_utf8()),
-        ("collection", pa.large_utf8()),
-        ("table_version", pa.int64()),
-        ("rows", pa.int64()),
-        ("bytes", pa.int64()),
-        ("committed_at", pa.timestamp("us", tz="UTC")),
-        ("duration_ms", pa.float64()),
-        ("offset_ranges", pa.large_utf8()),
-        ("first_event_id", pa.large_utf8()),
-        ("last_event_id", pa.large_utf8()),
-        ("max_lag_seconds", pa.float64()),
-        ("writer_id", pa.large_utf8()),
-        ("duplicates_dropped", pa.int64()),
-        ("rescued_values", pa.int64()),
-        ("new_columns", pa.large_utf8()),
-        ("already_landed", pa.int64()),
-        ("ids_looked_up", pa.int64()),
-    ]
-)
-DEAD_LETTER_SCHEMA = pa.schema(
-    [
-        ("topic", pa.large_utf8()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-        ("key", pa.large_binary()),
-        ("value", pa.large_binary()),
-        ("headers", pa.large_utf8()),
-        ("error_type", pa.large_utf8()),
-        ("error", pa.large_utf8()),
-        ("dead_lettered_at", pa.timestamp("us", tz="UTC")),
-    ]
+_ENVELOPE_FOR_DELTA = pa.schema(
+    [field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE]
 )
 
 
@@ -181,6 +159,9 @@ class BronzeTable:
         self._writer_properties = WriterProperties(
             compression=lake_settings.compression, column_properties=dict.fromkeys(PAYLOAD_COLUMNS, plain)
         )
+        self._files = DataFiles(
+            self.uri, self._storage_options, lake_settings.compression, lake_settings.target_file_size, PAYLOAD_COLUMNS
+        )
         self.refresh()
 
     @property
@@ -257,7 +238,9 @@ class BronzeTable:
             failure = error
         bad = isolate_poison(range(frame.height), attempt)
         if not bad:
-            raise FatalError(f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}") from failure
+            raise FatalError(
+                f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}"
+            ) from failure
         positions = frame.select("__kafka_partition", "__kafka_offset").rows()
         raise PoisonRowsError({positions[row]: error for row, error in sorted(bad.items())}) from failure
 
@@ -318,7 +301,8 @@ class BronzeTable:
             resolved = self._typed(frame, decoded, ingested_at)
             marks, event_ids = self._marks_after(decoded, frame, advancing, identity)
             offsets = {
-                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last) for partition, last in advancing.items()
+                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last)
+                for partition, last in advancing.items()
             }
             metadata = {
                 lake.BATCH_KEY: lake.batch_metadata(offsets, event_ids),
@@ -327,18 +311,9 @@ class BronzeTable:
             }
             transactions = [Transaction(lake.app_id(decoded.topic, partition), last) for partition, last in advancing.items()]
             started = time.perf_counter()
+            commit = CommitProperties(custom_metadata=metadata, app_transactions=transactions, max_commit_retries=0)
             try:
-                write_deltalake(
-                    self._table,
-                    resolved.data,
-                    mode="append",
-                    schema_mode="merge" if resolved.needs_schema_merge else None,
-                    target_file_size=self.settings.target_file_size,
-                    writer_properties=self._writer_properties,
-                    commit_properties=CommitProperties(
-                        custom_metadata=metadata, app_transactions=transactions, max_commit_retries=0
-                    ),
-                )
+                version = self._commit(resolved, int(frame["__value_bytes"].sum()), commit)
             except CommitFailedError as error:
                 conflicts += 1
                 logger.info(
@@ -348,14 +323,60 @@ class BronzeTable:
                 time.sleep(random.uniform(0, min(0.05 * 2**attempt, 1.0)))
                 continue
             duration = time.perf_counter() - started
-            version = self._table.version()
             self._marks = marks
             self._marks_version = version
+            self.refresh()  # to the commit (or past it, marks included, if another writer followed)
+            self._checkpoint_if_due(version)
             return self._result(decoded, pending, version, duration, offsets, event_ids, resolved, conflicts)
         raise FatalError(
             f"bronze commit to {self.uri} still conflicted after {self.settings.max_commit_attempts} attempts; "
             "too many writers on one table? Raise lake.max_commit_attempts"
         )
+
+    def _commit(self, resolved: ResolvedBatch, size_hint: int, commit: CommitProperties) -> int:
+        """Write the files and commit them on the loaded snapshot; returns the new version.
+
+        A batch with new columns goes through deltalake's writer, which merges the schema;
+        every other batch is written by pyarrow (bronze_writer.files) and committed as add
+        actions. Either way the commit lands on exactly this snapshot or raises
+        ``CommitFailedError``.
+        """
+        assert self._table is not None
+        if resolved.needs_schema_merge:
+            write_deltalake(
+                self._table,
+                resolved.data,
+                mode="append",
+                schema_mode="merge",
+                target_file_size=self.settings.target_file_size,
+                writer_properties=self._writer_properties,
+                commit_properties=commit,
+                post_commithook_properties=_NO_CHECKPOINT_HOOK,
+            )
+            return self._table.version()
+        read_version = self._table.version()
+        indexed = stats_columns(resolved.data.column_names, self._table.metadata().configuration, frozenset(PAYLOAD_COLUMNS))
+        actions = self._files.write(resolved.data, indexed, size_hint)
+        self._table.create_write_transaction(
+            actions, "append", self._table.schema(), commit_properties=commit, post_commithook_properties=_NO_CHECKPOINT_HOOK
+        )
+        return read_version + 1
+
+    def _checkpoint_if_due(self, version: int) -> None:
+        """Checkpoint the log (the loaded snapshot: this version or newer) every ``checkpoint_interval_commits`` versions.
+
+        The commit is durable already, so a failed checkpoint is only logged: the next one
+        due covers the same log, and readers replay the JSON commits meanwhile.
+        """
+        assert self._table is not None
+        if version % self.settings.checkpoint_interval_commits:
+            return
+        try:
+            self._table.create_checkpoint()
+        except (DeltaError, OSError) as error:
+            logger.warning("checkpointing the Delta log failed", extra={"table": self.uri, "version": version, "error": str(error)})
+            return
+        logger.info("checkpointed the Delta log", extra={"table": self.uri, "version": version})
 
     def _result(
         self,
@@ -401,14 +422,8 @@ class BronzeTable:
         for partition, (count, first, last) in sorted(pending.rereads.items()):
             logger.warning(
                 "records at offsets this table already landed were dropped (landed by another writer?)",
-                extra={
-                    "table": self.uri,
-                    "topic": topic,
-                    "partition": partition,
-                    "count": count,
-                    "first_offset": first,
-                    "last_offset": last,
-                },
+                extra={"table": self.uri, "topic": topic, "partition": partition, "count": count,
+                       "first_offset": first, "last_offset": last},
             )
 
     def reset_offsets(

@@ -6,16 +6,21 @@ costs no Python call: an event counts as acknowledged once a ``flush`` returned 
 failure reported, which is when its checkpoint may be written. In exactly-once mode the
 events and the checkpoint records share one Kafka transaction instead.
 
-The per-event work left in Python is one ``produce`` call: the batch is serialized by the
-native codec in one call, topics come from a per-namespace cache, and oversize events take
-the claim check: the event is written to the lake's claim store (lakehouse_common.claims)
-under its content address, durably, and only then is the record produced, carrying the
-reference (contract: Claim checks), which bronze-writer resolves. An event is oversize when
-it exceeds the smaller of its topic's ``max.message.bytes`` and the producer's own
-``message.max.bytes``; should ``produce()`` still refuse a record for its size, that record
-takes the claim check the same way instead of failing the pipeline (which would fail again
-on the same event, forever). With ``claims.enabled`` false, or when even the reference
-would not fit, an oversize event is dead-lettered as a reference instead.
+No Python code runs per event: the native codec serializes a batch in one call into columns
+(keys, values, the contract headers, each event's namespace, counts per operation), topics
+are resolved once per namespace of the batch, and ``itertools.starmap`` hands the columns to
+``produce`` with positional arguments (the cheapest call form: confluent-kafka parses no
+keywords) at C speed. Only the rare event that cannot go that way (out of scope, without a
+collection, oversize, refused) takes a Python path, in its place in the batch's order.
+
+Oversize events take the claim check: the event is written to the lake's claim store
+(lakehouse_common.claims) under its content address, durably, and only then is the record
+produced, carrying the reference (contract: Claim checks), which bronze-writer resolves. An
+event is oversize when it exceeds the smaller of its topic's ``max.message.bytes`` and the
+producer's own ``message.max.bytes``; should ``produce()`` still refuse a record for its
+size, that record takes the claim check the same way instead of failing the pipeline (which
+would fail again on the same event, forever). With ``claims.enabled`` false, or when even
+the reference would not fit, an oversize event is dead-lettered as a reference instead.
 
 Every record, event, fan-out copy, dead letter or checkpoint, goes through ``_send``: when
 librdkafka's local queue is full it waits for room instead of raising ``BufferError``.
@@ -26,13 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
-from typing import Any, Literal
+from itertools import repeat, starmap
+from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -43,18 +47,13 @@ from cdc_service.errors import DeliveryFailedError, ProducerFencedError
 from cdc_service.settings import CdcSettings
 from lakehouse_common.claims import ClaimStore
 from lakehouse_common.contract import (
-    CONTRACT_VERSION,
-    HEADER_CONTRACT_VERSION,
-    HEADER_EVENT_ID,
-    HEADER_OPERATION,
-    HEADER_VALUE_FORMAT,
     EncodedEvent,
+    EventColumns,
     ProducedHeaders,
     ValueFormat,
     claim_headers,
     claim_record_value,
-    encode_events,
-    headers_for,
+    encode_event_columns,
     topic_collision_key,
     topic_name,
 )
@@ -63,13 +62,15 @@ from lakehouse_common.kafka_connection import KafkaConnection
 
 logger = logging.getLogger(__name__)
 
-_LABEL = itemgetter(3, 4, 5)  # (operation, database, collection) of an EncodedEvent
-
 # Room kept below max.message.bytes for the record's own framing and headers.
 RECORD_OVERHEAD_BYTES = 512
 # The checkpoint topic's max.message.bytes: its records are a few hundred bytes (checkpoints.py).
 CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES = 1024 * 1024
-_VERSION_HEADER = b"%d" % CONTRACT_VERSION
+# produce()'s positional parameters after the key: partition (librdkafka's RD_KAFKA_PARTITION_UA,
+# the default: its partitioner places the record by key), callback, on_delivery (None: the
+# producer's on_delivery), timestamp (0: now), then the headers. The same record as the keywords.
+_PARTITION_UNASSIGNED = -1
+_DEFAULT_TIMESTAMP = 0
 
 
 @dataclass
@@ -90,35 +91,36 @@ class PublishResult:
 class EncodedBatch:
     """A batch serialized for Kafka, and the events that could not be (with the reason)."""
 
-    events: list[EncodedEvent]
+    events: EventColumns
     rejected: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format: ValueFormat) -> EncodedBatch:
     """Serialize a batch in one native call; thread-safe, so readers do it off the publishing thread.
 
-    A batch holding an undecodable event is encoded one event at a time, to keep the
-    good ones and hand the bad ones to the dead-letter topic.
+    A batch holding an undecodable event is tried one event at a time, to keep the good
+    ones (encoded again together) and hand the bad ones to the dead-letter topic.
     """
     if not isinstance(events, bytes):
         events = _owned_bytes(events)
     try:
-        return EncodedBatch(encode_events(events, value_format))
+        return EncodedBatch(encode_event_columns(events, value_format))
     except BaseException as error:  # noqa: BLE001 - a native panic is a BaseException; a record must not crash us
         if _interrupt(error):
             raise
-    batch = EncodedBatch([])
-    documents: list[bytes | RawBSONDocument] = [events] if isinstance(events, bytes) else list(events)
-    for document in documents:
+    good: list[bytes | RawBSONDocument] = []
+    rejected: list[tuple[bytes, str]] = []
+    for document in [events] if isinstance(events, bytes) else list(events):
         try:
-            batch.events.extend(encode_events([document], value_format))
+            encode_event_columns([document], value_format)
+            good.append(document)
         except BaseException as error:  # noqa: BLE001 - as above, one event at a time
             if _interrupt(error):
                 raise
             raw = document.raw if isinstance(document, RawBSONDocument) else bytes(document)
             reason = str(error) if isinstance(error, PoisonMessageError) else f"{type(error).__name__}: {error}"
-            batch.rejected.append((raw, reason))
-    return batch
+            rejected.append((raw, reason))
+    return EncodedBatch(encode_event_columns(good, value_format), rejected)
 
 
 def _owned_bytes(events: Sequence[bytes | RawBSONDocument]) -> Sequence[bytes | RawBSONDocument]:
@@ -158,9 +160,7 @@ class TopicManager:
     def limit(self, topic: str) -> int:
         return self._limits[topic]
 
-    def ensure(
-        self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None
-    ) -> int:
+    def ensure(self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None) -> int:
         """Create ``topic`` if missing; return the largest record it and the producer accept."""
         if topic in self._limits:
             return self._limits[topic]
@@ -280,8 +280,6 @@ class EventPublisher:
             topic_collision_key(settings.topics.dead_letter_topic): "the dead-letter topic (topics.dead_letter_topic)",
             topic_collision_key(settings.topics.checkpoint_topic): "the checkpoint topic (topics.checkpoint_topic)",
         }
-        self._format_header = self.value_format.value.encode()
-        self._operation_headers: dict[str, tuple[str, bytes]] = {}
         self._failures: list[str] = []
         self._in_transaction = False
         self.pending_events = 0
@@ -352,74 +350,163 @@ class EventPublisher:
             if not events:
                 return result
             events = encode_batch(events, self.value_format)
-        encoded = events.events
+        columns = events.events
         self._begin_if_needed()
         for raw, reason in events.rejected:
             self.dead_letter_raw(raw, reason="undecodable_event", detail=reason)
             result.dead_lettered += 1
-        produce = self.producer.produce
-        routes = self._routes
-        version_header = (HEADER_CONTRACT_VERSION, _VERSION_HEADER)
-        format_header = (HEADER_VALUE_FORMAT, self._format_header)
-        operation_headers = self._operation_headers
-        # Counted in C, per (operation, db, collection); events not produced are subtracted below.
-        read = Counter(map(_LABEL, encoded))
-        published = Counter(read)
+        routes = [self._namespace_route(database, collection, in_scope) for database, collection in columns.namespaces]
+        # Counted by the codec per (operation, namespace index); events not produced are subtracted.
+        published = {(operation, namespace): count for operation, namespace, count in columns.counts}
         produced = 0
-        # The hot loop: per event, one route lookup, one size check and one produce call.
-        for event in encoded:
-            key, value, event_id, operation, database, collection, _ = event
-            route: tuple[str, int] | None | Literal[False] = routes.get((database, collection), False)
-            if route is False:
-                route = self._first_route(event, in_scope)
-            if route is None:
-                label = (operation, database, collection)
-                published[label] -= 1
-                if collection is not None:
-                    result.skipped += 1
-                    continue
-                # No single collection (invalidate, dropDatabase): every topic of the stream hears it.
-                for topic in fallback_topics(database) if fallback_topics else ():
-                    if self._send_event(event, topic, self.topics.ensure(topic), headers_for(event, self.value_format)):
-                        produced += 1
-                        published[label] += 1
-                    else:
-                        result.dead_lettered += 1
-                continue
-            topic, limit = route
-            if len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > limit:
-                if self.publish_oversize(event, topic, limit):
-                    produced += 1
-                else:
-                    result.dead_lettered += 1
-                    published[(operation, database, collection)] -= 1
-                continue
-            operation_header = operation_headers.get(operation)
-            if operation_header is None:
-                operation_header = operation_headers[operation] = (HEADER_OPERATION, operation.encode())
-            headers: ProducedHeaders = [version_header, format_header, (HEADER_EVENT_ID, event_id.encode()), operation_header]
-            try:
-                produce(topic, value, key, headers=headers)
-            except (BufferError, KafkaException):  # a full local queue, or a record refused: the slow path
-                if not self._send_event(event, topic, limit, headers):
-                    result.dead_lettered += 1
-                    published[(operation, database, collection)] -= 1
-                    continue
-            produced += 1
+        start = 0
+        for index in [*self._special_events(columns, routes), len(columns)]:
+            if index > start:
+                produced += self._produce_run(columns, routes, start, index, published, result)
+            if index < len(columns):
+                produced += self._publish_special(columns, routes, index, published, result, fallback_topics)
+            start = index + 1
         result.produced = produced
         result.claimed = self._claimed[0] - claimed_before[0]
         result.claimed_bytes = self._claimed[1] - claimed_before[1]
-        result.by_operation = {(op, f"{db}.{coll}"): n for (op, db, coll), n in read.items()}
-        result.published = {(op, f"{db}.{coll}"): n for (op, db, coll), n in published.items() if n > 0}
-        if encoded:
-            result.last_event_id = encoded[-1].event_id
+        labels = ["%s.%s" % namespace for namespace in columns.namespaces]
+        result.by_operation = {(operation, labels[namespace]): count for operation, namespace, count in columns.counts}
+        result.published = {
+            (operation, labels[namespace]): count for (operation, namespace), count in published.items() if count > 0
+        }
+        if len(columns):
+            result.last_event_id = columns.event_id(len(columns) - 1)
         self.producer.poll(0)
         self.pending_events += produced
         return result
 
+    def _namespace_route(self, database: str | None, collection: str | None, in_scope: Any) -> tuple[str, int] | None:
+        """A namespace's topic and size limit; None when its events are skipped or fanned out."""
+        route = self._routes.get((database, collection), False)
+        if route is not False:
+            return route
+        if database is None or collection is None:
+            return None
+        if in_scope is not None and not in_scope(database, collection):
+            self.exclude(database, collection)
+            return None
+        return self.route(database, collection)
+
+    @staticmethod
+    def _special_events(columns: EventColumns, routes: list[tuple[str, int] | None]) -> list[int]:
+        """The events that cannot be produced as they are: without a route, or too large for their topic."""
+        limits = [route[1] for route in routes if route is not None]
+        if not routes or (len(limits) == len(routes) and columns.largest + RECORD_OVERHEAD_BYTES <= min(limits)):
+            return []  # the usual batch: every event routed and within its topic's limit
+        namespaces = columns.namespace_of if columns.namespace_of is not None else repeat(0)
+        special = []
+        for index, (namespace, key, value) in enumerate(zip(namespaces, columns.keys, columns.values)):
+            route = routes[namespace]
+            if route is None or len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > route[1]:
+                special.append(index)
+        return special
+
+    def _produce_run(
+        self,
+        columns: EventColumns,
+        routes: list[tuple[str, int] | None],
+        start: int,
+        end: int,
+        published: dict[tuple[str, int], int],
+        result: PublishResult,
+    ) -> int:
+        """Produce events ``start`` to ``end`` (all routed, none oversize) at C speed; the number produced.
+
+        ``produce`` runs under ``starmap``, driven by a zero-length deque: no bytecode per
+        event. A call that raises (a full local queue, a record refused) stops the run; the
+        event is known by how far the value iterator got, takes the slow path, and the run
+        resumes after it.
+        """
+        whole = start == 0 and end == len(columns)
+        values = iter(columns.values if whole else columns.values[start:end])
+        keys = columns.keys if whole else columns.keys[start:end]
+        headers = columns.headers if whole else columns.headers[start:end]
+        names = [route[0] if route else "" for route in routes]  # a run holds routed events only
+        topics: Iterator[str]
+        if columns.namespace_of is None:
+            topics = repeat(names[0])
+        else:
+            topics = map(names.__getitem__, columns.namespace_of if whole else columns.namespace_of[start:end])
+        calls = starmap(
+            self.producer.produce,
+            zip(topics, values, keys, repeat(_PARTITION_UNASSIGNED), repeat(None), repeat(None),
+                repeat(_DEFAULT_TIMESTAMP), headers),
+        )
+        produced = end - start
+        while True:
+            try:
+                deque(calls, maxlen=0)
+                return produced
+            except (BufferError, KafkaException):  # a full local queue, or a record refused: the slow path
+                index = end - values.__length_hint__() - 1
+                route = routes[self._namespace_index(columns, index)]
+                assert route is not None  # a run holds routed events only
+                if not self._send_column_event(columns, index, *route):
+                    produced -= 1
+                    result.dead_lettered += 1
+                    published[(columns.operation(index), self._namespace_index(columns, index))] -= 1
+
+    def _publish_special(
+        self,
+        columns: EventColumns,
+        routes: list[tuple[str, int] | None],
+        index: int,
+        published: dict[tuple[str, int], int],
+        result: PublishResult,
+        fallback_topics: Callable[[str | None], Iterable[str]] | None,
+    ) -> int:
+        """One event ``_special_events`` named: skipped, fanned out, claimed or dead-lettered; the number of records produced."""
+        namespace = self._namespace_index(columns, index)
+        label = (columns.operation(index), namespace)
+        route = routes[namespace]
+        published[label] -= 1
+        database, collection = columns.namespaces[namespace]
+        if route is None:
+            if collection is not None:
+                result.skipped += 1
+                return 0
+            # No single collection (invalidate, dropDatabase): every topic of the stream hears it.
+            produced = 0
+            event = columns.event(index)
+            for topic in fallback_topics(database) if fallback_topics else ():
+                if self._send_event(event, topic, self.topics.ensure(topic), columns.headers[index]):
+                    produced += 1
+                    published[label] += 1
+                else:
+                    result.dead_lettered += 1
+            return produced
+        topic, limit = route
+        if self.publish_oversize(columns.event(index), topic, limit):
+            published[label] += 1
+            return 1
+        result.dead_lettered += 1
+        return 0
+
+    @staticmethod
+    def _namespace_index(columns: EventColumns, index: int) -> int:
+        return columns.namespace_of[index] if columns.namespace_of is not None else 0
+
+    def _send_column_event(self, columns: EventColumns, index: int, topic: str, limit: int) -> bool:
+        """The slow path of one routed event: wait for room; one Kafka refused for its size takes the
+        oversize path (False: dead-lettered)."""
+        try:
+            self._send(topic, columns.values[index], columns.keys[index], columns.headers[index])
+            return True
+        except KafkaException as error:
+            if not record_too_large(error):
+                raise
+            return self.publish_oversize(columns.event(index), topic, limit, detail=str(error))
+
     def known_topics(self, database: str | None) -> list[str]:
         """Topics of the namespaces routed so far (of one database, or all)."""
-        return sorted({route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)})
+        return sorted(
+            {route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)}
+        )
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any] | None = None) -> None:
         """Produce one record, waiting for room while librdkafka's local queue is full (Kafka is slower than MongoDB)."""
@@ -439,14 +526,6 @@ class EventPublisher:
             if not record_too_large(error):
                 raise
             return self.publish_oversize(event, topic, limit, detail=str(error))
-
-    def _first_route(self, event: EncodedEvent, in_scope: Any) -> tuple[str, int] | None:
-        if event.database is None or event.collection is None:
-            return None
-        if in_scope is not None and not in_scope(event.database, event.collection):
-            self.exclude(event.database, event.collection)
-            return None
-        return self.route(event.database, event.collection)
 
     # -- oversize events and dead letters --------------------------------------------------
 
@@ -471,15 +550,9 @@ class EventPublisher:
         self._claimed = (self._claimed[0] + 1, self._claimed[1] + len(event.value))
         logger.info(
             "event too large for its topic: kept in the claim store, its reference published",
-            extra={
-                "topic": topic,
-                "event_id": event.event_id,
-                "operation": event.operation,
-                "value_bytes": len(event.value),
-                "limit_bytes": limit,
-                "claim": self._claims.uri(reference.digest),
-                "claim_write_seconds": round(time.monotonic() - started, 3),
-            },
+            extra={"topic": topic, "event_id": event.event_id, "operation": event.operation, "value_bytes": len(event.value),
+                   "limit_bytes": limit, "claim": self._claims.uri(reference.digest),
+                   "claim_write_seconds": round(time.monotonic() - started, 3)},
         )
         return True
 
@@ -499,9 +572,7 @@ class EventPublisher:
             **({"kafka_error": detail} if detail else {}),
         }
         logger.error("event too large for its topic: published a reference to the dead-letter topic", extra=reference)
-        self._produce_dead_letter(
-            json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id
-        )
+        self._produce_dead_letter(json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id)
 
     def dead_letter_raw(self, raw: bytes, *, reason: str, detail: str) -> None:
         logger.error("unpublishable event sent to the dead-letter topic", extra={"reason": reason, "detail": detail})
@@ -517,11 +588,8 @@ class EventPublisher:
             topic,
             value,
             key,
-            [
-                ("lakehouse.dead_letter.reason", reason.encode()),
-                ("lakehouse.event.id", event_id.encode()),
-                ("lakehouse.dead_letter.detail", detail.encode()[:1000]),
-            ],
+            [("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
+             ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
         )
 
     # -- durability ------------------------------------------------------------------------
@@ -545,9 +613,8 @@ class EventPublisher:
         librdkafka would fail its delivery on every attempt. None is: snapshot states are
         split per collection (checkpoints.py).
         """
-        limit = self.topics.ensure(
-            topic, compacted=True, partitions=1, replication=self.settings.topics.checkpoint_replication_factor
-        )
+        limit = self.topics.ensure(topic, compacted=True, partitions=1,
+                                   replication=self.settings.topics.checkpoint_replication_factor)
         size = len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES
         if size > limit:
             raise FatalError(f"checkpoint record {key!r} of {size} bytes exceeds the checkpoint topic's limit of {limit}")
@@ -614,14 +681,4 @@ def _kafka_error(action: str, error: KafkaException) -> Exception:
     return DeliveryFailedError(f"{action}: {error}")
 
 
-__all__ = [
-    "CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES",
-    "RECORD_OVERHEAD_BYTES",
-    "EncodedBatch",
-    "EventPublisher",
-    "PublishResult",
-    "TopicManager",
-    "client_config",
-    "encode_batch",
-    "producer_config",
-]
+__all__ = ["CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES", "RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]

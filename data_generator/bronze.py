@@ -1,7 +1,8 @@
 """Land change events straight into bronze Delta tables, in docs/bronze-schema.md's schema.
 
 A stand-in for bronze_writer where Kafka is beside the point: dbt tests and benchmarks
-build their bronze input with it. It follows the bronze contract column for column, as
+build their bronze input with it. The schemas, the column metadata and the naming rule
+are bronze_writer's own (lakehouse_common.bronze_schema), and it follows the contract as
 bronze_writer implements it: the envelope, the lossless Extended JSON payloads, top-level
 fields as typed columns whose BSON type family the first non-null value fixes (kept in the
 column's ``lakehouse.bson_type`` metadata), values of another family rescued (never cast)
@@ -29,66 +30,19 @@ from bson.datetime_ms import DatetimeMS
 from bson.json_util import dumps
 from deltalake import DeltaTable, write_deltalake
 
+from lakehouse_common.bronze_schema import (
+    ARROW_TYPE_OF_FAMILY,
+    BSON_TYPE_METADATA,
+    ENVELOPE,
+    ENVELOPE_NAMES,
+    FAMILY_OF_DELTA_TYPE,
+    INGEST_LOG_SCHEMA,
+    column_name_problem,
+)
 from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, to_relaxed_json, topic_name
 from lakehouse_common.lake import bronze_table_uri, ingest_log_uri
 
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-
-ENVELOPE_SCHEMA = pa.schema(
-    [
-        ("__event_id", pa.string()),
-        ("__resume_token", pa.string()),
-        ("__operation", pa.string()),
-        ("__db", pa.string()),
-        ("__collection", pa.string()),
-        ("__document_key", pa.string()),
-        ("__document_id", pa.string()),
-        ("__cluster_time", _UTC_MICROS),
-        ("__cluster_time_increment", pa.int64()),
-        ("__wall_time", _UTC_MICROS),
-        ("__lsid", pa.string()),
-        ("__txn_number", pa.int64()),
-        ("__kafka_topic", pa.string()),
-        ("__kafka_partition", pa.int32()),
-        ("__kafka_offset", pa.int64()),
-        ("__kafka_timestamp", _UTC_MICROS),
-        ("__ingested_at", _UTC_MICROS),
-        ("__full_document", pa.string()),
-        ("__update_description", pa.string()),
-        ("__full_document_before_change", pa.string()),
-        ("__rescued_data", pa.string()),
-    ]
-)
-"""The envelope columns every bronze table starts with (docs/bronze-schema.md)."""
-
-INGEST_LOG_SCHEMA = pa.schema(
-    [
-        ("table_uri", pa.string()),
-        ("database", pa.string()),
-        ("collection", pa.string()),
-        ("table_version", pa.int64()),
-        ("rows", pa.int64()),
-        ("bytes", pa.int64()),
-        ("committed_at", _UTC_MICROS),
-        ("duration_ms", pa.int64()),
-        ("offset_ranges", pa.string()),
-        ("first_event_id", pa.string()),
-        ("last_event_id", pa.string()),
-        ("max_lag_seconds", pa.float64()),
-        ("writer_id", pa.string()),
-        ("duplicates_dropped", pa.int64()),
-        ("rescued_values", pa.int64()),
-        ("new_columns", pa.string()),
-    ]
-)
-
-BSON_TYPE_METADATA = "lakehouse.bson_type"
-_ENVELOPE_LOWER = frozenset(name.lower() for name in ENVELOPE_SCHEMA.names)
-_INVALID_COLUMN_NAME = re.compile(r"[ ,;{}()\n\t=]")
 _MAX_EXACT_INTEGER = 2**53
-# The Arrow type of each BSON family with a typed column; every other family is a string column.
-_ARROW_TYPES = {"long": pa.int64(), "double": pa.float64(), "bool": pa.bool_(), "date": _UTC_MICROS}
-_FAMILY_OF_DELTA_TYPE = {"long": "long", "double": "double", "boolean": "bool", "timestamp": "date"}
 _TYPE_ALIASES: dict[type, str] = {
     dict: "object",
     list: "array",
@@ -153,17 +107,6 @@ def column_value(value: Any, family: str, value_family: str | None = None) -> An
     raise TypeError(f"{value_family} does not fit a {family} column")
 
 
-def name_problem(name: str, families: Mapping[str, str]) -> str | None:
-    """Why a field cannot have a column of its own (its values are then always rescued), or None."""
-    if not name or _INVALID_COLUMN_NAME.search(name):
-        return "name not allowed as a Delta column"
-    if name.lower() in _ENVELOPE_LOWER:
-        return "name of an envelope column"
-    if name not in families and any(name.lower() == existing.lower() for existing in families):
-        return "differs only in case from an existing column"
-    return None
-
-
 class BronzeFixtureWriter:
     """Appends change events to ``<lake root>/bronze/<db>/<collection>`` and logs each commit."""
 
@@ -203,11 +146,11 @@ class BronzeFixtureWriter:
             families: dict[str, str] = {}
             if DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
                 for field in DeltaTable(uri, storage_options=self.storage_options).schema().fields:
-                    if field.name in ENVELOPE_SCHEMA.names:
+                    if field.name in ENVELOPE_NAMES:
                         continue
                     family = (field.metadata or {}).get(BSON_TYPE_METADATA)
                     if family is None:
-                        family = _FAMILY_OF_DELTA_TYPE.get(str(getattr(field.type, "type", "")), "string")
+                        family = FAMILY_OF_DELTA_TYPE.get(str(getattr(field.type, "type", "")), "string")
                     families[field.name] = str(family).strip('"')
             self._families[uri] = families
         return self._families[uri]
@@ -235,7 +178,7 @@ class BronzeFixtureWriter:
         families = self._established_families(uri)
         new_columns: dict[str, str] = {}
         rescued_values = 0
-        envelope: dict[str, list[Any]] = {name: [] for name in ENVELOPE_SCHEMA.names}
+        envelope: dict[str, list[Any]] = {name: [] for name in ENVELOPE.names}
         fields: dict[str, list[Any]] = {}
         offset_ranges: dict[str, list[int]] = {}
         max_lag = 0.0
@@ -284,7 +227,7 @@ class BronzeFixtureWriter:
                     continue
                 value_family, alias = classify(value)
                 family = families.get(name)
-                if family is None and name_problem(name, families) is None and not isinstance(value, DatetimeMS):
+                if family is None and column_name_problem(name, families) is None and not isinstance(value, DatetimeMS):
                     family = families[name] = new_columns[name] = value_family
                 try:
                     if family is None:
@@ -307,10 +250,10 @@ class BronzeFixtureWriter:
             for column in fields.values():
                 if len(column) == row:
                     column.append(None)
-        arrays = [pa.array(envelope[name], type=ENVELOPE_SCHEMA.field(name).type) for name in ENVELOPE_SCHEMA.names]
-        schema_fields = list(ENVELOPE_SCHEMA)
+        arrays = [pa.array(envelope[name], type=ENVELOPE.field(name).type) for name in ENVELOPE.names]
+        schema_fields = list(ENVELOPE)
         for name, column in fields.items():
-            arrow_type = _ARROW_TYPES.get(families[name], pa.string())
+            arrow_type = ARROW_TYPE_OF_FAMILY.get(families[name], pa.large_utf8())
             arrays.append(pa.array(column, type=arrow_type))
             schema_fields.append(pa.field(name, arrow_type, metadata={BSON_TYPE_METADATA: families[name]}))
         table = pa.Table.from_arrays(arrays, schema=pa.schema(schema_fields))
@@ -324,7 +267,7 @@ class BronzeFixtureWriter:
             "rows": table.num_rows,
             "bytes": table.nbytes,
             "committed_at": datetime.now(UTC),
-            "duration_ms": round((time.monotonic() - started) * 1000),
+            "duration_ms": (time.monotonic() - started) * 1000,
             "offset_ranges": json.dumps(offset_ranges, separators=(",", ":"), sort_keys=True),
             "first_event_id": min(envelope["__event_id"]),
             "last_event_id": max(envelope["__event_id"]),
@@ -333,6 +276,8 @@ class BronzeFixtureWriter:
             "duplicates_dropped": 0,
             "rescued_values": rescued_values,
             "new_columns": json.dumps(new_columns, separators=(",", ":")),
+            "already_landed": 0,
+            "ids_looked_up": 0,
         }
         write_deltalake(
             ingest_log_uri(self.lake_root),
@@ -343,11 +288,7 @@ class BronzeFixtureWriter:
 
 
 __all__ = [
-    "BSON_TYPE_METADATA",
-    "ENVELOPE_SCHEMA",
-    "INGEST_LOG_SCHEMA",
     "BronzeFixtureWriter",
     "classify",
     "column_value",
-    "name_problem",
 ]

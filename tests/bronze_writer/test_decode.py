@@ -311,12 +311,12 @@ def test_claims_over_the_batch_limit_wait_for_the_next_batch_with_the_rest_of_th
     after = records([change_event(9, {"_id": 9})], first_offset=5)[0]
     other = records([change_event(10, {"_id": 10})], partition=1, first_offset=0)[0]
     batch = Records()
-    again = batch.extend([first, claims[0], claims[1], other, claims[2], after, claims[3]], 700_000)
+    again = batch.extend(collect([first, claims[0], claims[1], other, claims[2], after, claims[3]]), 700_000)
     assert again == {0: 3}  # the third claim would pass 700 KB: it and everything after it on partition 0 wait
     assert list(zip(batch.partitions, batch.offsets, strict=True)) == [(0, 0), (0, 1), (0, 2), (1, 0)]
     assert 600_000 < batch.bytes <= 700_000
 
     alone = Records()
-    assert alone.extend(claims[2:], 1000) == {0: 4}  # an empty batch takes one claim, however large
-    assert alone.offsets == [3] and alone.bytes > 300_000
-    assert Records().extend(claims, None) == {}  # without a limit, everything is taken
+    assert alone.extend(collect(claims[2:]), 1000) == {0: 4}  # an empty batch takes one claim, however large
+    assert list(alone.offsets) == [3] and alone.bytes > 300_000
+    assert Records().extend(collect(claims), None) == {}  # without a limit, everything is taken

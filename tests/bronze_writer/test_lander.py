@@ -59,9 +59,9 @@ def test_a_native_panic_while_decoding_dead_letters_only_its_records(
     real = decode_module.decode_topic
 
     def decode_topic(topic: str, batch: decode_module.Records) -> decode_module.DecodedTopic:
-        if any(b"decode-panic" in (value or b"") for value in batch.values):
+        if any(b"decode-panic" in (value or b"") for value in batch.values.to_list()):
             raise PanicException("index out of bounds: the len is 3 but the index is 7")
-        if any(b"decode-recursion" in (value or b"") for value in batch.values):
+        if any(b"decode-recursion" in (value or b"") for value in batch.values.to_list()):
             raise RecursionError("maximum recursion depth exceeded")
         return real(topic, batch)
 

@@ -6,13 +6,17 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
+import pytest
 from bronze_support import change_event, collect, records
 from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
+from confluent_kafka import Message
 
-from bronze_writer.decode import decode_topic
+from bronze_writer.decode import DATE_COLUMN, WALL_TIME_MICROS, decode_topic
 from bronze_writer.schema import BSON_TYPE_METADATA, ENVELOPE, ColumnType, resolve
+from lakehouse_common import contract
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -194,3 +198,80 @@ def test_a_field_name_with_a_nul_character_is_rescued_not_a_panic(tmp_path: Path
     columns, rows = _land_documents(tmp_path, [], [message])
     assert columns == ["_id", "ok"]
     assert _rescued(rows[0]) == {"a\x00b": {"type": "int", "value": 1}}
+
+
+# $date values in every form the scanner parses itself (ISO 8601 with Z or an offset, any
+# fraction up to nanoseconds, no such day; millisecond counts at and beyond Delta's range).
+_CANONICAL_DATES = [
+    '"2024-01-01T00:00:00Z"',
+    '"2024-02-29T23:59:59.999Z"',
+    '"1970-01-01T00:00:00.000001Z"',
+    '"2023-06-15T12:30:45.123456789Z"',
+    '"2023-06-15T12:30:45+02:00"',
+    '"2023-06-15T12:30:45.5-05:30"',
+    '"9999-12-31T23:59:59.999Z"',
+    '"2023-02-29T00:00:00Z"',
+    '{"$numberLong":"-62135596800000"}',
+    '{"$numberLong":"253402300799999"}',
+    '{"$numberLong":"-62135596800001"}',
+    '{"$numberLong":"253402300800000"}',
+    '{"$numberLong":"0"}',
+    '{"$numberLong":"-1"}',
+]
+# Forms the scanner leaves to typing's parser (so the whole column is parsed there).
+_OTHER_DATES = [
+    '"2023-06-15 12:30:45Z"',
+    '"2023-06-15T12:30:60Z"',
+    '"2023-06-15T24:00:00Z"',
+    '"2023-13-01T00:00:00Z"',
+    '"2023-06-15T12:30:45.1234567891Z"',
+    '"2023-06-15T12:30:45z"',
+    '"2023-06-15T12:30:45+0200"',
+    '{"$numberLong":"+5"}',
+]
+
+
+def _json_date_records(dates: list[str]) -> list[Message]:
+    """Hand-written relaxed Extended JSON events whose wallTime and fullDocument.when are these $date values."""
+    messages = []
+    for row, date in enumerate(dates):
+        value = (
+            f'{{"_id":{{"_data":"{row:016x}"}},"operationType":"insert","clusterTime":{{"$timestamp":{{"t":1700000000,'
+            f'"i":{row + 1}}}}},"wallTime":{{"$date":{date}}},"ns":{{"db":"shop","coll":"orders"}},'
+            f'"documentKey":{{"_id":{row}}},"fullDocument":{{"_id":{row},"when":{{"$date":{date}}}}}}}'
+        ).encode()
+        headers = [
+            (contract.HEADER_CONTRACT_VERSION, b"%d" % contract.CONTRACT_VERSION),
+            (contract.HEADER_VALUE_FORMAT, b"json"),
+            (contract.HEADER_EVENT_ID, b"%016x" % row),
+            (contract.HEADER_OPERATION, b"insert"),
+        ]
+        messages.append(Message(topic="cdc.shop.orders", partition=0, offset=row, key=b'{"_id":%d}' % row,
+                                value=value, headers=headers, timestamp=(1, 1_700_000_000_000)))  # fmt: skip
+    return messages
+
+
+def _typed(frame: pl.DataFrame, field_names: list[str]) -> pa.Table:
+    return resolve(frame, field_names, {}, topic="cdc.shop.orders", database="shop", collection="orders",
+                   ingested_at=NOW).data  # fmt: skip
+
+
+@pytest.mark.parametrize("other", [None, *_OTHER_DATES])
+def test_dates_typed_the_same_whether_the_scanner_or_typing_parses_them(other: str | None) -> None:
+    dates = _CANONICAL_DATES + ([other] if other else [])
+    decoded = decode_topic("cdc.shop.orders", collect(_json_date_records(dates)))
+    assert decoded.dead_letters == []
+    when = DATE_COLUMN.format(decoded.field_names.index("when"))
+    parsed_here = [name for name in decoded.frame.columns if name == when or name == WALL_TIME_MICROS]
+    # The scanner gives its dates only when it parsed every one of the column.
+    assert set(parsed_here) == ({when, WALL_TIME_MICROS} if other is None else set())
+
+    by_scanner = _typed(decoded.frame, decoded.field_names)
+    by_typing = _typed(decoded.frame.drop(parsed_here), decoded.field_names)
+
+    assert by_scanner.equals(by_typing)
+    rows = by_scanner.to_pylist()
+    assert rows[0]["when"] == datetime(2024, 1, 1, tzinfo=UTC)
+    assert rows[4]["when"] == datetime(2023, 6, 15, 10, 30, 45, tzinfo=UTC)
+    assert rows[7]["when"] is None  # no 29 February in 2023: rescued, not guessed
+    assert [rows[row]["when"] is None for row in (8, 9, 10, 11)] == [False, False, True, True]  # Delta's range

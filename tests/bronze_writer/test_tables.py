@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from bronze_support import change_event, collect, event_id, land, open_table, read_bronze, records, storage_options
 from confluent_kafka import Message
+from deltalake import DeltaTable
 
 from bronze_writer.decode import decode_topic
 from bronze_writer.lander import Lander
@@ -269,7 +270,7 @@ def test_replicas_racing_to_create_a_table_land_a_batch_once(lake_root: str) -> 
 def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander, settings: BronzeSettings) -> None:
     from deltalake import write_deltalake
 
-    from bronze_writer.tables import INGEST_LOG_SCHEMA
+    from lakehouse_common.bronze_schema import INGEST_LOG_SCHEMA
 
     older = INGEST_LOG_SCHEMA.remove(INGEST_LOG_SCHEMA.get_field_index("already_landed"))
     older = older.remove(older.get_field_index("ids_looked_up"))
@@ -278,3 +279,25 @@ def test_an_ingest_log_of_an_older_release_gains_the_new_columns(lander: Lander,
     land(lander, _batch(1, 3))
     log = read_bronze(lake.ingest_log_uri(settings.lake.root))
     assert log.select("rows", "already_landed", "ids_looked_up").rows() == [(3, 0, 0)]
+
+
+def test_the_log_is_checkpointed_every_interval_and_read_back_from_it(tmp_path: Path) -> None:
+    settings = load_settings(
+        BronzeSettings, lake={"root": str(tmp_path / "lake"), "checkpoint_interval_commits": 3}, writer_id="test-writer"
+    )
+    lander = Lander(settings, BronzeMetrics())
+    for batch in range(7):
+        land(lander, _batch(1 + 10 * batch, 2, first_offset=2 * batch, status="new" if batch % 2 else 7))
+    uri = lake.bronze_table_uri(settings.lake.root, "shop", "orders")
+    log_dir = Path(uri) / "_delta_log"
+    # Versions 1-7 are the commits (version 0 creates the table); 3 and 6 are due.
+    assert sorted(path.name for path in log_dir.glob("*.checkpoint.parquet")) == [
+        "00000000000000000003.checkpoint.parquet", "00000000000000000006.checkpoint.parquet"
+    ]  # fmt: skip
+    # A snapshot loaded without the JSON commits before the last checkpoint is the same table.
+    for path in log_dir.glob("0000000000000000000[0-5].json"):
+        path.unlink()
+    table = DeltaTable(uri)
+    assert table.version() == 7
+    assert table.transaction_version(lake.app_id(TOPIC, 0)) == 13
+    assert read_bronze(uri).height == 14

@@ -30,6 +30,7 @@ from lakehouse_common.contract import (
     encode_events,
     headers_for,
     parse_claim_reference,
+    topic_name,
 )
 from lakehouse_common.errors import ConfigError, TransientError
 from local_stack.kafka import start_kafka
@@ -309,6 +310,79 @@ def test_two_namespaces_on_one_topic_stop_the_service_naming_both_and_the_fix(ka
         publisher.route(*second)
     message = str(raised.value)
     assert ".".join(first) in message and ".".join(second) in message and "topics.mapping" in message
+
+
+def _change(collection: str, number: int, *, operation: str = "insert", pad: int = 10) -> bytes:
+    return bson.encode({
+        "_id": {"_data": f"82{number:06d}"}, "operationType": operation,
+        "clusterTime": bson.Timestamp(1_700_000_000, number), "ns": {"db": "shop", "coll": collection},
+        "documentKey": {"_id": number}, "fullDocument": {"_id": number, "pad": "x" * pad},
+    })
+
+
+@pytest.mark.parametrize("value_format", ["json", "bson"])
+def test_the_column_path_sends_the_contract_records_in_order_through_a_full_local_queue(kafka_broker, value_format) -> None:
+    """Records produced at C speed are those of encode_events and headers_for, each once, in publish order per partition,
+    while produce() keeps meeting a full queue (every slow-path resumption must pick up the right event)."""
+    settings = _settings(kafka_broker, producer={"value_format": value_format})
+    publisher = _tiny_queue_publisher(settings)
+    events = [_change("customers" if number % 3 else "orders", number) for number in range(1, 41)]
+    result = publisher.publish(events)
+    publisher.commit({}, settings.topics.checkpoint_topic, 30)
+
+    assert (result.produced, result.dead_lettered, result.skipped) == (40, 0, 0)
+    expected = encode_events(events, ValueFormat(value_format))
+    for collection in ("customers", "orders"):
+        mine = [event for event in expected if event.collection == collection]
+        records = read_topic(kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.{collection}",
+                             idle_s=0.5, expect=len(mine))
+        assert sorted((r["key"], r["value"], list(r["raw_headers"].items())) for r in records) == sorted(
+            (e.key, e.value, headers_for(e, ValueFormat(value_format))) for e in mine)
+        for partition in {r["partition"] for r in records}:
+            in_partition = [r["headers"].event_id for r in sorted(records, key=lambda r: r["offset"]) if r["partition"] == partition]
+            assert in_partition == sorted(in_partition)  # publish order (ids increase with the number)
+
+
+def test_records_land_in_the_partition_of_librdkafkas_default_partitioner(kafka_broker, kafka_admin) -> None:
+    """The positional produce() call keeps the default partitioner: each key lands where a plain producer puts it."""
+    settings = _settings(kafka_broker, topics={"partitions": 4})
+    publisher = EventPublisher(settings)
+    events = [_change("orders", number) for number in range(1, 61)]
+    publisher.publish(events)
+    publisher.commit({}, settings.topics.checkpoint_topic, 30)
+    plain_topic = f"{settings.topics.prefix}.plain"
+    kafka_admin.create_topics([NewTopic(plain_topic, 4, 1)])[plain_topic].result(30)
+    plain = Producer(producer_config(settings))
+    for event in encode_events(events, ValueFormat.JSON):
+        plain.produce(plain_topic, value=event.value, key=event.key, headers=headers_for(event, ValueFormat.JSON))
+    plain.flush(30)
+
+    topic = topic_name(settings.topics.prefix, "shop", "orders")
+    published = {r["key"]: r["partition"] for r in read_topic(kafka_broker.bootstrap_servers, topic, idle_s=0.5, expect=60)}
+    reference = {r["key"]: r["partition"] for r in read_topic(kafka_broker.bootstrap_servers, plain_topic, idle_s=0.5, expect=60)}
+    assert published == reference and len(set(published.values())) > 1
+
+
+def test_counts_per_operation_and_namespace_subtract_what_was_skipped_or_dead_lettered(kafka_broker) -> None:
+    # Without claims, so the oversize event is dead-lettered (with claims it is produced as a reference).
+    settings = _settings(kafka_broker, topics={"max_message_bytes": 20_000}, claims={"enabled": False})
+    publisher = EventPublisher(settings)
+    events = [_change("customers", 1), _change("orders", 2, operation="update"), _change("hidden", 3),
+              _change("customers", 4, pad=30_000), _change("customers", 5, operation="update"), _change("orders", 6)]
+    result = publisher.publish(events, in_scope=lambda db, coll: coll != "hidden")
+    publisher.commit({}, settings.topics.checkpoint_topic, 30)
+
+    assert (result.produced, result.skipped, result.dead_lettered) == (4, 1, 1)
+    assert result.by_operation == {("insert", "shop.customers"): 2, ("update", "shop.orders"): 1,
+                                   ("insert", "shop.hidden"): 1, ("update", "shop.customers"): 1, ("insert", "shop.orders"): 1}
+    assert result.published == {("insert", "shop.customers"): 1, ("update", "shop.orders"): 1,
+                                 ("update", "shop.customers"): 1, ("insert", "shop.orders"): 1}
+    assert result.last_event_id == "82000006"
+    customers = read_topic(kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.customers", idle_s=0.5, expect=2)
+    assert sorted(r["headers"].event_id for r in customers) == ["82000001", "82000005"]
+    (letter,) = read_topic(kafka_broker.bootstrap_servers, settings.topics.dead_letter_topic, idle_s=0.5, expect=1)
+    reference = json.loads(letter["value"])
+    assert (reference["event_id"], reference["cluster_time"], reference["document_key"]) == ("82000004", [1_700_000_000, 4], {"_id": 4})
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["create", "describe"])

@@ -122,6 +122,6 @@ def test_a_copy_in_its_hundredth_attempt_still_runs(mongo_database) -> None:
     emitted: list[object] = []
     copy_collection(client, task, lambda item: emitted.append(item) or True, threading.Event(), 2, ValueFormat.JSON)
     batches = [item for item in emitted if isinstance(item, SnapshotBatch)]
-    ids = [event.event_id for batch in batches for event in batch.events.events]
+    ids = [batch.events.events.event_id(index) for batch in batches for index in range(len(batch.events.events))]
     assert ids == [snapshot_event_id("82AA01", ordinal, attempt=100) for ordinal in range(1, 6)]
     assert isinstance(emitted[-1], SnapshotCopied) and emitted[-1].copied == 5

@@ -12,7 +12,7 @@ from bson import Decimal128, ObjectId
 from deltalake import DeltaTable
 
 from data_generator import BronzeFixtureWriter, ChangeEventEncoder, Delete, Insert, Update
-from data_generator.bronze import BSON_TYPE_METADATA, ENVELOPE_SCHEMA
+from lakehouse_common.bronze_schema import BSON_TYPE_METADATA, ENVELOPE
 from lakehouse_common.lake import bronze_table_uri, ingest_log_uri
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ def test_envelope_payloads_and_typed_columns(tmp_path: Path) -> None:
     )
     assert landed == {"shop.customers": 3}
     table = DeltaTable(bronze_table_uri(str(tmp_path), "shop", "customers")).to_pyarrow_table()
-    assert table.schema.names[: len(ENVELOPE_SCHEMA)] == ENVELOPE_SCHEMA.names
+    assert table.schema.names[: len(ENVELOPE)] == ENVELOPE.names
     assert table.schema.field("visits").type == pa.int64() and table.schema.field("score").type == pa.float64()
     assert table.schema.field("vip").type == pa.bool_() and table.schema.field("joined").type == pa.timestamp("us", tz="UTC")
     assert "nothing" not in table.schema.names, "a field only ever null has no type yet, so no column"
@@ -117,6 +117,7 @@ def test_the_fixture_lands_what_bronze_writer_lands(tmp_path: Path) -> None:
     (everything but the Kafka positions and ingestion times, which only Kafka can give).
     """
     import bson
+    import lakehouse_codec
 
     from bronze_writer.decode import Records, decode_topic
     from bronze_writer.settings import LakeSettings
@@ -133,13 +134,17 @@ def test_the_fixture_lands_what_bronze_writer_lands(tmp_path: Path) -> None:
         by_collection.setdefault(event["ns"]["coll"], []).append(event)
     for collection, collection_events in by_collection.items():
         records = Records()
+        values = []
         for offset, encoded in enumerate(encode_events([bson.encode(event) for event in collection_events], ValueFormat.JSON)):
             records.partitions.append(0)
             records.offsets.append(offset)
             records.timestamps.append(0)
             records.keys.append(encoded.key)
-            records.values.append(encoded.value)
+            records.sizes.append(len(encoded.value))
+            values.append(encoded.value)
             records.headers.append(tuple(headers_for(encoded, ValueFormat.JSON)))
+        records.values = lakehouse_codec.RecordValues(values)
+        records.formats = bytearray(len(values))  # 0: the headers are parsed
         table = BronzeTable(LakeSettings(root=str(tmp_path / "real")), "shop", collection)
         table.land(decode_topic(topic_name("cdc", "shop", collection), records), "parity-test")
     positions = {"__kafka_topic", "__kafka_partition", "__kafka_offset", "__kafka_timestamp", "__ingested_at"}
@@ -149,3 +154,49 @@ def test_the_fixture_lands_what_bronze_writer_lands(tmp_path: Path) -> None:
         assert fixture.columns == real.columns, collection
         columns = [name for name in fixture.columns if name not in positions]
         assert fixture.select(columns).equals(real.select(columns)), f"{collection} differs from bronze_writer's"
+
+
+def _land_with_bronze_writer(root: Path, events: list[dict]) -> None:
+    """The same events through bronze_writer's own stages (decode, type, commit), as one batch of one partition."""
+    import bson
+    from confluent_kafka import Message
+
+    from bronze_writer.decode import Records
+    from bronze_writer.lander import Lander
+    from bronze_writer.metrics import BronzeMetrics
+    from bronze_writer.settings import BronzeSettings
+    from lakehouse_common.contract import ValueFormat, encode_events, headers_for
+    from lakehouse_common.settings import load_settings
+
+    settings = load_settings(BronzeSettings, lake={"root": str(root)}, writer_id="test-writer")
+    topic = "cdc.shop.customers"
+    messages = [
+        Message(topic=topic, partition=0, offset=offset, key=encoded.key, value=encoded.value,
+                headers=headers_for(encoded, ValueFormat.JSON), timestamp=(1, 1_740_830_400_000))  # fmt: skip
+        for offset, encoded in enumerate(encode_events([bson.encode(event) for event in events], ValueFormat.JSON))
+    ]
+    lander = Lander(settings, BronzeMetrics())
+    lander.land(lander.decode({topic: Records.from_messages(messages)}), 10)
+
+
+def test_generated_tables_have_the_schemas_bronze_writer_writes(tmp_path: Path) -> None:
+    """One schema module: the generator's bronze and ingest-log tables are typed, named and annotated as the writer's."""
+    document = {
+        "_id": CUSTOMER, "name": "Ada", "visits": 3, "score": 2.5, "vip": True, "joined": AT,
+        "balance": Decimal128("10.25"), "address": {"city": "Berlin"}, "tags": ["a", "b"], "bad name": 1, "__DB": "x",
+    }  # fmt: skip
+    events = _events([Insert("customers", document, AT), Update("customers", CUSTOMER, {**document, "visits": 4}, AT, {"visits": 4})])
+    BronzeFixtureWriter(tmp_path / "generated").write(events)
+    _land_with_bronze_writer(tmp_path / "landed", events)
+
+    def schema(root: Path, uri: str) -> list[dict]:
+        return json.loads(DeltaTable(uri.format(root=root)).schema().to_json())["fields"]
+
+    bronze = str(bronze_table_uri("{root}", "shop", "customers"))
+    assert schema(tmp_path / "generated", bronze) == schema(tmp_path / "landed", bronze)
+    log = str(ingest_log_uri("{root}"))
+    assert schema(tmp_path / "generated", log) == schema(tmp_path / "landed", log)
+    generated = pl.read_delta(bronze.format(root=tmp_path / "generated"))
+    landed = pl.read_delta(bronze.format(root=tmp_path / "landed"))
+    same = [name for name in generated.columns if not name.startswith("__kafka") and name != "__ingested_at"]
+    assert generated.select(same).equals(landed.select(same))

@@ -369,3 +369,49 @@ def test_snapshot_events_have_the_shape_of_an_insert() -> None:
 def test_ndjson_conversion_of_bson_values() -> None:
     values = [bson.encode({"a": 1}), bson.encode({"b": DatetimeMS(0)})]
     assert contract.values_to_ndjson(values) == b'{"a":1}\n{"b":{"$date":"1970-01-01T00:00:00.000Z"}}\n'
+
+
+def _event_in(database: str, collection: str | None, number: int, operation: str = "insert") -> bytes:
+    event = {"_id": {"_data": f"82{number:04d}"}, "operationType": operation, "clusterTime": Timestamp(1_700_000_000, number),
+             "ns": {"db": database} if collection is None else {"db": database, "coll": collection}}
+    if collection is not None:
+        event.update(documentKey={"_id": number}, fullDocument={"_id": number, "pad": "x" * number})
+    return bson.encode(event)
+
+
+@pytest.mark.parametrize("value_format", list(ValueFormat))
+@pytest.mark.parametrize("as_concatenated_batch", [False, True])
+def test_columns_hold_the_records_of_encode_events_and_headers_for(value_format: ValueFormat, as_concatenated_batch: bool) -> None:
+    raws = [_event_in("shop", "orders", 1), _event_in("shop", "orders", 2, "update"), _event_in("crm", "people", 3),
+            _event_in("shop", None, 4, "dropDatabase"), _event_in("shop", "orders", 5, "delete")]
+    events = b"".join(raws) if as_concatenated_batch else [RawBSONDocument(raw) for raw in raws]
+
+    columns = contract.encode_event_columns(events, value_format)
+    expected = contract.encode_events(events, value_format)
+
+    assert len(columns) == len(expected)
+    assert columns.keys == [event.key for event in expected]
+    assert columns.values == [event.value for event in expected]
+    assert columns.headers == [contract.headers_for(event, value_format) for event in expected]
+    assert columns.namespaces == [("shop", "orders"), ("crm", "people"), ("shop", None)]
+    assert columns.namespace_of == [0, 0, 1, 2, 0]
+    assert [columns.namespace(index) for index in range(5)] == [(e.database, e.collection) for e in expected]
+    assert columns.counts == [("insert", 0, 1), ("update", 0, 1), ("insert", 1, 1), ("dropDatabase", 2, 1), ("delete", 0, 1)]
+    assert columns.largest == max(len(e.value) + len(e.key or b"") for e in expected)
+    assert [columns.event(index) for index in range(5)] == expected
+    assert [columns.event_id(index) for index in range(5)] == [e.event_id for e in expected]
+    assert [columns.operation(index) for index in range(5)] == [e.operation for e in expected]
+
+
+def test_columns_of_one_namespace_need_no_index_and_share_the_constant_headers() -> None:
+    columns = contract.encode_event_columns([_event_in("shop", "orders", n) for n in range(1, 4)], ValueFormat.JSON)
+    assert columns.namespace_of is None and columns.namespaces == [("shop", "orders")]
+    assert columns.counts == [("insert", 0, 3)]
+    first, second = columns.headers[0], columns.headers[1]
+    assert all(a is b for a, b in zip(first[:2], second[:2], strict=True)) and first[3] is second[3]
+    assert contract.encode_event_columns([], ValueFormat.JSON).largest == 0
+
+
+def test_columns_refuse_an_undecodable_batch_naming_the_event() -> None:
+    with pytest.raises(UndecodableEventError, match="change event 1"):
+        contract.encode_event_columns([_event_in("shop", "orders", 1), bson.encode({"_id": {"_data": "82"}})], ValueFormat.JSON)

@@ -67,3 +67,29 @@ def test_invalid_utf8_in_a_bson_events_contract_fields_is_rejected() -> None:
     raw = _event("insert", "shop", "orders", 1).replace(b"orders\x00", b"order\xff\x00")
     with pytest.raises(ValueError, match="change event 0: invalid UTF-8"):
         lakehouse_codec.encode_change_events([raw], "bson")
+
+
+def test_batch_columns_match_the_per_event_tuples_and_reuse_the_callers_bson_bytes() -> None:
+    shapes = [("insert", "shop", "orders"), ("update", "shop", "items"), ("insert", "shop", "orders")]
+    documents = [RawBSONDocument(_event(*shape, number)) for number, shape in enumerate(shapes)]
+    leading = [("version", b"1")]
+
+    keys, values, headers, namespaces, namespace_of, counts, largest = lakehouse_codec.encode_change_batch(
+        documents, "bson", leading, "id", "operation")
+    events = lakehouse_codec.encode_change_events(documents, "bson")
+
+    assert keys == [item[0] for item in events]
+    assert all(value is document.raw for value, document in zip(values, documents, strict=True))
+    assert headers == [[("version", b"1"), ("id", item[2].encode()), ("operation", item[3].encode())] for item in events]
+    assert headers[0][0] is headers[1][0] is leading[0]  # the leading headers are the caller's objects
+    assert headers[0][2] is headers[2][2]  # one tuple per distinct operation
+    assert (namespaces, namespace_of) == ([("shop", "orders"), ("shop", "items")], [0, 1, 0])
+    assert counts == [("insert", 0, 2), ("update", 1, 1)]
+    assert largest == max(len(item[0]) + len(item[1]) for item in events)
+
+
+def test_batch_columns_refuse_an_unknown_format_and_name_a_bad_event() -> None:
+    with pytest.raises(ValueError, match="unknown value format"):
+        lakehouse_codec.encode_change_batch([], "xml", [], "id", "operation")
+    with pytest.raises(ValueError, match="change event 1"):
+        lakehouse_codec.encode_change_batch([_event("insert", "a", "b", 1), b"\x05\x00\x00\x00"], "json", [], "id", "operation")

@@ -67,10 +67,45 @@ def test_brackets_inside_strings_do_not_count() -> None:
     line = _ENVELOPE + b'"fullDocument":{"note":' + text.encode() + b"}}"
     scanned = lakehouse_codec.scan_change_events([line])
     assert scanned["errors"] == []
-    (name, kinds, _column) = scanned["fields"][0]
+    (name, kinds, _column, _dates) = scanned["fields"][0]
     assert name == "note" and kinds == b"\x06"
 
 
 def test_malformed_json_is_still_an_error() -> None:
     scanned = lakehouse_codec.scan_change_events([_ENVELOPE + b'"fullDocument":{"a":"unterminated}', b"[" * 10])
     assert [row for row, _ in scanned["errors"]] == [0, 1]
+
+
+def _event(number: int) -> bytes:
+    return _ENVELOPE + b'"fullDocument":{"n":%d}}' % number
+
+
+def test_record_values_keep_every_value_and_tombstone_in_order() -> None:
+    values = lakehouse_codec.RecordValues([_event(0), None, _event(2)])
+    values.extend(lakehouse_codec.RecordValues([_event(3)]))
+
+    assert len(values) == 4
+    assert values.nbytes == 3 * len(_event(0))
+    assert values.to_list() == [_event(0), None, _event(2), _event(3)]
+    assert values.value(1) is None and values.value(3) == _event(3)
+    assert values.has_tombstones()
+    chosen = values.select([3, 0])
+    assert chosen.to_list() == [_event(3), _event(0)] and not chosen.has_tombstones()
+    with pytest.raises(ValueError, match="no record 4"):
+        values.value(4)
+
+
+def test_scanning_record_values_in_place_reads_what_the_list_scan_reads() -> None:
+    events = [_event(number) for number in range(5)]
+    collected = lakehouse_codec.RecordValues(events[:2])
+    collected.extend(lakehouse_codec.RecordValues(events[2:]))  # values in two buffers
+
+    in_place = lakehouse_codec.scan_record_values(collected)
+    listed = lakehouse_codec.scan_change_events(events)
+
+    assert in_place["count"] == listed["count"] == 5
+    assert in_place["errors"] == listed["errors"] == []
+    assert [name for name, *_ in in_place["fields"]] == [name for name, *_ in listed["fields"]] == ["n"]
+    assert in_place["fields"][0][1] == listed["fields"][0][1]
+    with pytest.raises(ValueError, match="tombstones"):
+        lakehouse_codec.scan_record_values(lakehouse_codec.RecordValues([None]))

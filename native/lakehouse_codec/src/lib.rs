@@ -14,6 +14,8 @@
 //! panic reaches Python as `pyo3_runtime.PanicException` (a `BaseException`) instead of
 //! aborting, because the crate unwinds on panic (Cargo's default; never set `panic = "abort"`).
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -343,6 +345,50 @@ impl<'a, 'py> RepeatedText<'a, 'py> {
     }
 }
 
+fn as_json(value_format: &str) -> PyResult<bool> {
+    match value_format {
+        "json" => Ok(true),
+        "bson" => Ok(false),
+        other => Err(PyValueError::new_err(format!(
+            "unknown value format {other:?}: expected \"json\" or \"bson\""
+        ))),
+    }
+}
+
+/// Encodes every event of a call without holding the GIL: one output buffer for the JSON,
+/// and each event's parts. A ValueError names the first bad event.
+fn encode_all<'a>(py: Python<'_>, slices: &[&'a [u8]], as_json: bool) -> PyResult<(Vec<u8>, Vec<EncodedEvent<'a>>)> {
+    py.detach(|| {
+        let total: usize = slices.iter().map(|slice| slice.len()).sum();
+        let mut out = Vec::with_capacity(if as_json { total + total / 2 } else { 64 * slices.len() });
+        let mut writer = JsonWriter::default();
+        let mut encoded = Vec::with_capacity(slices.len());
+        for (index, slice) in slices.iter().enumerate() {
+            let event = encode_event(&mut writer, &mut out, slice, as_json)
+                .map_err(|error| format!("change event {index}: {error}"))?;
+            encoded.push(event);
+        }
+        Ok::<_, String>((out, encoded))
+    })
+    .map_err(PyValueError::new_err)
+}
+
+/// An event's value: its JSON, or (format `bson`) its own bytes, the caller's very object when given a list.
+fn value_bytes<'py>(
+    py: Python<'py>,
+    documents: &Documents<'py>,
+    slices: &[&[u8]],
+    out: &[u8],
+    index: usize,
+    value: Option<(usize, usize)>,
+) -> Bound<'py, PyBytes> {
+    match value {
+        Some((start, end)) => PyBytes::new(py, &out[start..end]),
+        None if documents.concatenated => PyBytes::new(py, slices[index]),
+        None => documents.holders[index].clone(),
+    }
+}
+
 /// encode_change_events(events: bytes | list[bytes], value_format: str) -> list[tuple]
 ///
 /// For each change event (BSON): (key, value, event_id, operation, db, coll, cluster_time).
@@ -357,41 +403,16 @@ fn encode_change_events<'py>(
     events: &Bound<'py, PyAny>,
     value_format: &str,
 ) -> PyResult<Bound<'py, PyList>> {
-    let as_json = match value_format {
-        "json" => true,
-        "bson" => false,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown value format {other:?}: expected \"json\" or \"bson\""
-            )))
-        }
-    };
+    let as_json = as_json(value_format)?;
     let documents = Documents::hold(events)?;
     let slices = documents.slices()?;
-    let (out, encoded) = py
-        .detach(|| {
-            let total: usize = slices.iter().map(|slice| slice.len()).sum();
-            let mut out = Vec::with_capacity(if as_json { total + total / 2 } else { 64 * slices.len() });
-            let mut writer = JsonWriter::default();
-            let mut encoded = Vec::with_capacity(slices.len());
-            for (index, slice) in slices.iter().enumerate() {
-                let event = encode_event(&mut writer, &mut out, slice, as_json)
-                    .map_err(|error| format!("change event {index}: {error}"))?;
-                encoded.push(event);
-            }
-            Ok::<_, String>((out, encoded))
-        })
-        .map_err(PyValueError::new_err)?;
+    let (out, encoded) = encode_all(py, &slices, as_json)?;
     let mut operations = RepeatedText::default();
     let mut databases = RepeatedText::default();
     let mut collections = RepeatedText::default();
     let mut items = Vec::with_capacity(encoded.len());
     for (index, event) in encoded.into_iter().enumerate() {
-        let value = match event.value {
-            Some((start, end)) => PyBytes::new(py, &out[start..end]),
-            None if documents.concatenated => PyBytes::new(py, slices[index]),
-            None => documents.holders[index].clone(),
-        };
+        let value = value_bytes(py, &documents, &slices, &out, index, event.value);
         let key = event.key.map(|(start, end)| PyBytes::new(py, &out[start..end]));
         let item = PyTuple::new(
             py,
@@ -410,6 +431,135 @@ fn encode_change_events<'py>(
     PyList::new(py, items)
 }
 
+/// A batch's distinct values of a field, each given an index in first-appearance order;
+/// consecutive events mostly share one, so the last is tried first.
+struct Distinct<K> {
+    indexes: HashMap<K, usize>,
+    last: Option<(K, usize)>,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Distinct<K> {
+    fn new() -> Self {
+        Distinct { indexes: HashMap::new(), last: None }
+    }
+
+    /// The value's index, and whether it is new.
+    fn index(&mut self, value: K) -> (usize, bool) {
+        if let Some((last, index)) = self.last {
+            if last == value {
+                return (index, false);
+            }
+        }
+        let next = self.indexes.len();
+        let index = *self.indexes.entry(value).or_insert(next);
+        self.last = Some((value, index));
+        (index, index == next)
+    }
+}
+
+/// encode_change_batch(events, value_format, leading_headers, event_id_header, operation_header) -> tuple
+///
+/// The encoding of `encode_change_events`, shaped for `Producer.produce`: columns instead of
+/// one tuple per event, the contract headers built here, the events counted here, so the
+/// publisher needs no Python work per event. Returns a tuple
+/// (keys, values, headers, namespaces, namespace_of, counts, largest):
+/// - keys, values: one per event, as `encode_change_events` makes them;
+/// - headers: one list per event: the `leading_headers` tuples (the same objects for every
+///   event), then (event_id_header, event id as bytes) and (operation_header, operation as
+///   bytes), the latter one tuple per distinct operation;
+/// - namespaces: the distinct (db, coll) pairs (either may be None), in order of appearance;
+/// - namespace_of: each event's index in namespaces, or None when the batch has at most one;
+/// - counts: (operation, namespace index, events) per distinct pair, in order of appearance;
+/// - largest: the largest len(key) + len(value) of the batch (0 when it is empty).
+/// Raises ValueError naming the first bad event.
+#[pyfunction]
+fn encode_change_batch<'py>(
+    py: Python<'py>,
+    events: &Bound<'py, PyAny>,
+    value_format: &str,
+    leading_headers: &Bound<'py, PyList>,
+    event_id_header: &Bound<'py, PyString>,
+    operation_header: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let as_json = as_json(value_format)?;
+    let leading: Vec<Bound<'py, PyAny>> = leading_headers.iter().collect();
+    let documents = Documents::hold(events)?;
+    let slices = documents.slices()?;
+    let (out, encoded) = encode_all(py, &slices, as_json)?;
+    let count = encoded.len();
+    let mut keys = Vec::with_capacity(count);
+    let mut values = Vec::with_capacity(count);
+    let mut headers = Vec::with_capacity(count);
+    let mut namespace_of = Vec::with_capacity(count);
+    let mut operations: Distinct<&[u8]> = Distinct::new();
+    let mut operation_items: Vec<(Bound<'py, PyString>, Bound<'py, PyTuple>)> = Vec::new();
+    let mut namespaces: Distinct<(Option<&[u8]>, Option<&[u8]>)> = Distinct::new();
+    let mut namespace_items = Vec::new();
+    let mut pairs: Distinct<(usize, usize)> = Distinct::new();
+    let mut counts: Vec<(usize, usize, usize)> = Vec::new();
+    let mut largest = 0;
+    let mut items = Vec::with_capacity(leading.len() + 2);
+    for (index, event) in encoded.into_iter().enumerate() {
+        let value = value_bytes(py, &documents, &slices, &out, index, event.value);
+        let key_length = event.key.map_or(0, |(start, end)| end - start);
+        largest = largest.max(value.as_bytes().len() + key_length);
+        let key = match event.key {
+            Some((start, end)) => PyBytes::new(py, &out[start..end]).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let (operation, new_operation) = operations.index(event.operation);
+        if new_operation {
+            let text = PyString::from_bytes(py, event.operation)?;
+            let header = PyTuple::new(py, [operation_header.as_any(), PyBytes::new(py, event.operation).as_any()])?;
+            operation_items.push((text, header));
+        }
+        let (namespace, new_namespace) = namespaces.index((event.database, event.collection));
+        if new_namespace {
+            let database = event.database.map(|text| PyString::from_bytes(py, text)).transpose()?;
+            let collection = event.collection.map(|text| PyString::from_bytes(py, text)).transpose()?;
+            namespace_items.push(PyTuple::new(
+                py,
+                [database.into_pyobject(py)?.into_any(), collection.into_pyobject(py)?.into_any()],
+            )?);
+        }
+        let (pair, new_pair) = pairs.index((operation, namespace));
+        if new_pair {
+            counts.push((operation, namespace, 0));
+        }
+        counts[pair].2 += 1;
+        let event_id = PyTuple::new(py, [event_id_header.as_any(), PyBytes::new(py, event.event_id).as_any()])?;
+        items.extend(leading.iter().cloned());
+        items.push(event_id.into_any());
+        items.push(operation_items[operation].1.clone().into_any());
+        let event_headers = PyList::new(py, items.drain(..))?;
+        keys.push(key);
+        values.push(value);
+        headers.push(event_headers);
+        namespace_of.push(namespace);
+    }
+    let namespace_of = if namespace_items.len() > 1 {
+        PyList::new(py, namespace_of)?.into_any()
+    } else {
+        py.None().into_bound(py)
+    };
+    let counts = counts
+        .into_iter()
+        .map(|(operation, namespace, events)| (operation_items[operation].0.clone(), namespace, events))
+        .collect::<Vec<_>>();
+    PyTuple::new(
+        py,
+        [
+            PyList::new(py, keys)?.into_any(),
+            PyList::new(py, values)?.into_any(),
+            PyList::new(py, headers)?.into_any(),
+            PyList::new(py, namespace_items)?.into_any(),
+            namespace_of,
+            PyList::new(py, counts)?.into_any(),
+            largest.into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
 /// _raise_panic(message: str) -> None
 ///
 /// Panics in Rust on purpose, so tests can prove a native panic reaches Python as
@@ -425,7 +575,11 @@ fn lakehouse_codec(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(relaxed_json, module)?)?;
     module.add_function(wrap_pyfunction!(to_ndjson, module)?)?;
     module.add_function(wrap_pyfunction!(encode_change_events, module)?)?;
+    module.add_function(wrap_pyfunction!(encode_change_batch, module)?)?;
     module.add_function(wrap_pyfunction!(scan::scan_change_events, module)?)?;
+    module.add_function(wrap_pyfunction!(scan::collect_messages, module)?)?;
+    module.add_function(wrap_pyfunction!(scan::scan_record_values, module)?)?;
+    module.add_class::<scan::RecordValues>()?;
     module.add_function(wrap_pyfunction!(_raise_panic, module)?)?;
     Ok(())
 }
