@@ -57,10 +57,11 @@ $(HELM):
 $(PROMTOOL):
 	GOBIN=$(abspath $(CACHE)/bin) GOFLAGS=-buildvcs=false go install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
-# From Debian's packages when missing (the CI machine starts without it).
+# From Debian's packages when missing (the CI machine starts without it). Another apt run
+# (a second checkout's setup, unattended upgrades) may hold apt's locks: wait for them.
 $(CHROMIUM):
-	$(SUDO) apt-get update -q
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium
+	for attempt in $$(seq 30); do $(SUDO) apt-get -o DPkg::Lock::Timeout=600 update -q && break; sleep 10; done
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends chromium
 
 # SeaweedFS from source through the Go module proxy. Its go.mod has a replace directive, which
 # `go install pkg@version` refuses, so the module is downloaded and built as the main module.
