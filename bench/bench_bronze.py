@@ -159,7 +159,12 @@ def _raw_consume(bootstrap: str, topic: str, count: int) -> dict[str, float]:
     finally:
         consumer.close()
     seconds = finished - assigned[0]
-    return {"events": seen, "seconds": round(seconds, 2), "events_per_s": round(seen / seconds), "mb_per_s": round(size / seconds / 1e6, 1)}
+    return {
+        "events": seen,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(seen / seconds),
+        "mb_per_s": round(size / seconds / 1e6, 1),
+    }
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -219,7 +224,9 @@ def _bronze_writer(
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", "from bronze_writer.cli import app; app()", "run"],
-            env={**env, "BRONZE_WRITER_ID": f"bench-{replica}"}, stdout=output, stderr=output,
+            env={**env, "BRONZE_WRITER_ID": f"bench-{replica}"},
+            stdout=output,
+            stderr=output,
         )  # fmt: skip
         for replica, output in enumerate(outputs)
     ]
@@ -298,7 +305,7 @@ def _scaling(work: Path, count: int) -> list[dict[str, object]]:
                 work / f"bronze-writer-{partitions}x{replicas}.log", replicas,
             )  # fmt: skip
             shutil.rmtree(lake_root, ignore_errors=True)
-            point = {
+            point: dict[str, object] = {
                 "partitions": partitions,
                 "replicas": replicas,
                 "events": count,
@@ -450,7 +457,11 @@ def main(results_dir: Path) -> dict[str, object]:
         _log(f"raw consume: {raw}")
         writer = _bronze_writer(broker.bootstrap_servers, topic, work / "lake", ends, total_bytes, work / "bronze-writer.log")
         _log(f"bronze_writer: {writer}")
-        spark = _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes) if with_spark else {"skipped": "BENCH_BRONZE_SPARK=0"}
+        spark = (
+            _spark(broker.bootstrap_servers, topic, work / "spark", count, total_bytes)
+            if with_spark
+            else {"skipped": "BENCH_BRONZE_SPARK=0"}
+        )
         _log(f"spark: {spark}")
     finally:
         broker.stop()

@@ -65,8 +65,10 @@ def record_change_stream(count: int, seed: int = 7) -> list[list[RawBSONDocument
         document = {
             "_id": document_id,
             "customer": {"name": f"Customer {number}", "email": f"c{number}@example.com", "tier": rng.choice("ABC")},
-            "items": [{"sku": f"SKU-{rng.randint(1, 9999)}", "qty": rng.randint(1, 5), "price": round(rng.random() * 100, 2)}
-                      for _ in range(6)],
+            "items": [
+                {"sku": f"SKU-{rng.randint(1, 9999)}", "qty": rng.randint(1, 5), "price": round(rng.random() * 100, 2)}
+                for _ in range(6)
+            ],
             "total": bson.Decimal128(f"{rng.random() * 1000:.2f}"),
             "created": datetime.fromtimestamp(base + number, UTC),
             "notes": "".join(rng.choices("abcdefghij ", k=300)),
@@ -83,7 +85,11 @@ def record_change_stream(count: int, seed: int = 7) -> list[list[RawBSONDocument
         if operation != "delete":
             event["fullDocument"] = document
         if operation == "update":
-            event["updateDescription"] = {"updatedFields": {"status": document["status"]}, "removedFields": [], "truncatedArrays": []}
+            event["updateDescription"] = {
+                "updatedFields": {"status": document["status"]},
+                "removedFields": [],
+                "truncatedArrays": [],
+            }
         batch.append(RawBSONDocument(bson.encode(event), RAW_CODEC_OPTIONS))
         if len(batch) == BATCH:
             batches.append(batch)
@@ -131,8 +137,9 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
         published += result.produced
         now = time.monotonic()
         if now - last_commit >= settings.checkpoint_interval_seconds:
-            publisher.commit({b"bench/stream/x": json.dumps({"event_id": result.last_event_id}).encode()},
-                             settings.topics.checkpoint_topic, 60)
+            publisher.commit(
+                {b"bench/stream/x": json.dumps({"event_id": result.last_event_id}).encode()}, settings.topics.checkpoint_topic, 60
+            )
             last_commit = now
         if now - last_report >= 5:
             _progress("service", published, total, started)
@@ -144,8 +151,13 @@ def run_service_path(settings: CdcSettings, recorded: list[list[RawBSONDocument]
 
 
 def run_raw_producer(
-    settings: CdcSettings, records: list[tuple[bytes | None, bytes, ProducedHeaders]], topic: str, total: int,
-    *, with_headers: bool = True, positional: bool = False,
+    settings: CdcSettings,
+    records: list[tuple[bytes | None, bytes, ProducedHeaders]],
+    topic: str,
+    total: int,
+    *,
+    with_headers: bool = True,
+    positional: bool = False,
 ) -> float:
     """Events per second of confluent-kafka alone, sending prepared records (key, value and,
     unless ``with_headers`` is off, the contract headers) with the same configuration;
@@ -260,9 +272,13 @@ def main(results_dir: Path) -> dict[str, Any]:
             EventPublisher(settings).topics.ensure(f"{name}.raw")
             runs.append((value_format.value, settings, payloads))
             formats[value_format.value] = {
-                "service_events_per_second": 0, "raw_events_per_second": 0,
-                "raw_positional_events_per_second": 0, "raw_no_headers_events_per_second": 0,
-                "service_cpu_us_per_event": 0.0, "raw_cpu_us_per_event": 0.0, "raw_positional_cpu_us_per_event": 0.0,
+                "service_events_per_second": 0,
+                "raw_events_per_second": 0,
+                "raw_positional_events_per_second": 0,
+                "raw_no_headers_events_per_second": 0,
+                "service_cpu_us_per_event": 0.0,
+                "raw_cpu_us_per_event": 0.0,
+                "raw_positional_cpu_us_per_event": 0.0,
                 "raw_no_headers_cpu_us_per_event": 0.0,
             }
         # Round-robin over formats and sides, best of each: the machine is shared, so its load
@@ -294,8 +310,11 @@ def main(results_dir: Path) -> dict[str, Any]:
             figures["ratio_to_raw_without_headers"] = round(
                 figures["service_events_per_second"] / figures["raw_no_headers_events_per_second"], 3
             )
-            print(f"{name}: {figures['service_events_per_second']:,}/s vs raw {figures['raw_events_per_second']:,}/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{name}: {figures['service_events_per_second']:,}/s vs raw {figures['raw_events_per_second']:,}/s",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         broker.stop()
         shutil.rmtree(work_dir, ignore_errors=True)

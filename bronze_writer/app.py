@@ -31,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from types import TracebackType
-from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -50,6 +49,7 @@ from lakehouse_common.observability import ObservabilityServer, Status
 from lakehouse_common.redaction import redact_mapping
 
 logger = logging.getLogger(__name__)
+
 
 class FlushReason(StrEnum):
     """Why a micro-batch was handed to landing (the ``reason`` label of ``bronze_flushes``)."""
@@ -256,7 +256,8 @@ class BronzeWriter:
         consumer = self.settings.consumer
         user = self.settings.kafka.client_config
         conflicts = sorted(
-            key for key, value in _REQUIRED_CONSUMER_CONFIG.items()
+            key
+            for key, value in _REQUIRED_CONSUMER_CONFIG.items()
             if key in user and str(user[key]).lower() != str(value).lower()
         )
         if conflicts:
@@ -376,8 +377,12 @@ class BronzeWriter:
         logger.warning(
             "fenced by the consumer group (a static member that rejoined, or another client with its "
             "group.instance.id): closing the consumer and joining again; positions come from the Delta log",
-            extra={"error": describe(fence) if fence else None, "group_instance_id": instance,
-                   "recreation": self._repeated_fences, "buffered_rows_dropped": self._batch.rows},
+            extra={
+                "error": describe(fence) if fence else None,
+                "group_instance_id": instance,
+                "recreation": self._repeated_fences,
+                "buffered_rows_dropped": self._batch.rows,
+            },
         )
         self.metrics.consumer_recreations.inc()
         self._batch = Batch()
@@ -430,8 +435,12 @@ class BronzeWriter:
         )
         self._land_everything_held(FlushReason.OFFSETS)
         next_offset = self.lander.start_offsets(topic, [partition])[partition]
-        expected = {(topic, partition): (requested if next_offset is None else next_offset,
-                                         self.lander.table_for(topic).marks.get(f"{topic}/{partition}"))}
+        expected = {
+            (topic, partition): (
+                requested if next_offset is None else next_offset,
+                self.lander.table_for(topic).marks.get(f"{topic}/{partition}"),
+            )
+        }
         assert self._inspector is not None and self._consumer is not None
         try:
             identities, found = inspect_partitions(self._inspector, [topic], expected)
@@ -443,8 +452,9 @@ class BronzeWriter:
         if found:
             self._act(OffsetDiscontinuityError(found[0].describe(), found[0]), Stage.KAFKA)
             next_offset = found[0].low
-        self._reposition(topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None
-                         else next_offset)
+        self._reposition(
+            topic, partition, self._starts.get((topic, partition), OFFSET_BEGINNING) if next_offset is None else next_offset
+        )
 
     def _reposition(self, topic: str, partition: int, offset: int) -> None:
         """Move one partition: librdkafka cannot seek a partition whose fetch failed, but it can assign it again.

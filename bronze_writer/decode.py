@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,6 @@ TEXT_COLUMN = "__text_{}"
 # A field's dates as UTC microseconds, when the scanner parsed every one (else typing parses the text).
 DATE_COLUMN = "__date_{}"
 WALL_TIME_MICROS = "__wall_time_micros"
-
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,10 @@ class DecodedTopic:
     def dead_letter(self, positions: dict[tuple[int, int], BaseException]) -> list[DeadLetter]:
         """Move the rows at these (partition, offset) positions from the frame to the dead letters."""
         assert self.records is not None
-        rows = {(partition, offset): row for row, (partition, offset) in enumerate(zip(
-            self.records.partitions, self.records.offsets, strict=True))}
+        rows = {
+            (partition, offset): row
+            for row, (partition, offset) in enumerate(zip(self.records.partitions, self.records.offsets, strict=True))
+        }
         letters = [self.records.dead_letter(self.topic, rows[position], error) for position, error in sorted(positions.items())]
         keys = pl.DataFrame(
             {"__kafka_partition": [p for p, _ in positions], "__kafka_offset": [o for _, o in positions]},
@@ -183,8 +184,11 @@ class Records:
         """The rows whose value is a claim reference (only records with unusual headers can be)."""
         if _PARSE not in self.formats:
             return []
-        return [row for row, (code, entries) in enumerate(zip(self.formats, self.headers, strict=True))
-                if code == _PARSE and contract.is_claim(entries)]
+        return [
+            row
+            for row, (code, entries) in enumerate(zip(self.formats, self.headers, strict=True))
+            if code == _PARSE and contract.is_claim(entries)
+        ]
 
     def within_room(self, room: int, claim_rows: list[int], deferred: dict[int, int], *, taken: bool) -> list[int]:
         """The rows that fit in ``room``; fills ``deferred`` with the first offset left out per partition."""

@@ -163,7 +163,7 @@ def file_statistics(metadata: pq.FileMetaData, schema: pa.Schema, indexed: set[s
 def _json_bounds(arrow_type: pa.DataType, low: object, high: object) -> tuple[object, object] | None:
     """A column's min and max as the Delta log writes them; None when they cannot be said exactly."""
     if pa.types.is_timestamp(arrow_type):
-        assert isinstance(low, int) and isinstance(high, int) and arrow_type.unit == "us"  # type: ignore[attr-defined]
+        assert isinstance(low, int) and isinstance(high, int) and arrow_type.unit == "us"
         return _timestamp(low // 1000), _timestamp(-(-high // 1000))
     if isinstance(low, str) and isinstance(high, str):
         ceiling = string_upper_bound(high)

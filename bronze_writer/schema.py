@@ -172,9 +172,7 @@ def date_value(kind: pl.Expr, text: pl.Expr, parsed: pl.Expr | None = None) -> p
     return pl.when(kind == Kind.DATE_ISO).then(iso).when(kind == Kind.DATE_MILLIS).then(millis).otherwise(None)
 
 
-def _converted(
-    family: str | None, kind: pl.Expr, text: pl.Expr, dates: pl.Expr | None = None
-) -> tuple[pl.Expr, pl.Expr]:
+def _converted(family: str | None, kind: pl.Expr, text: pl.Expr, dates: pl.Expr | None = None) -> tuple[pl.Expr, pl.Expr]:
     """(value in the column's type, whether the value fits) for one field."""
     if family is None:
         return pl.lit(None, pl.String), pl.lit(False)
@@ -242,13 +240,17 @@ def resolve(
     """Type a decoded, de-duplicated frame against the table's columns (vectorized)."""
     new_columns: dict[str, ColumnType] = {}
     families: dict[str, str | None] = {}
-    first_kinds = frame.select(
-        [
-            pl.col(KIND_COLUMN.format(index)).filter(pl.col(KIND_COLUMN.format(index)) > Kind.NULL).first().alias(name)
-            for index, name in enumerate(field_names)
-            if name not in columns
-        ]
-    ).row(0) if frame.height and any(name not in columns for name in field_names) else ()
+    first_kinds = (
+        frame.select(
+            [
+                pl.col(KIND_COLUMN.format(index)).filter(pl.col(KIND_COLUMN.format(index)) > Kind.NULL).first().alias(name)
+                for index, name in enumerate(field_names)
+                if name not in columns
+            ]
+        ).row(0)
+        if frame.height and any(name not in columns for name in field_names)
+        else ()
+    )
     first_kind_of = dict(zip([name for name in field_names if name not in columns], first_kinds, strict=False))
     losers = _case_losers(
         [name for name in field_names if first_kind_of.get(name) is not None and column_name_problem(name, columns) is None]
@@ -289,11 +291,7 @@ def resolve(
     rescued: dict[str, int] = {}
     if rescue_counts and frame.height:
         rescued = {name: count for name, count in frame.select(rescue_counts).row(0, named=True).items() if count}
-    rescued_data = (
-        pl.concat_str(rescue_entries, separator=",", ignore_nulls=True)
-        if rescue_entries
-        else pl.lit(None, pl.String)
-    )
+    rescued_data = pl.concat_str(rescue_entries, separator=",", ignore_nulls=True) if rescue_entries else pl.lit(None, pl.String)
     rescued_data = pl.when(rescued_data.is_not_null() & (rescued_data != "")).then(
         pl.concat_str([pl.lit("{"), rescued_data, pl.lit("}")])
     )

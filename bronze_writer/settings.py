@@ -96,9 +96,7 @@ class LakeSettings(FrozenModel):
     compression: Literal["SNAPPY", "ZSTD", "LZ4_RAW", "GZIP", "UNCOMPRESSED"] = Field(
         "SNAPPY", description="Parquet compression codec."
     )
-    max_commit_attempts: int = Field(
-        50, ge=1, description="Attempts per bronze commit when other writers commit concurrently."
-    )
+    max_commit_attempts: int = Field(50, ge=1, description="Attempts per bronze commit when other writers commit concurrently.")
     checkpoint_interval_commits: int = Field(
         100,
         ge=1,

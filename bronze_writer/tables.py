@@ -53,9 +53,7 @@ logger = logging.getLogger(__name__)
 _NO_CHECKPOINT_HOOK = PostCommitHookProperties(create_checkpoint=False)
 
 # A new bronze table starts with the envelope; document columns arrive by schema merge.
-_ENVELOPE_FOR_DELTA = pa.schema(
-    [field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE]
-)
+_ENVELOPE_FOR_DELTA = pa.schema([field.with_type(pa.string()) if field.type == pa.large_utf8() else field for field in ENVELOPE])
 
 
 def namespace_for_topic(topic: str, prefix: str, overrides: Mapping[str, str]) -> tuple[str, str]:
@@ -238,9 +236,7 @@ class BronzeTable:
             failure = error
         bad = isolate_poison(range(frame.height), attempt)
         if not bad:
-            raise FatalError(
-                f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}"
-            ) from failure
+            raise FatalError(f"typing a batch of {self.uri} failed, but no record fails alone: {describe(failure)}") from failure
         positions = frame.select("__kafka_partition", "__kafka_offset").rows()
         raise PoisonRowsError({positions[row]: error for row, error in sorted(bad.items())}) from failure
 
@@ -301,8 +297,7 @@ class BronzeTable:
             resolved = self._typed(frame, decoded, ingested_at)
             marks, event_ids = self._marks_after(decoded, frame, advancing, identity)
             offsets = {
-                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last)
-                for partition, last in advancing.items()
+                f"{decoded.topic}/{partition}": (decoded.first_offsets[partition], last) for partition, last in advancing.items()
             }
             metadata = {
                 lake.BATCH_KEY: lake.batch_metadata(offsets, event_ids),
@@ -358,7 +353,11 @@ class BronzeTable:
         indexed = stats_columns(resolved.data.column_names, self._table.metadata().configuration, frozenset(PAYLOAD_COLUMNS))
         actions = self._files.write(resolved.data, indexed, size_hint)
         self._table.create_write_transaction(
-            actions, "append", self._table.schema(), commit_properties=commit, post_commithook_properties=_NO_CHECKPOINT_HOOK
+            list(actions),
+            "append",
+            self._table.schema(),
+            commit_properties=commit,
+            post_commithook_properties=_NO_CHECKPOINT_HOOK,
         )
         return read_version + 1
 
@@ -374,7 +373,9 @@ class BronzeTable:
         try:
             self._table.create_checkpoint()
         except (DeltaError, OSError) as error:
-            logger.warning("checkpointing the Delta log failed", extra={"table": self.uri, "version": version, "error": str(error)})
+            logger.warning(
+                "checkpointing the Delta log failed", extra={"table": self.uri, "version": version, "error": str(error)}
+            )
             return
         logger.info("checkpointed the Delta log", extra={"table": self.uri, "version": version})
 
@@ -422,8 +423,14 @@ class BronzeTable:
         for partition, (count, first, last) in sorted(pending.rereads.items()):
             logger.warning(
                 "records at offsets this table already landed were dropped (landed by another writer?)",
-                extra={"table": self.uri, "topic": topic, "partition": partition, "count": count,
-                       "first_offset": first, "last_offset": last},
+                extra={
+                    "table": self.uri,
+                    "topic": topic,
+                    "partition": partition,
+                    "count": count,
+                    "first_offset": first,
+                    "last_offset": last,
+                },
             )
 
     def reset_offsets(

@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat, starmap
-from typing import Any
+from operator import length_hint
+from typing import Any, Literal
 
 from bson.raw_bson import RawBSONDocument
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -110,7 +111,8 @@ def encode_batch(events: bytes | Sequence[bytes | RawBSONDocument], value_format
             raise
     good: list[bytes | RawBSONDocument] = []
     rejected: list[tuple[bytes, str]] = []
-    for document in [events] if isinstance(events, bytes) else list(events):
+    documents: list[bytes | RawBSONDocument] = [events] if isinstance(events, bytes) else list(events)
+    for document in documents:
         try:
             encode_event_columns([document], value_format)
             good.append(document)
@@ -160,7 +162,9 @@ class TopicManager:
     def limit(self, topic: str) -> int:
         return self._limits[topic]
 
-    def ensure(self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None) -> int:
+    def ensure(
+        self, topic: str, *, compacted: bool = False, partitions: int | None = None, replication: int | None = None
+    ) -> int:
         """Create ``topic`` if missing; return the largest record it and the producer accept."""
         if topic in self._limits:
             return self._limits[topic]
@@ -369,7 +373,7 @@ class EventPublisher:
         result.produced = produced
         result.claimed = self._claimed[0] - claimed_before[0]
         result.claimed_bytes = self._claimed[1] - claimed_before[1]
-        labels = ["%s.%s" % namespace for namespace in columns.namespaces]
+        labels = [f"{database}.{collection}" for database, collection in columns.namespaces]
         result.by_operation = {(operation, labels[namespace]): count for operation, namespace, count in columns.counts}
         result.published = {
             (operation, labels[namespace]): count for (operation, namespace), count in published.items() if count > 0
@@ -382,7 +386,7 @@ class EventPublisher:
 
     def _namespace_route(self, database: str | None, collection: str | None, in_scope: Any) -> tuple[str, int] | None:
         """A namespace's topic and size limit; None when its events are skipped or fanned out."""
-        route = self._routes.get((database, collection), False)
+        route: tuple[str, int] | None | Literal[False] = self._routes.get((database, collection), False)
         if route is not False:
             return route
         if database is None or collection is None:
@@ -400,7 +404,7 @@ class EventPublisher:
             return []  # the usual batch: every event routed and within its topic's limit
         namespaces = columns.namespace_of if columns.namespace_of is not None else repeat(0)
         special = []
-        for index, (namespace, key, value) in enumerate(zip(namespaces, columns.keys, columns.values)):
+        for index, (namespace, key, value) in enumerate(zip(namespaces, columns.keys, columns.values, strict=False)):
             route = routes[namespace]
             if route is None or len(value) + (len(key) if key else 0) + RECORD_OVERHEAD_BYTES > route[1]:
                 special.append(index)
@@ -434,8 +438,16 @@ class EventPublisher:
             topics = map(names.__getitem__, columns.namespace_of if whole else columns.namespace_of[start:end])
         calls = starmap(
             self.producer.produce,
-            zip(topics, values, keys, repeat(_PARTITION_UNASSIGNED), repeat(None), repeat(None),
-                repeat(_DEFAULT_TIMESTAMP), headers),
+            zip(
+                topics,
+                values,
+                keys,
+                repeat(_PARTITION_UNASSIGNED),
+                repeat(None),
+                repeat(None),
+                repeat(_DEFAULT_TIMESTAMP),
+                headers,
+            ),
         )
         produced = end - start
         while True:
@@ -443,7 +455,7 @@ class EventPublisher:
                 deque(calls, maxlen=0)
                 return produced
             except (BufferError, KafkaException):  # a full local queue, or a record refused: the slow path
-                index = end - values.__length_hint__() - 1
+                index = end - length_hint(values) - 1
                 route = routes[self._namespace_index(columns, index)]
                 assert route is not None  # a run holds routed events only
                 if not self._send_column_event(columns, index, *route):
@@ -474,7 +486,7 @@ class EventPublisher:
             produced = 0
             event = columns.event(index)
             for topic in fallback_topics(database) if fallback_topics else ():
-                if self._send_event(event, topic, self.topics.ensure(topic), columns.headers[index]):
+                if self._send_event(event, topic, self.topics.ensure(topic), list(columns.headers[index])):
                     produced += 1
                     published[label] += 1
                 else:
@@ -504,9 +516,7 @@ class EventPublisher:
 
     def known_topics(self, database: str | None) -> list[str]:
         """Topics of the namespaces routed so far (of one database, or all)."""
-        return sorted(
-            {route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)}
-        )
+        return sorted({route[0] for (db, _), route in self._routes.items() if route and (database is None or db == database)})
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, headers: list[Any] | None = None) -> None:
         """Produce one record, waiting for room while librdkafka's local queue is full (Kafka is slower than MongoDB)."""
@@ -550,9 +560,15 @@ class EventPublisher:
         self._claimed = (self._claimed[0] + 1, self._claimed[1] + len(event.value))
         logger.info(
             "event too large for its topic: kept in the claim store, its reference published",
-            extra={"topic": topic, "event_id": event.event_id, "operation": event.operation, "value_bytes": len(event.value),
-                   "limit_bytes": limit, "claim": self._claims.uri(reference.digest),
-                   "claim_write_seconds": round(time.monotonic() - started, 3)},
+            extra={
+                "topic": topic,
+                "event_id": event.event_id,
+                "operation": event.operation,
+                "value_bytes": len(event.value),
+                "limit_bytes": limit,
+                "claim": self._claims.uri(reference.digest),
+                "claim_write_seconds": round(time.monotonic() - started, 3),
+            },
         )
         return True
 
@@ -572,7 +588,9 @@ class EventPublisher:
             **({"kafka_error": detail} if detail else {}),
         }
         logger.error("event too large for its topic: published a reference to the dead-letter topic", extra=reference)
-        self._produce_dead_letter(json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id)
+        self._produce_dead_letter(
+            json.dumps(reference).encode(), event.key, "event_exceeds_topic_max_message_bytes", event.event_id
+        )
 
     def dead_letter_raw(self, raw: bytes, *, reason: str, detail: str) -> None:
         logger.error("unpublishable event sent to the dead-letter topic", extra={"reason": reason, "detail": detail})
@@ -588,8 +606,11 @@ class EventPublisher:
             topic,
             value,
             key,
-            [("lakehouse.dead_letter.reason", reason.encode()), ("lakehouse.event.id", event_id.encode()),
-             ("lakehouse.dead_letter.detail", detail.encode()[:1000])],
+            [
+                ("lakehouse.dead_letter.reason", reason.encode()),
+                ("lakehouse.event.id", event_id.encode()),
+                ("lakehouse.dead_letter.detail", detail.encode()[:1000]),
+            ],
         )
 
     # -- durability ------------------------------------------------------------------------
@@ -613,8 +634,9 @@ class EventPublisher:
         librdkafka would fail its delivery on every attempt. None is: snapshot states are
         split per collection (checkpoints.py).
         """
-        limit = self.topics.ensure(topic, compacted=True, partitions=1,
-                                   replication=self.settings.topics.checkpoint_replication_factor)
+        limit = self.topics.ensure(
+            topic, compacted=True, partitions=1, replication=self.settings.topics.checkpoint_replication_factor
+        )
         size = len(key) + len(value or b"") + RECORD_OVERHEAD_BYTES
         if size > limit:
             raise FatalError(f"checkpoint record {key!r} of {size} bytes exceeds the checkpoint topic's limit of {limit}")
@@ -681,4 +703,14 @@ def _kafka_error(action: str, error: KafkaException) -> Exception:
     return DeliveryFailedError(f"{action}: {error}")
 
 
-__all__ = ["CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES", "RECORD_OVERHEAD_BYTES", "EncodedBatch", "EventPublisher", "PublishResult", "TopicManager", "client_config", "encode_batch", "producer_config"]
+__all__ = [
+    "CHECKPOINT_TOPIC_MAX_MESSAGE_BYTES",
+    "RECORD_OVERHEAD_BYTES",
+    "EncodedBatch",
+    "EventPublisher",
+    "PublishResult",
+    "TopicManager",
+    "client_config",
+    "encode_batch",
+    "producer_config",
+]

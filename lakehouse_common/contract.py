@@ -147,9 +147,7 @@ class Operation(StrEnum):
     SNAPSHOT = "snapshot"
 
 
-DOCUMENT_OPERATIONS = frozenset(
-    {Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT}
-)
+DOCUMENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT})
 """Operations about one document: they carry a documentKey and a Kafka key."""
 
 
@@ -336,7 +334,10 @@ def encode_event_columns(events: bytes | Sequence[bytes | RawBSONDocument], valu
         )
     except ValueError as error:
         raise UndecodableEventError(str(error)) from error
-    return EventColumns(*columns, documents=documents, value_format=value_format)
+    keys, values, headers, namespaces, namespace_of, counts, largest = columns
+    return EventColumns(
+        keys, values, headers, namespaces, namespace_of, counts, largest, documents=documents, value_format=value_format
+    )
 
 
 # Record headers as confluent-kafka's produce() takes them (its list type is invariant in the value).
@@ -366,7 +367,10 @@ class ClaimReference(NamedTuple):
 def claim_record_value(reference: ClaimReference) -> bytes:
     """The value of a record whose event is claimed: the reference, as compact JSON."""
     return b'{"%s":{"%s":"%s","bytes":%d}}' % (
-        _CLAIM_REFERENCE_KEY.encode(), CLAIM_ALGORITHM.encode(), reference.digest.encode(), reference.size
+        _CLAIM_REFERENCE_KEY.encode(),
+        CLAIM_ALGORITHM.encode(),
+        reference.digest.encode(),
+        reference.size,
     )
 
 

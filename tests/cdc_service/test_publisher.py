@@ -313,11 +313,16 @@ def test_two_namespaces_on_one_topic_stop_the_service_naming_both_and_the_fix(ka
 
 
 def _change(collection: str, number: int, *, operation: str = "insert", pad: int = 10) -> bytes:
-    return bson.encode({
-        "_id": {"_data": f"82{number:06d}"}, "operationType": operation,
-        "clusterTime": bson.Timestamp(1_700_000_000, number), "ns": {"db": "shop", "coll": collection},
-        "documentKey": {"_id": number}, "fullDocument": {"_id": number, "pad": "x" * pad},
-    })
+    return bson.encode(
+        {
+            "_id": {"_data": f"82{number:06d}"},
+            "operationType": operation,
+            "clusterTime": bson.Timestamp(1_700_000_000, number),
+            "ns": {"db": "shop", "coll": collection},
+            "documentKey": {"_id": number},
+            "fullDocument": {"_id": number, "pad": "x" * pad},
+        }
+    )
 
 
 @pytest.mark.parametrize("value_format", ["json", "bson"])
@@ -334,12 +339,16 @@ def test_the_column_path_sends_the_contract_records_in_order_through_a_full_loca
     expected = encode_events(events, ValueFormat(value_format))
     for collection in ("customers", "orders"):
         mine = [event for event in expected if event.collection == collection]
-        records = read_topic(kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.{collection}",
-                             idle_s=0.5, expect=len(mine))
+        records = read_topic(
+            kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.{collection}", idle_s=0.5, expect=len(mine)
+        )
         assert sorted((r["key"], r["value"], list(r["raw_headers"].items())) for r in records) == sorted(
-            (e.key, e.value, headers_for(e, ValueFormat(value_format))) for e in mine)
+            (e.key, e.value, headers_for(e, ValueFormat(value_format))) for e in mine
+        )
         for partition in {r["partition"] for r in records}:
-            in_partition = [r["headers"].event_id for r in sorted(records, key=lambda r: r["offset"]) if r["partition"] == partition]
+            in_partition = [
+                r["headers"].event_id for r in sorted(records, key=lambda r: r["offset"]) if r["partition"] == partition
+            ]
             assert in_partition == sorted(in_partition)  # publish order (ids increase with the number)
 
 
@@ -367,22 +376,41 @@ def test_counts_per_operation_and_namespace_subtract_what_was_skipped_or_dead_le
     # Without claims, so the oversize event is dead-lettered (with claims it is produced as a reference).
     settings = _settings(kafka_broker, topics={"max_message_bytes": 20_000}, claims={"enabled": False})
     publisher = EventPublisher(settings)
-    events = [_change("customers", 1), _change("orders", 2, operation="update"), _change("hidden", 3),
-              _change("customers", 4, pad=30_000), _change("customers", 5, operation="update"), _change("orders", 6)]
+    events = [
+        _change("customers", 1),
+        _change("orders", 2, operation="update"),
+        _change("hidden", 3),
+        _change("customers", 4, pad=30_000),
+        _change("customers", 5, operation="update"),
+        _change("orders", 6),
+    ]
     result = publisher.publish(events, in_scope=lambda db, coll: coll != "hidden")
     publisher.commit({}, settings.topics.checkpoint_topic, 30)
 
     assert (result.produced, result.skipped, result.dead_lettered) == (4, 1, 1)
-    assert result.by_operation == {("insert", "shop.customers"): 2, ("update", "shop.orders"): 1,
-                                   ("insert", "shop.hidden"): 1, ("update", "shop.customers"): 1, ("insert", "shop.orders"): 1}
-    assert result.published == {("insert", "shop.customers"): 1, ("update", "shop.orders"): 1,
-                                 ("update", "shop.customers"): 1, ("insert", "shop.orders"): 1}
+    assert result.by_operation == {
+        ("insert", "shop.customers"): 2,
+        ("update", "shop.orders"): 1,
+        ("insert", "shop.hidden"): 1,
+        ("update", "shop.customers"): 1,
+        ("insert", "shop.orders"): 1,
+    }
+    assert result.published == {
+        ("insert", "shop.customers"): 1,
+        ("update", "shop.orders"): 1,
+        ("update", "shop.customers"): 1,
+        ("insert", "shop.orders"): 1,
+    }
     assert result.last_event_id == "82000006"
     customers = read_topic(kafka_broker.bootstrap_servers, f"{settings.topics.prefix}.shop.customers", idle_s=0.5, expect=2)
     assert sorted(r["headers"].event_id for r in customers) == ["82000001", "82000005"]
     (letter,) = read_topic(kafka_broker.bootstrap_servers, settings.topics.dead_letter_topic, idle_s=0.5, expect=1)
     reference = json.loads(letter["value"])
-    assert (reference["event_id"], reference["cluster_time"], reference["document_key"]) == ("82000004", [1_700_000_000, 4], {"_id": 4})
+    assert (reference["event_id"], reference["cluster_time"], reference["document_key"]) == (
+        "82000004",
+        [1_700_000_000, 4],
+        {"_id": 4},
+    )
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["create", "describe"])

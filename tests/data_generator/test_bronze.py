@@ -117,8 +117,8 @@ def test_the_fixture_lands_what_bronze_writer_lands(tmp_path: Path) -> None:
     (everything but the Kafka positions and ingestion times, which only Kafka can give).
     """
     import bson
-    import lakehouse_codec
 
+    import lakehouse_codec
     from bronze_writer.decode import Records, decode_topic
     from bronze_writer.settings import LakeSettings
     from bronze_writer.tables import BronzeTable
@@ -171,8 +171,15 @@ def _land_with_bronze_writer(root: Path, events: list[dict]) -> None:
     settings = load_settings(BronzeSettings, lake={"root": str(root)}, writer_id="test-writer")
     topic = "cdc.shop.customers"
     messages = [
-        Message(topic=topic, partition=0, offset=offset, key=encoded.key, value=encoded.value,
-                headers=headers_for(encoded, ValueFormat.JSON), timestamp=(1, 1_740_830_400_000))  # fmt: skip
+        Message(
+            topic=topic,
+            partition=0,
+            offset=offset,
+            key=encoded.key,
+            value=encoded.value,
+            headers=headers_for(encoded, ValueFormat.JSON),
+            timestamp=(1, 1_740_830_400_000),
+        )  # fmt: skip
         for offset, encoded in enumerate(encode_events([bson.encode(event) for event in events], ValueFormat.JSON))
     ]
     lander = Lander(settings, BronzeMetrics())
@@ -185,7 +192,9 @@ def test_generated_tables_have_the_schemas_bronze_writer_writes(tmp_path: Path) 
         "_id": CUSTOMER, "name": "Ada", "visits": 3, "score": 2.5, "vip": True, "joined": AT,
         "balance": Decimal128("10.25"), "address": {"city": "Berlin"}, "tags": ["a", "b"], "bad name": 1, "__DB": "x",
     }  # fmt: skip
-    events = _events([Insert("customers", document, AT), Update("customers", CUSTOMER, {**document, "visits": 4}, AT, {"visits": 4})])
+    events = _events(
+        [Insert("customers", document, AT), Update("customers", CUSTOMER, {**document, "visits": 4}, AT, {"visits": 4})]
+    )
     BronzeFixtureWriter(tmp_path / "generated").write(events)
     _land_with_bronze_writer(tmp_path / "landed", events)
 

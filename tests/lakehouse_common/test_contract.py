@@ -372,8 +372,12 @@ def test_ndjson_conversion_of_bson_values() -> None:
 
 
 def _event_in(database: str, collection: str | None, number: int, operation: str = "insert") -> bytes:
-    event = {"_id": {"_data": f"82{number:04d}"}, "operationType": operation, "clusterTime": Timestamp(1_700_000_000, number),
-             "ns": {"db": database} if collection is None else {"db": database, "coll": collection}}
+    event = {
+        "_id": {"_data": f"82{number:04d}"},
+        "operationType": operation,
+        "clusterTime": Timestamp(1_700_000_000, number),
+        "ns": {"db": database} if collection is None else {"db": database, "coll": collection},
+    }
     if collection is not None:
         event.update(documentKey={"_id": number}, fullDocument={"_id": number, "pad": "x" * number})
     return bson.encode(event)
@@ -381,9 +385,16 @@ def _event_in(database: str, collection: str | None, number: int, operation: str
 
 @pytest.mark.parametrize("value_format", list(ValueFormat))
 @pytest.mark.parametrize("as_concatenated_batch", [False, True])
-def test_columns_hold_the_records_of_encode_events_and_headers_for(value_format: ValueFormat, as_concatenated_batch: bool) -> None:
-    raws = [_event_in("shop", "orders", 1), _event_in("shop", "orders", 2, "update"), _event_in("crm", "people", 3),
-            _event_in("shop", None, 4, "dropDatabase"), _event_in("shop", "orders", 5, "delete")]
+def test_columns_hold_the_records_of_encode_events_and_headers_for(
+    value_format: ValueFormat, as_concatenated_batch: bool
+) -> None:
+    raws = [
+        _event_in("shop", "orders", 1),
+        _event_in("shop", "orders", 2, "update"),
+        _event_in("crm", "people", 3),
+        _event_in("shop", None, 4, "dropDatabase"),
+        _event_in("shop", "orders", 5, "delete"),
+    ]
     events = b"".join(raws) if as_concatenated_batch else [RawBSONDocument(raw) for raw in raws]
 
     columns = contract.encode_event_columns(events, value_format)

@@ -75,7 +75,8 @@ def test_batch_columns_match_the_per_event_tuples_and_reuse_the_callers_bson_byt
     leading = [("version", b"1")]
 
     keys, values, headers, namespaces, namespace_of, counts, largest = lakehouse_codec.encode_change_batch(
-        documents, "bson", leading, "id", "operation")
+        documents, "bson", leading, "id", "operation"
+    )
     events = lakehouse_codec.encode_change_events(documents, "bson")
 
     assert keys == [item[0] for item in events]
