@@ -158,7 +158,7 @@ def test_scaffold_writes_thin_models_their_yml_and_one_source_entry(project: Pat
         assert list(fields) == ["_id", "subject", "priority", "score", "open", "opened_at", "tags", "requester", "amount"]
         for name, family in [("_id", "objectId"), ("priority", "long"), ("opened_at", "date"), ("amount", "decimal")]:
             assert f"BSON type family {family}" in fields[name]
-        assert "db.tickets" not in model["description"] and "shop.tickets" in model["description"]
+        assert "MongoDB's shop.tickets collection" in model["description"]
 
     after = sources.read_text()
     changes = difflib.SequenceMatcher(None, before.splitlines(), after.splitlines(), autojunk=False).get_opcodes()
@@ -168,19 +168,31 @@ def test_scaffold_writes_thin_models_their_yml_and_one_source_entry(project: Pat
     assert entry["name"] == "tickets" and "lake_path" not in entry["meta"], "a default-database table follows the var"
     assert (entry["meta"]["mongo_database"], entry["meta"]["mongo_collection"]) == ("shop", "tickets")
 
+    drifted = {**_tickets(1)[0], "_id": ObjectId(), "channel": "email"}
+    land(lake.root, namespace, [Insert("tickets", drifted, START + timedelta(hours=1))], lake.storage_options)
     again = scaffold(project, lake.root, "shop.tickets", "--force", options=lake.storage_options)
     assert again.exit_code == ExitCode.OK, again.output
-    assert sources.read_text() == after, "--force rewrites the models; the source entry is there already"
+    rewritten = yaml.safe_load((staging / "_mongo__tickets__models.yml").read_text())["models"][0]
+    assert rewritten["columns"][-1]["name"] == "channel", "--force rewrites the yml from the table's columns now"
+    assert sources.read_text() == after, "the source entry is there already: the file is left alone"
 
 
 def test_the_sources_edit_keeps_comments_and_layout() -> None:
     text = (HAND_WRITTEN / "__sources.yml").read_text()
-    edited = add_source_table(text, source_entry(Namespace("crm", "support tickets"), "crm__support", "shop"))
-    assert edited.startswith(text.split("  - name: lakehouse")[0].rstrip("\n")), "everything before the insertion stays"
-    assert edited.endswith("  - name: lakehouse" + text.split("  - name: lakehouse")[1])
-    inserted = edited.removeprefix(text.split("\n\n  - name: lakehouse")[0]).split("\n\n  - name: lakehouse")[0]
-    assert inserted.startswith("\n      - name: crm__support\n"), inserted
-    assert "lake_path: bronze/crm/support_tickets-" in inserted
+    namespace = Namespace("crm", "support tickets")
+    edited = add_source_table(text, source_entry(namespace, "crm__support", "shop"))
+    head, tail = text.split("\n\n  - name: lakehouse")
+    fragment = (
+        "      - name: crm__support\n"
+        "        description: MongoDB's crm.support tickets collection (added by spark-jobs scaffold).\n"
+        "        meta:\n"
+        "          mongo_database: crm\n"
+        "          mongo_collection: support tickets\n"
+        f"          lake_path: {lake_path(namespace)}"
+    )
+    assert edited == f"{head}\n{fragment}\n\n  - name: lakehouse{tail}", (
+        "after the mongo source's last table, nothing else changed"
+    )
 
     commented = "version: 2\n# top\nsources:\n  - name: mongo  # the source\n    tables:\n      - name: a\n        # about a\n      # last\n"
     edited = add_source_table(commented, {"name": "b"})
