@@ -5,12 +5,15 @@
     spark-jobs dbt -- build -s silver   run this dbt command instead
     spark-jobs maintain                 OPTIMIZE (Z-ORDER where configured) and VACUUM every table
     spark-jobs counts                   rows per silver and gold table, as JSON
+    spark-jobs scaffold shop.tickets    silver models, their yml and the source entry of a new collection
     spark-jobs spark-defaults DIR       write spark-defaults.conf for other Spark processes
 
 Settings come from SPARK_JOBS_* environment variables and/or ``--config file.yaml``.
 Exit codes are ``lakehouse_common.lifecycle.ExitCode``: ``dbt`` run once exits FAILED when
 a dbt command failed (dbt's own status is in the log) and INTERRUPTED when a stop request
-cut the run short; ``dbt --every`` runs until stopped and then exits OK.
+cut the run short; ``dbt --every`` runs until stopped and then exits OK. ``scaffold`` exits
+BAD_CONFIGURATION when it refuses the arguments (a name collision, files that exist without
+--force) and FAILED when the bronze table cannot be read (it does not exist yet).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.observability import ObservabilityServer, Status
 from spark_jobs.dbt_runner import DbtResult, DbtRunner, absolute_lake_root
 from spark_jobs.lake_tables import layer_counts
+from spark_jobs.scaffold import Namespace, ScaffoldRefused, plan_scaffold
 from spark_jobs.session import build_spark_session, write_spark_defaults
 from spark_jobs.settings import Layer, SparkJobsSettings
 
@@ -146,6 +150,47 @@ def counts(config: ConfigOption = None) -> None:
     settings = _settings(config)
     counted = layer_counts(absolute_lake_root(settings.lake_root), settings.object_store_options())
     typer.echo(json.dumps(counted, indent=2, sort_keys=True))
+
+
+@app.command()
+def scaffold(
+    namespace: Annotated[str, typer.Argument(help="The collection as <database>.<collection>.")],
+    config: ConfigOption = None,
+    lake_root: Annotated[str | None, typer.Option(help="Lake root (default: the settings' lake_root).")] = None,
+    project_dir: Annotated[Path | None, typer.Option(help="The dbt project (default: the settings' dbt.project_dir).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite the collection's generated files.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be written; write nothing.")] = False,
+) -> None:
+    """Write the silver models, their yml and the source entry of a collection, from its bronze table's columns."""
+    settings = _settings(config, **({"lake_root": lake_root} if lake_root is not None else {}))
+    try:
+        plan = plan_scaffold(
+            Namespace.parse(namespace),
+            lake_root=absolute_lake_root(settings.lake_root),
+            project_dir=project_dir or settings.dbt.project_dir,
+            default_database=settings.dbt.mongo_database,
+            storage_options=settings.object_store_options(),
+            force=force,
+        )
+    except ScaffoldRefused as refusal:
+        logger.error("scaffold refused", extra={"namespace": namespace, "reason": str(refusal)})
+        typer.echo(f"error: {refusal}", err=True)
+        raise typer.Exit(refusal.exit_code) from None
+    if dry_run:
+        typer.echo(plan.describe())
+    else:
+        plan.write()
+    logger.info(
+        "scaffold planned (dry run)" if dry_run else "scaffold written",
+        extra={
+            "namespace": str(plan.namespace),
+            "source_table": plan.table,
+            "models": list(plan.models),
+            "columns": plan.columns,
+            "files": {str(planned.path): planned.action for planned in plan.files},
+        },
+    )
+    raise typer.Exit(ExitCode.OK)
 
 
 @app.command("spark-defaults")
