@@ -23,12 +23,11 @@ from bronze_writer.decode import DATE_COLUMN, KIND_COLUMN, TEXT_COLUMN, WALL_TIM
 from lakehouse_common.bronze_schema import (
     ARROW_TYPE_OF_FAMILY,
     BSON_TYPE_METADATA,
-    DELTA_TYPE_OF_FAMILY,
     ENVELOPE,
     ENVELOPE_NAMES,
-    FAMILY_OF_DELTA_TYPE,
     MAX_MILLIS,
     MIN_MILLIS,
+    ColumnType,
     column_name_problem,
 )
 
@@ -109,32 +108,6 @@ PAYLOAD_COLUMNS = (
 )
 _MAX_EXACT_INTEGER = 2**53
 _SPECIAL_DOUBLES = ["NaN", "Infinity", "-Infinity"]
-
-
-@dataclass(frozen=True)
-class ColumnType:
-    """A document column's established type: the BSON family and the Delta type holding it."""
-
-    family: str
-
-    @property
-    def delta_type(self) -> str:
-        return DELTA_TYPE_OF_FAMILY.get(self.family, "string")
-
-
-def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
-    """The document columns of a table (envelope excluded), from its Delta schema."""
-    if delta_schema is None:
-        return {}
-    columns: dict[str, ColumnType] = {}
-    for field in delta_schema.fields:  # type: ignore[attr-defined]
-        if field.name in ENVELOPE_NAMES:
-            continue
-        family = (field.metadata or {}).get(BSON_TYPE_METADATA)
-        if family is None:
-            family = FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
-        columns[field.name] = ColumnType(str(family).strip('"'))
-    return columns
 
 
 def _case_losers(names: list[str]) -> set[str]:
@@ -370,10 +343,8 @@ __all__ = [
     "ENVELOPE_NAMES",
     "PAYLOAD_COLUMNS",
     "TYPE_NAMES",
-    "ColumnType",
     "Kind",
     "ResolvedBatch",
     "date_value",
     "resolve",
-    "table_columns",
 ]

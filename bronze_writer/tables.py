@@ -40,10 +40,10 @@ from bronze_writer.dedupe import EventIdIndex, Lookup, Pending, pending_rows
 from bronze_writer.errors import Action, PoisonRowsError, Stage, classify, describe, isolate_poison
 from bronze_writer.files import DataFiles, stats_columns
 from bronze_writer.offsets import KafkaIdentity
-from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ColumnType, ResolvedBatch, resolve, table_columns
+from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ResolvedBatch, resolve
 from bronze_writer.settings import LakeSettings
 from lakehouse_common import lake
-from lakehouse_common.bronze_schema import DEAD_LETTER_SCHEMA, INGEST_LOG_SCHEMA
+from lakehouse_common.bronze_schema import DEAD_LETTER_SCHEMA, INGEST_LOG_SCHEMA, ColumnType, table_columns
 from lakehouse_common.errors import FatalError
 from lakehouse_common.lake import HighWaterMark
 

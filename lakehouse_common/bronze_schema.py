@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -116,6 +117,32 @@ def column_name_problem(name: str, columns: Collection[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ColumnType:
+    """A document column's established type: the BSON family and the Delta type holding it."""
+
+    family: str
+
+    @property
+    def delta_type(self) -> str:
+        return DELTA_TYPE_OF_FAMILY.get(self.family, "string")
+
+
+def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
+    """The document columns of a table (envelope excluded), from its Delta schema."""
+    if delta_schema is None:
+        return {}
+    columns: dict[str, ColumnType] = {}
+    for field in delta_schema.fields:  # type: ignore[attr-defined]
+        if field.name in ENVELOPE_NAMES:
+            continue
+        family = (field.metadata or {}).get(BSON_TYPE_METADATA)
+        if family is None:
+            family = FAMILY_OF_DELTA_TYPE.get(getattr(field.type, "type", ""), "string")
+        columns[field.name] = ColumnType(str(family).strip('"'))
+    return columns
+
+
 __all__ = [
     "ARROW_TYPE_OF_FAMILY",
     "BSON_TYPE_METADATA",
@@ -128,5 +155,7 @@ __all__ = [
     "MAX_MILLIS",
     "MIN_MILLIS",
     "TIMESTAMP",
+    "ColumnType",
     "column_name_problem",
+    "table_columns",
 ]

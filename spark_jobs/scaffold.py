@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lakehouse_common.bronze_schema import table_columns
 from lakehouse_common.contract import ESCAPE_HASH_DIGITS
 from lakehouse_common.errors import LakehouseError
 from lakehouse_common.lake import bronze_table_uri, path_segment
@@ -189,8 +190,6 @@ def read_bronze_families(root: str, namespace: Namespace, storage_options: Mappi
     """Document column -> BSON family of the collection's bronze table, in schema order."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    from bronze_writer.schema import table_columns
 
     uri = bronze_table_uri(root, namespace.database, namespace.collection)
     try:

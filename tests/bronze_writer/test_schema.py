@@ -15,8 +15,9 @@ from bson.datetime_ms import DatetimeMS
 from confluent_kafka import Message
 
 from bronze_writer.decode import DATE_COLUMN, WALL_TIME_MICROS, decode_topic
-from bronze_writer.schema import BSON_TYPE_METADATA, ENVELOPE, ColumnType, resolve
+from bronze_writer.schema import BSON_TYPE_METADATA, ENVELOPE, resolve
 from lakehouse_common import contract
+from lakehouse_common.bronze_schema import ColumnType
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
