@@ -237,6 +237,7 @@ class DbtRunner:
         for line in process.stdout:
             self._emit(line, command)
         exit_code = process.wait()
+        watcher.join()  # it ends within its 0.5 s poll once dbt has exited: no thread outlives the run
         elapsed = time.monotonic() - started
         summary = self._summary(started_wall)
         result = DbtResult(command, exit_code, round(elapsed, 3), summary)
