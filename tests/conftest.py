@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 import pytest
@@ -34,6 +35,9 @@ from local_stack.mongo import STANDIN_DESCRIPTION, MongoStandIn, start_mongo_sta
 from local_stack.object_store import ObjectStore, start_object_store
 from local_stack.paths import PROJECT_ROOT
 from local_stack.spark_cluster import SparkCluster, start_spark_cluster
+
+if TYPE_CHECKING:
+    from spark_jobs.settings import SparkSettings
 
 TEST_RUN_DIR = PROJECT_ROOT / "build" / "test-runs"
 SCRAM_USER = "lakehouse-test"
@@ -293,19 +297,31 @@ def store_ignoring_conditional_writes(run_dir: Path) -> Iterator[UnconditionalSt
     store.stop()
 
 
+def small_spark_settings(work: Path, **overrides: Any) -> SparkSettings:
+    """Spark settings for the suite's small data, its warehouse and metastore under ``work``."""
+    from spark_jobs.settings import SparkSettings
+
+    defaults: dict[str, Any] = {
+        "warehouse_dir": work / "warehouse",
+        "metastore_dir": work / "metastore",
+        "driver_memory": "1g",
+        "shuffle_partitions": 1,
+        "extra_conf": {"spark.sql.codegen.wholeStage": "false"},  # small data: compiling costs more than it saves
+    }
+    return SparkSettings(**{**defaults, **overrides})
+
+
+@pytest.fixture(scope="session")
+def small_spark() -> Callable[..., SparkSettings]:
+    """``small_spark_settings`` for tests outside this file (conftest modules are not importable)."""
+    return small_spark_settings
+
+
 @pytest.fixture(scope="session")
 def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.FixtureRequest) -> Iterator[SparkCluster]:
     """Spark's standalone master, a worker and the Thrift Server, on the object-store lake's S3A settings."""
-    from spark_jobs.session import SparkSettings
-
     work = run_dir / "spark-cluster"
-    settings = SparkSettings(
-        warehouse_dir=work / "warehouse",
-        metastore_dir=work / "metastore",
-        driver_memory="1g",
-        shuffle_partitions=2,
-        extra_conf={"spark.sql.codegen.wholeStage": "false"},  # small data: compiling costs more than it saves
-    )
+    settings = small_spark_settings(work, shuffle_partitions=2)
     cluster = start_spark_cluster(
         work / "processes", settings, object_store.storage_options(), worker_cores=2, worker_memory="2g", executor_memory="1g"
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,7 +150,9 @@ def dbt_reference() -> ModuleType:
 
 
 @pytest.fixture(scope="session", params=["local", pytest.param("s3", marks=pytest.mark.object_store)])
-def built_lake(run_dir: Path, dbt_reference: ModuleType, request: pytest.FixtureRequest) -> Iterator[BuiltLake]:
+def built_lake(
+    run_dir: Path, dbt_reference: ModuleType, small_spark: Callable[..., SparkSettings], request: pytest.FixtureRequest
+) -> Iterator[BuiltLake]:
     work = run_dir / f"dbt-work-{request.param}"
     if request.param == "s3":
         store = request.getfixturevalue("object_store")
@@ -160,16 +162,7 @@ def built_lake(run_dir: Path, dbt_reference: ModuleType, request: pytest.Fixture
     settings = SparkJobsSettings(
         lake_root=root,
         storage_options=options,
-        spark=SparkSettings(
-            master="local[2]",
-            app_name="dbt-tests",
-            warehouse_dir=work / "warehouse",
-            metastore_dir=work / "metastore",
-            driver_memory="1g",
-            shuffle_partitions=1,
-            # Small data: compiling whole-stage code costs more than it saves.
-            extra_conf={"spark.sql.codegen.wholeStage": "false"},
-        ),
+        spark=small_spark(work, master="local[2]", app_name="dbt-tests"),
         dbt=DbtSettings(
             target_path=work / "target",
             log_path=work / "logs",

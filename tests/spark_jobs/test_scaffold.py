@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -278,7 +279,9 @@ def test_a_table_that_is_not_bronze_is_refused(project: Path, tmp_path: Path) ->
 
 
 @pytest.mark.timeout(2400)
-def test_the_scaffolded_models_pass_dbt_build_at_once(project: Path, tmp_path: Path) -> None:
+def test_the_scaffolded_models_pass_dbt_build_at_once(
+    project: Path, tmp_path: Path, small_spark: Callable[..., SparkSettings]
+) -> None:
     """A new collection in another database, with a name that is no identifier: scaffold, build, read."""
     root = str(tmp_path / "lake")
     namespace = Namespace("crm", "support tickets")
@@ -304,15 +307,7 @@ def test_the_scaffolded_models_pass_dbt_build_at_once(project: Path, tmp_path: P
     work = tmp_path / "work"
     settings = SparkJobsSettings(
         lake_root=root,
-        spark=SparkSettings(
-            master="local[2]",
-            app_name="scaffold-test",
-            warehouse_dir=work / "warehouse",
-            metastore_dir=work / "metastore",
-            driver_memory="1g",
-            shuffle_partitions=1,
-            extra_conf={"spark.sql.codegen.wholeStage": "false"},
-        ),
+        spark=small_spark(work, master="local[2]", app_name="scaffold-test"),
         dbt=DbtSettings(
             project_dir=project,
             profiles_dir=project,
