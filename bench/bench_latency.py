@@ -74,8 +74,8 @@ class _SteadyWriter(threading.Thread):
         self.rate = rate
         self.seconds = seconds
         self.written_at: list[float] = []  # index = seq
-        self.started = 0.0
-        self.finished = 0.0
+        self.started_at = 0.0  # wall clock, like the write times
+        self.finished_at = 0.0
         self.error: BaseException | None = None
 
     def _operations(self, first: int, count: int) -> list[InsertOne[Any] | UpdateOne]:
@@ -89,10 +89,13 @@ class _SteadyWriter(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.started = time.monotonic()
-            next_tick = self.started
-            while (elapsed := time.monotonic() - self.started) < self.seconds:
-                due = int(elapsed * self.rate) + 1 - len(self.written_at)
+            started = time.monotonic()
+            self.started_at = time.time()
+            next_tick = started
+            while (elapsed := time.monotonic() - started) < self.seconds:
+                # At most a tenth of a second's changes per bulk: a stand-in that falls behind gets
+                # steady bulks (the achieved rate shows it), not one huge catch-up write at the end.
+                due = min(int(elapsed * self.rate) + 1 - len(self.written_at), max(1, self.rate // 10))
                 if due > 0:
                     first = len(self.written_at)
                     stamp = time.time()
@@ -100,10 +103,9 @@ class _SteadyWriter(threading.Thread):
                     self.written_at.extend([stamp] * due)
                 next_tick += TICK_SECONDS
                 time.sleep(max(0.0, next_tick - time.monotonic()))
-            self.finished = time.monotonic()
         except BaseException as error:  # reported by the caller, never lost in the thread
             self.error = error
-            self.finished = time.monotonic()
+        self.finished_at = time.time()
 
 
 def _environment(prefix: str, mongo_uri: str, bootstrap: str, lake_root: Path) -> dict[str, str]:
@@ -186,7 +188,7 @@ def _commits(lake_root: Path, table_uri: str) -> pl.DataFrame:
         "last": pl.Int64(),
         "committed_at": pl.Datetime("us", "UTC"),
     }
-    return pl.DataFrame(rows, schema=schema).sort("first")
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _percentiles(values: pl.Series) -> dict[str, float | None]:
@@ -230,7 +232,7 @@ def _measure(rate: int, broker: KafkaBroker, work: Path, seconds: float, warmup:
 
         def primed_topic() -> bool:
             nonlocal primes
-            collection.insert_one({"_id": f"prime-{primes}"})
+            collection.insert_one({"_id": -1 - primes})  # an int _id like the measured ones: no rescued type
             primes += 1
             return _topic_exists(broker.bootstrap_servers, topic)
 
@@ -244,7 +246,8 @@ def _measure(rate: int, broker: KafkaBroker, work: Path, seconds: float, warmup:
         _log(f"{rate}/s: streaming; writing for {warmup + seconds:.0f}s")
         writer = _SteadyWriter(collection, rate, warmup + seconds)
         writer.start()
-        writer.join()
+        while writer.is_alive():  # a timed join, so Ctrl-C still reaches this thread
+            writer.join(1.0)
         if writer.error is not None:
             raise RuntimeError(f"the writer failed: {writer.error!r}")
         written = len(writer.written_at)
@@ -270,14 +273,21 @@ def _measure(rate: int, broker: KafkaBroker, work: Path, seconds: float, warmup:
     events = (
         frame.filter(pl.col("seq").is_not_null())
         .unique("seq", keep="first")
-        .sort("__kafka_offset")
-        .join_asof(commits, left_on="__kafka_offset", right_on="first", by_left="__kafka_partition", by_right="partition")
+        .sort("__kafka_partition", "__kafka_offset")
+        .join_asof(
+            commits.sort("partition", "first"),
+            left_on="__kafka_offset",
+            right_on="first",
+            by_left="__kafka_partition",
+            by_right="partition",
+            check_sortedness=False,  # sorted within each partition above, which is what the join needs
+        )
         .filter(pl.col("__kafka_offset") <= pl.col("last"))
     )
     written_at = pl.DataFrame(
         {"seq": range(written), "written_at": writer.written_at}, schema={"seq": pl.Int64, "written_at": pl.Float64}
     )
-    window_start = writer.written_at[0] + warmup if written else 0.0
+    window_start = writer.started_at + warmup
     joined = written_at.join(events, on="seq", how="left").with_columns(
         ((pl.col("committed_at").dt.epoch("us") / 1000) - pl.col("written_at") * 1000).alias("latency_ms"),
         ((pl.col("__kafka_timestamp").dt.epoch("us") / 1000) - pl.col("written_at") * 1000).alias("to_kafka_ms"),
@@ -285,7 +295,7 @@ def _measure(rate: int, broker: KafkaBroker, work: Path, seconds: float, warmup:
     )
     window = joined.filter(pl.col("written_at") >= window_start)
     landed = window.filter(pl.col("latency_ms").is_not_null())
-    window_seconds = (writer.written_at[-1] - window_start) if written else 0.0
+    window_seconds = writer.finished_at - window_start
     figures = _percentiles(landed["latency_ms"])
     result: dict[str, Any] = {
         "target_rate": rate,
