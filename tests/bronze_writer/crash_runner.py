@@ -28,41 +28,40 @@ from lakehouse_common.json_logging import configure_logging
 from lakehouse_common.settings import load_settings
 
 READY = "crash-runner ready"
+CRASH_POINT = "crash-runner: kill point reached"
 
 
 def die() -> None:
+    print(CRASH_POINT, flush=True)  # the test checks that the hook fired, not a timeout's kill
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def install(mode: str, rng: random.Random) -> None:
     countdown = [rng.randint(1, 3)]
-    real_write = tables_module.write_deltalake
+    real_commit = tables_module.BronzeTable._commit
 
-    def is_bronze(target: object) -> bool:
-        uri = target if isinstance(target, str) else getattr(target, "table_uri", "")
-        return "/bronze/_" not in str(uri)
-
-    def write(target: object, *args: object, **kwargs: object) -> object:
-        if not is_bronze(target):
-            return real_write(target, *args, **kwargs)
+    # Every bronze write goes through BronzeTable._commit, whichever writer it takes (deltalake's
+    # for a schema merge, pyarrow files plus a write transaction otherwise); the dead-letter and
+    # ingest-log tables do not.
+    def commit(self: tables_module.BronzeTable, *args: object, **kwargs: object) -> int:
         countdown[0] -= 1
         if countdown[0] != 0:
-            return real_write(target, *args, **kwargs)
+            return real_commit(self, *args, **kwargs)  # type: ignore[arg-type]
         if mode == "before-write":
             die()
         if mode == "mid-write":
             threading.Timer(rng.uniform(0.0, 0.02), die).start()
-            result = real_write(target, *args, **kwargs)
+            result = real_commit(self, *args, **kwargs)  # type: ignore[arg-type]
             threading.Event().wait(0.05)
             die()
             return result
-        result = real_write(target, *args, **kwargs)
+        result = real_commit(self, *args, **kwargs)  # type: ignore[arg-type]
         if mode == "after-bronze-commit":
             die()
         return result
 
     if mode in ("before-write", "mid-write", "after-bronze-commit"):
-        tables_module.write_deltalake = write
+        tables_module.BronzeTable._commit = commit  # type: ignore[method-assign]
     elif mode == "before-kafka-commit":
         real_land = lander_module.Lander.land
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bronze_support import change_event, event_id, landed_offsets, produce, read_bronze, storage_options, wait_until
 from confluent_kafka import Consumer, TopicPartition
-from crash_runner import READY
+from crash_runner import CRASH_POINT, READY
 
 from lakehouse_common import lake
 from lakehouse_common.contract import ValueFormat
@@ -78,11 +78,13 @@ def test_exactly_once_under_sigkill_at_random_points(
         process = subprocess.Popen([sys.executable, str(RUNNER), mode, str(seed + cycle)], env=env, stdout=log, stderr=log)
         try:
             returncode = process.wait(timeout=90)
-        except subprocess.TimeoutExpired:  # the kill point was not reached: kill it here, at a random moment
+        except subprocess.TimeoutExpired:  # the kill point was not reached: stop it, and fail below
             process.send_signal(signal.SIGKILL)
             returncode = process.wait()
         log.close()
-        assert returncode == -signal.SIGKILL, (tmp_path / f"cycle-{cycle}.log").read_text()[-3000:]
+        output = (tmp_path / f"cycle-{cycle}.log").read_text()
+        assert returncode == -signal.SIGKILL, output[-3000:]
+        assert CRASH_POINT in output, f"cycle {cycle} ({mode}): the kill point was never reached\n{output[-3000:]}"
         outcomes.append(mode)
 
     ends = _ends(bootstrap, topic)
