@@ -79,12 +79,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two workers (pytest-xdist): whole files each, the files of one expensive session fixture together
-# (tests/conftest.py); TEST_WORKERS=0 runs in this process.
+# Two workers (pytest-xdist): whole files each, the files of one expensive session fixture together,
+# the longest scopes first (tests/conftest.py); TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: setup lint
 	@mkdir -p build/test-results
-	$(BIN)/pytest --junitxml=build/test-results/junit.xml -n $(TEST_WORKERS) --dist loadscope --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest --junitxml=build/test-results/junit.xml -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # Benchmarks; results in build/bench/. BENCH="cdc bronze" runs a subset.
 bench: setup

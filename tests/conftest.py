@@ -330,15 +330,39 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
 
 
 # Tests that share an expensive session fixture run on one pytest-xdist worker, so it is made once:
-# the dbt-built lakes of tests/dbt (three dbt runs each; test_cluster.py has its own cluster) and
-# the in-process Spark session of tests/spark_jobs. Every other file is a unit of its own.
-_SHARED_SCOPES = {
-    **dict.fromkeys(
-        (f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")),
-        "built_lake",
-    ),
-    **dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark"),
-}
+# the dbt-built lakes of tests/dbt (three dbt runs each, one scope per lake so the local and the
+# object-store lake build on different workers; test_cluster.py has its own cluster) and the
+# in-process Spark session of tests/spark_jobs. Every other file is a unit of its own.
+_BUILT_LAKE_FILES = frozenset(
+    f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")
+)
+_SHARED_SCOPES = dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark")
+# The longest scopes are handed out first (longest-processing-time first), so no worker starts
+# a ten-minute build while the other has nothing left to run.
+_LONGEST_FIRST = (
+    "built_lake[s3]",
+    "built_lake[local]",
+    "tests/dbt/test_cluster.py",
+    "tests/chaos/test_run.py",
+    "tests/demo/test_demo.py",
+    "tests/spark_jobs/test_scaffold.py",
+)
+
+
+def _scope(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    if path in _BUILT_LAKE_FILES:
+        params = name.partition("[")[2].rstrip("]").split("-")
+        return "built_lake[s3]" if "s3" in params else "built_lake[local]"
+    return _SHARED_SCOPES.get(path, path)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameters
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Collection order is the order xdist hands out scopes (`make test` passes
+    --no-loadscope-reorder): the longest first, then as collected."""
+    rank = {scope: position for position, scope in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_scope(item.nodeid), len(rank)))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
@@ -348,7 +372,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return _SHARED_SCOPES.get(path, path)
+            return _scope(nodeid)
 
     return SharedFixtureScheduling(config, log)
