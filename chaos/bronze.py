@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from chaos.canonical import id_from_lake
 from lakehouse_common.lake import bronze_table_uri, dead_letter_uri
+from spark_jobs.verify import id_from_lake
 
 logger = logging.getLogger(__name__)
 

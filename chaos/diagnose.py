@@ -18,10 +18,10 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from chaos.bronze import WriteKey
-from chaos.canonical import id_of
 from chaos.verify import DeliveryCheck, expected_key
 from lakehouse_common.contract import decode_value, parse_headers
 from lakehouse_common.errors import ContractError
+from spark_jobs.verify import id_of
 
 Position = tuple[str, int, int]
 

@@ -41,14 +41,14 @@ from chaos.faults import Victim, schedule
 from chaos.pipeline import SERVICES, Incarnation, Lane, Services, service_environment
 from chaos.report import render
 from chaos.settings import ChaosSettings
-from chaos.silver import compare_silver
-from chaos.verify import check_delivery, compare, expected_key, mongo_documents, replay
+from chaos.verify import check_delivery, expected_key, replay
 from chaos.workload import Workload
 from demo.processes import ManagedProcess, console_script
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from local_stack.kafka import KafkaBroker, start_kafka
 from local_stack.mongo import MongoStandIn, start_mongo_standin
 from local_stack.paths import PROJECT_ROOT
+from spark_jobs.verify import compare, documents_side, silver_side
 
 ASSIGNED_MESSAGE = "partitions assigned, positioned from the Delta log"
 COMMIT_MESSAGE = "bronze commit"
@@ -423,13 +423,16 @@ class ChaosRun:
         root = str(lane.lane.lake_root.resolve())
         events = {collection: read_events(root, lane.lane.database, collection) for collection in s.collections}
         delivery = check_delivery(lane.workload.writes, events)
-        mongo = {collection: mongo_documents(lane.workload.documents(collection)) for collection in s.collections}
-        bronze_state = {collection: compare(mongo[collection], replay(events[collection])) for collection in s.collections}
+        mongo = {collection: documents_side(lane.workload.documents(collection)) for collection in s.collections}
+        bronze_state = {
+            collection: compare(mongo[collection], replay(events[collection]), layer_name="bronze")
+            for collection in s.collections
+        }
         lane.result.update(
             {
                 "delivery": delivery.as_dict(),
                 "bronze_state": {collection: diff.as_dict() for collection, diff in bronze_state.items()},
-                "mongo_documents": {collection: len(documents) for collection, documents in mongo.items()},
+                "mongo_documents": {collection: side.rows for collection, side in mongo.items()},
                 "bronze_rows": {collection: len(rows) for collection, rows in events.items()},
                 "dead_letters": dead_letter_count(root),
             }
@@ -478,7 +481,11 @@ class ChaosRun:
         for lane in lanes:
             lane.result["dbt_exit_code"] = codes[lane.name]
             lane.result["dbt_seconds"] = round(finished[lane.name], 1)
-            silver = compare_silver(str(lane.lane.lake_root.resolve()), lane.result["_mongo"])
+            root = str(lane.lane.lake_root.resolve())
+            silver = {
+                collection: compare(documents, silver_side(root, collection))
+                for collection, documents in lane.result["_mongo"].items()
+            }
             lane.result["silver_state"] = {collection: diff.as_dict() for collection, diff in silver.items()}
             mismatches = sum(diff.mismatches for diff in silver.values())
             colour = "green" if codes[lane.name] == 0 and mismatches == 0 else "red"

@@ -4,20 +4,20 @@ Exactly once is checked per write, not by totals: each acknowledged write must b
 change event of exactly one distinct event id in bronze (``chaos.bronze.write_key``), and
 no event id may be landed twice. The final state is checked document by document: bronze's
 events of each document, in event-id order (the project's ordering rule), end in MongoDB's
-current document, or in a delete when MongoDB no longer has it.
+current document, or in a delete when MongoDB no longer has it, compared by canonical id and
+document hash as ``spark-jobs verify`` compares silver (``spark_jobs.verify``).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.bronze import CHANGE_OPERATIONS, WriteKey, write_key
-from chaos.canonical import id_from_lake, id_of, relaxed
 from chaos.workload import Write
+from spark_jobs.verify import Side, id_from_lake, lake_document_hash
 
 DOCUMENT_OPERATIONS = (*CHANGE_OPERATIONS, "snapshot")
 EXAMPLES = 20  # how many offending items a report lists
@@ -106,38 +106,7 @@ def check_delivery(writes: Iterable[Write], events: Mapping[str, list[dict[str, 
     return check
 
 
-@dataclass
-class StateDiff:
-    """One collection's documents in a layer against MongoDB's, by canonical id."""
-
-    documents: int = 0  # MongoDB's
-    missing: list[str] = field(default_factory=list)  # in MongoDB, not in the layer
-    extra: list[str] = field(default_factory=list)  # in the layer, not in MongoDB
-    differing: list[str] = field(default_factory=list)  # in both, with different content
-
-    @property
-    def mismatches(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.differing)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "documents": self.documents,
-            "mismatches": self.mismatches,
-            "missing": self.missing[:EXAMPLES],
-            "extra": self.extra[:EXAMPLES],
-            "differing": self.differing[:EXAMPLES],
-        }
-
-
-Documents = dict[str, Any]
-"""Canonical id -> document as plain JSON values (``chaos.canonical``); None: a document without an image."""
-
-
-def mongo_documents(documents: Iterable[Mapping[str, Any]]) -> Documents:
-    return {id_of(document["_id"]): relaxed(document) for document in documents}
-
-
-def replay(rows: Iterable[dict[str, Any]]) -> Documents:
+def replay(rows: Iterable[dict[str, Any]]) -> Side:
     """A collection's documents as bronze's events say they are: per document, the last event by event id."""
     latest: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -147,31 +116,16 @@ def replay(rows: Iterable[dict[str, Any]]) -> Documents:
         current = latest.get(document_id)
         if current is None or row["__event_id"] > current["__event_id"]:
             latest[document_id] = row
-    state: Documents = {}
+    state = Side()
     for document_id, row in latest.items():
-        if row["__operation"] == "delete":
-            continue
-        state[document_id] = json.loads(row["__full_document"]) if row["__full_document"] else None
+        if row["__operation"] != "delete":
+            state.add(document_id, lake_document_hash(row["__full_document"] or None))
     return state
-
-
-def compare(mongo: Documents, layer: Documents) -> StateDiff:
-    diff = StateDiff(documents=len(mongo))
-    diff.missing = sorted(document_id for document_id in mongo if document_id not in layer)
-    diff.extra = sorted(document_id for document_id in layer if document_id not in mongo)
-    diff.differing = sorted(
-        document_id for document_id, document in mongo.items() if document_id in layer and layer[document_id] != document
-    )
-    return diff
 
 
 __all__ = [
     "DeliveryCheck",
-    "Documents",
-    "StateDiff",
     "check_delivery",
-    "compare",
     "expected_key",
-    "mongo_documents",
     "replay",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 
-from chaos.canonical import id_of
+from spark_jobs.verify import id_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Write:
     seq: int
     collection: str
     kind: WriteKind
-    document_id: str  # canonical id text (chaos.canonical.id_of)
+    document_id: str  # canonical id text (spark_jobs.verify.id_of)
     at: float  # time.time() when MongoDB acknowledged it
 
 

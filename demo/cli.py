@@ -7,9 +7,10 @@
 
 Kafka and the MongoDB stand-in are started for the run; ``MONGO_URI=mongodb://...`` uses a
 real replica set instead. Every option is also a ``DEMO_*`` environment variable.
-Exit status (``lakehouse_common.lifecycle.ExitCode``): 0 when silver holds MongoDB's final
-document count for every collection, 4 (DIFFERENCES_FOUND) when it does not, 1 (FAILED) on
-an error or when dbt failed, 2 on bad settings, 130 when interrupted.
+Exit status (``lakehouse_common.lifecycle.ExitCode``): 0 when the verification (MongoDB
+against silver document by document, ``spark_jobs.verify``) finds every collection equal,
+4 (DIFFERENCES_FOUND) when it does not, 1 (FAILED) on an error or when dbt failed, 2 on bad
+settings, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(
         str | None, typer.Option(help="local (a directory) or s3 (the local stack's object store) (DEMO_LAKE).")
     ] = None,
 ) -> None:
-    """Load, stream, catch up, build silver and gold, and check silver against MongoDB."""
+    """Load, stream, catch up, build silver and gold, and verify silver against MongoDB document by document."""
     overrides: dict[str, Any] = {}
     for key, value in (
         ("duration_seconds", duration),

@@ -10,9 +10,10 @@ Its inputs are two files the demo writes, so the page can be rebuilt without the
   aggregates for the charts.
 
 The verification verdict per collection comes from ``verification_rows``, the one place
-that reads it: a ``verification`` mapping in the summary (collection -> ``{"ok": bool,
-"detail": str}``) when the demo provides one, otherwise the summary's comparison of
-MongoDB's document count with silver's current state.
+that reads it: the summary's ``verification`` mapping (collection -> ``spark_jobs.verify``'s
+``StateDiff.as_dict``: ``ok``, the ``mongo`` and ``silver`` counts, and how many documents
+are ``missing``, ``extra`` and ``differing`` by hash); a summary recorded before the demo
+verified documents has only counts, and gets the comparison of the document counts.
 
 Plotly draws the charts: interactive (hover for exact values, zoom into a lag spike), and
 ``plotly.js`` is embedded once in the page, so it opens anywhere with no network.
@@ -127,7 +128,12 @@ def verification_rows(summary: Mapping[str, Any]) -> list[Verdict]:
     verification = summary.get("verification")
     if isinstance(verification, Mapping) and verification:
         return [
-            Verdict(collection, bool(result.get("ok")), str(result.get("detail", "")))
+            Verdict(
+                collection,
+                bool(result["ok"]),
+                f"MongoDB {result['mongo']:,} documents, silver {result['silver']:,}: {result['missing']:,} missing, "
+                f"{result['extra']:,} extra, {result['differing']:,} differing (document hashes)",
+            )
             for collection, result in verification.items()
         ]
     rows = []

@@ -13,8 +13,11 @@ Phases (each timed, each shown as it runs):
 5. the generator stops; the demo waits until bronze holds everything (see ``demo.observe``),
    measures the end-to-end lag, and stops the two services;
 6. ``spark-jobs dbt`` builds silver and gold, its output streamed into ``logs/dbt.log``;
-7. the summary: rows per layer per collection, lag, gold KPIs; ``summary.json``;
-8. the report (``demo.report``): ``report.html`` with plots of the run, and its screenshot
+7. the verification, the demo's verdict: MongoDB against silver document by document, by
+   the hash of each document's canonical form (``spark_jobs.verify``, what ``spark-jobs
+   verify`` runs; called in-process, like the demo's other readers of the lake);
+8. the summary: rows per layer per collection, the verification, lag, gold KPIs; ``summary.json``;
+9. the report (``demo.report``): ``report.html`` with plots of the run, and its screenshot
    ``report.png`` (headless Chromium).
 
 Everything started is stopped in ``finally``, also after Ctrl-C or an error. With
@@ -53,7 +56,7 @@ from demo.observe import (
 )
 from demo.processes import ManagedProcess, console_script
 from demo.settings import DemoSettings
-from demo.summary import gold_kpis, mismatches, render, write_summary
+from demo.summary import gold_kpis, render, verification_problems, write_summary
 from demo.timeseries import MetricsSampler
 from lakehouse_common.errors import LakehouseError
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
@@ -63,6 +66,7 @@ from local_stack.mongo import MongoStandIn, start_mongo_standin
 from local_stack.object_store import ObjectStore, start_object_store
 from local_stack.paths import PROJECT_ROOT
 from local_stack.processes import free_port, pid_alive
+from spark_jobs.verify import verify_silver
 
 STANDIN = "stand-in"
 REAL_REPLICA_SET = "real replica set"
@@ -113,8 +117,8 @@ class DemoRun:
     # ------------------------------------------------------------------ entry point
 
     def run(self) -> ExitCode:
-        """The demo's exit code: OK when silver matches MongoDB, DIFFERENCES_FOUND when it does
-        not, FAILED on an error (dbt's included), INTERRUPTED after Ctrl-C or SIGTERM (a second
+        """The demo's exit code: OK when silver holds exactly MongoDB's documents (the
+        verification), DIFFERENCES_FOUND when it does not, FAILED on an error (dbt's included), INTERRUPTED after Ctrl-C or SIGTERM (a second
         one kills what the demo started and exits at once)."""
         try:
             with stop_on_signals(self.stop_event, on_second=self._kill_everything_now):
@@ -165,6 +169,7 @@ class DemoRun:
         self.stop_sampler()
         self.stop_services()
         dbt_status = self.run_dbt()
+        verification = self.verify()
         counts = lake_counts(self.lake_root, self.storage_options)
         summary: dict[str, Any] = {
             "mongo_kind": self.mongo_kind,
@@ -175,6 +180,8 @@ class DemoRun:
             "lag_seconds": lag.last_write_seconds,
             "lag": lag.as_dict(),
             "silver_history": counts["silver_history"],
+            "verified": all(result["ok"] for result in verification.values()),
+            "verification": verification,
             "kpis": gold_kpis(self.lake_root, self.storage_options) if dbt_status == 0 else {},
             "dbt_exit_code": dbt_status,
             "settings": {
@@ -186,7 +193,7 @@ class DemoRun:
             },
             "timings_seconds": {**self.timings, "total": round(time.monotonic() - self.started, 1)},
         }
-        problems = mismatches(summary)
+        problems = verification_problems(verification)
         if dbt_status != 0:
             problems.append(f"dbt exited {dbt_status}: see {s.logs_dir / 'dbt.log'}")
         summary["ok"] = not problems
@@ -203,7 +210,9 @@ class DemoRun:
                 return ExitCode.FAILED
             self.say("[red]silver does not match MongoDB: the demo failed[/]")
             return ExitCode.DIFFERENCES_FOUND
-        self.say(f"[green]silver matches MongoDB for all {len(mongo)} collections[/] ({self.mongo_kind})")
+        self.say(
+            f"[green]verified: silver holds exactly MongoDB's documents in all {len(mongo)} collections[/] ({self.mongo_kind})"
+        )
         return ExitCode.OK
 
     def _run_live(self) -> ExitCode:
@@ -341,6 +350,7 @@ class DemoRun:
             "SPARK_JOBS_DBT__LOG_PATH": str(s.work_dir.resolve() / "dbt" / "logs"),
             "SPARK_JOBS_DBT__MONGO_DATABASE": s.database,
             "SPARK_JOBS_DBT__COMMANDS": json.dumps(s.dbt_commands),
+            "SPARK_JOBS_VERIFY__MONGO_URI": self.mongo_uri,
             "SPARK_JOBS_HTTP__HOST": "127.0.0.1",
             "SPARK_JOBS_HTTP__PORT": str(self.ports["spark-jobs"]),
         }
@@ -584,6 +594,25 @@ class DemoRun:
             f"dbt finished with exit {code} in {self.timings['dbt']:.0f}s: {follower.done} nodes, {follower.problems} problems"
         )
         return code or 0
+
+    def verify(self) -> dict[str, dict[str, Any]]:
+        """MongoDB against silver, document by document (``spark_jobs.verify``): per collection, the verdict."""
+        started = time.monotonic()
+        self.say("verifying silver against MongoDB, document by document (document hashes)...")
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.mongo_uri, serverSelectionTimeoutMS=15000)
+        try:
+            diffs = verify_silver(client[self.settings.database], COLLECTIONS, self.lake_root, self.storage_options)
+        except (pymongo.errors.PyMongoError, DeltaError, OSError) as error:
+            raise DemoError(f"the verification could not read both sides: {error}") from None
+        finally:
+            client.close()
+        self._phase("verify", started)
+        different = [collection for collection, diff in diffs.items() if not diff.ok]
+        self.say(
+            f"verification took {self.timings['verify']:.1f}s: "
+            + (f"[red]{len(different)} collections differ[/] ({', '.join(different)})" if different else "every document equal")
+        )
+        return {collection: diff.as_dict() for collection, diff in diffs.items()}
 
     def start_dbt_loop(self) -> ManagedProcess:
         minutes = self.settings.dbt_interval_minutes

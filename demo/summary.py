@@ -1,4 +1,8 @@
-"""The demo's result: rows per layer per collection, lag, a few gold KPIs; JSON and a table."""
+"""The demo's result: rows per layer per collection, the verification, lag, a few gold KPIs; JSON and tables.
+
+The verdict is the verification (``spark_jobs.verify``: MongoDB against silver document by
+document); the rows per layer are shown beside it, they decide nothing.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spark_jobs.lake_tables import gold_table_uri
+from spark_jobs.verify import describe_differences, verification_table
 
 
 def _gold(lake_root: Path | str, name: str, storage_options: Mapping[str, str] | None = None) -> pl.DataFrame | None:
@@ -60,14 +65,9 @@ def gold_kpis(lake_root: Path | str, storage_options: Mapping[str, str] | None =
     return kpis
 
 
-def mismatches(summary: Mapping[str, Any]) -> list[str]:
-    """Collections whose silver current state does not hold MongoDB's final document count."""
-    problems = []
-    for collection, expected in summary["mongo"].items():
-        actual = summary["silver"].get(collection)
-        if actual != expected:
-            problems.append(f"{collection}: MongoDB holds {expected} documents, silver {actual}")
-    return problems
+def verification_problems(verification: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per collection and kind of difference the verification found, with example ids."""
+    return [line for collection, result in verification.items() for line in describe_differences(collection, result)]
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
@@ -86,20 +86,17 @@ def _number(value: Any) -> str:
 
 
 def render(console: Console, summary: Mapping[str, Any]) -> None:
-    """Rows per layer and collection, then the lag and the KPIs, as small tables."""
+    """Rows per layer and collection, the verification, then the lag and the KPIs, as small tables."""
     layers = Table(title=f"rows per layer (MongoDB: {summary['mongo_kind']})")
-    for column in ("collection", "mongo", "bronze events", "silver current", "match"):
+    for column in ("collection", "mongo", "bronze events", "silver current"):
         layers.add_column(column, justify="left" if column == "collection" else "right")
     for collection, expected in summary["mongo"].items():
-        silver = summary["silver"].get(collection)
         layers.add_row(
-            collection,
-            _number(expected),
-            _number(summary["bronze"].get(collection)),
-            _number(silver),
-            "[green]yes[/]" if silver == expected else "[red]NO[/]",
+            collection, _number(expected), _number(summary["bronze"].get(collection)), _number(summary["silver"].get(collection))
         )
     console.print(layers)
+    verified = "[green]verified[/]" if summary["verified"] else "[red]NOT verified[/]"
+    console.print(verification_table(summary["verification"], f"verification, document by document: {verified}"))
 
     figures = Table(title="end-to-end lag and gold KPIs", show_header=False)
     figures.add_column("figure")
@@ -134,4 +131,4 @@ def render(console: Console, summary: Mapping[str, Any]) -> None:
         console.print("gold tables: " + ", ".join(f"{name} {rows:,}" for name, rows in gold.items()))
 
 
-__all__ = ["gold_kpis", "mismatches", "render", "write_summary"]
+__all__ = ["gold_kpis", "render", "verification_problems", "write_summary"]

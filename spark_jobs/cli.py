@@ -5,6 +5,7 @@
     spark-jobs dbt -- build -s silver   run this dbt command instead
     spark-jobs maintain                 OPTIMIZE (Z-ORDER where configured) and VACUUM every table
     spark-jobs counts                   rows per silver and gold table, as JSON
+    spark-jobs verify                   MongoDB against silver, document by document (--json)
     spark-jobs scaffold shop.tickets    silver models, their yml and the source entry of a new collection
     spark-jobs spark-defaults DIR       write spark-defaults.conf for other Spark processes
 
@@ -14,6 +15,9 @@ a dbt command failed (dbt's own status is in the log) and INTERRUPTED when a sto
 cut the run short; ``dbt --every`` runs until stopped and then exits OK. ``scaffold`` exits
 BAD_CONFIGURATION when it refuses the arguments (a name collision, files that exist without
 --force) and FAILED when the bronze table cannot be read (it does not exist yet).
+``verify`` exits OK when silver holds exactly MongoDB's documents, DIFFERENCES_FOUND when
+any collection differs, BAD_CONFIGURATION without a usable MongoDB URI, and FAILED when
+MongoDB does not answer, a silver table cannot be read or there is nothing to compare.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from deltalake.exceptions import DeltaError
 from prometheus_client import CollectorRegistry
+from rich.console import Console
 
 from lakehouse_common.cli import config_option, load_cli_settings
 from lakehouse_common.lifecycle import ExitCode, stop_on_signals
 from lakehouse_common.observability import ObservabilityServer, Status
+from lakehouse_common.redaction import redact
 from spark_jobs.dbt_runner import DbtResult, DbtRunner, absolute_lake_root
 from spark_jobs.lake_tables import layer_counts
 from spark_jobs.scaffold import Namespace, ScaffoldRefused, plan_scaffold
@@ -150,6 +157,81 @@ def counts(config: ConfigOption = None) -> None:
     settings = _settings(config)
     counted = layer_counts(absolute_lake_root(settings.lake_root), settings.object_store_options())
     typer.echo(json.dumps(counted, indent=2, sort_keys=True))
+
+
+@app.command()
+def verify(
+    config: ConfigOption = None,
+    mongo_uri: Annotated[
+        str | None, typer.Option(help="MongoDB connection string (default: SPARK_JOBS_VERIFY__MONGO_URI).")
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option(help="MongoDB database (default: verify.database, else dbt.mongo_database).")
+    ] = None,
+    collection: Annotated[
+        list[str] | None, typer.Option(help="Collection to compare (repeatable; default: every collection with a silver table).")
+    ] = None,
+    lake_root: Annotated[str | None, typer.Option(help="Lake root (default: the settings' lake_root).")] = None,
+    examples: Annotated[int | None, typer.Option(min=0, help="Ids listed per kind of difference (default 10).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
+) -> None:
+    """Compare MongoDB with silver's current state document by document; exit 4 on any difference."""
+    import pymongo
+
+    from spark_jobs.verify import render, silver_collections, verify_silver
+
+    settings = _settings(config, **({"lake_root": lake_root} if lake_root is not None else {}))
+    options = settings.verify
+    uri = mongo_uri or (options.mongo_uri.get_secret_value() if options.mongo_uri else None)
+    if not uri:
+        typer.echo("error: no MongoDB to compare with: give --mongo-uri or set SPARK_JOBS_VERIFY__MONGO_URI", err=True)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION)
+    database = database or options.database or settings.dbt.mongo_database
+    root = absolute_lake_root(settings.lake_root)
+    storage = settings.object_store_options()
+    shown = options.examples if examples is None else examples
+    try:
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            uri, serverSelectionTimeoutMS=int(options.server_selection_timeout_seconds * 1000)
+        )
+    except pymongo.errors.ConfigurationError as error:
+        typer.echo(f"error: the MongoDB URI {redact(uri)} is not usable: {redact(str(error))}", err=True)
+        raise typer.Exit(ExitCode.BAD_CONFIGURATION) from None
+    try:
+        collections = list(collection or options.collections) or silver_collections(root, storage)
+        if not collections:  # nothing compared proves nothing
+            typer.echo(f"error: nothing to verify: {root} has no silver tables and no --collection was given", err=True)
+            raise typer.Exit(ExitCode.FAILED)
+        diffs = verify_silver(client[database], collections, root, storage)
+    except pymongo.errors.PyMongoError as error:
+        logger.error("verify failed: MongoDB", extra={"mongo_uri": redact(uri), "error": redact(str(error))})
+        typer.echo(f"error: MongoDB at {redact(uri)} did not answer: {redact(str(error))}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    except (DeltaError, OSError) as error:
+        logger.error("verify failed: silver", extra={"lake_root": root, "error": str(error)})
+        typer.echo(f"error: silver in {root} cannot be read: {error}", err=True)
+        raise typer.Exit(ExitCode.FAILED) from None
+    finally:
+        client.close()
+    results = {name: diff.as_dict(shown) for name, diff in diffs.items()}
+    verified = all(diff.ok for diff in diffs.values())
+    logger.log(
+        logging.INFO if verified else logging.ERROR,
+        "verify finished",
+        extra={
+            "verified": verified,
+            "database": database,
+            "collections": {name: diff.mismatches for name, diff in diffs.items()},
+        },
+    )
+    if as_json:
+        report = {"verified": verified, "database": database, "lake_root": root, "collections": results}
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        console = Console()
+        render(console, results)
+        console.print("[green]silver holds exactly MongoDB's documents[/]" if verified else "[red]silver differs from MongoDB[/]")
+    raise typer.Exit(ExitCode.OK if verified else ExitCode.DIFFERENCES_FOUND)
 
 
 @app.command()

@@ -2,7 +2,8 @@
 
 Environment variables use the prefix ``SPARK_JOBS_`` and ``__`` for nesting, for example
 ``SPARK_JOBS_LAKE_ROOT=/data/lake``, ``SPARK_JOBS_SPARK__MASTER=spark://host:7077``,
-``SPARK_JOBS_DBT__INTERVAL_MINUTES=15``, ``SPARK_JOBS_MAINTENANCE__RETENTION_HOURS=72``.
+``SPARK_JOBS_DBT__INTERVAL_MINUTES=15``, ``SPARK_JOBS_MAINTENANCE__RETENTION_HOURS=72``,
+``SPARK_JOBS_VERIFY__MONGO_URI=mongodb://...``.
 A YAML file (``--config``) gives the same keys.
 """
 
@@ -86,6 +87,22 @@ class MaintenanceSettings(FrozenModel):
     )
 
 
+class VerifySettings(FrozenModel):
+    """``spark-jobs verify``: which MongoDB to compare silver with."""
+
+    mongo_uri: SecretStr | None = Field(
+        None, description="MongoDB connection string to read the documents from (or --mongo-uri); secret."
+    )
+    database: str | None = Field(None, description="The MongoDB database; unset means dbt.mongo_database.")
+    collections: list[str] = Field(
+        default_factory=list, description="Collections to compare; empty means every collection with a silver table."
+    )
+    examples: int = Field(10, ge=0, description="Ids listed per collection and kind of difference.")
+    server_selection_timeout_seconds: float = Field(
+        15.0, gt=0, description="How long to wait for MongoDB to answer before giving up."
+    )
+
+
 class SparkJobsSettings(ServiceSettings):
     """Everything ``spark-jobs`` needs."""
 
@@ -101,6 +118,7 @@ class SparkJobsSettings(ServiceSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings, description="Spark for dbt and the jobs.")
     dbt: DbtSettings = Field(default_factory=DbtSettings, description="The dbt runner.")
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings, description="Table maintenance.")
+    verify: VerifySettings = Field(default_factory=VerifySettings, description="MongoDB against silver (spark-jobs verify).")
 
     @field_validator("storage_options", mode="before")
     @classmethod
@@ -114,4 +132,4 @@ class SparkJobsSettings(ServiceSettings):
         return {key: value.get_secret_value() for key, value in self.storage_options.items()}
 
 
-__all__ = ["DbtSettings", "Layer", "MaintenanceSettings", "SparkJobsSettings"]
+__all__ = ["DbtSettings", "Layer", "MaintenanceSettings", "SparkJobsSettings", "VerifySettings"]

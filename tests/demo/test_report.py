@@ -199,9 +199,12 @@ def test_the_verdict_per_collection_comes_from_verification_when_present() -> No
     assert all(row.ok for row in counted) and "document counts" in counted[0].detail
     mismatch = {**summary, "silver": {**summary["silver"], "orders": summary["mongo"]["orders"] - 1}}
     assert [row.collection for row in verification_rows(mismatch) if not row.ok] == ["orders"]
-    verified = {**summary, "verification": {"orders": {"ok": False, "detail": "3 rows differ"}}}
-    assert [(row.collection, row.ok, row.detail) for row in verification_rows(verified)] == [("orders", False, "3 rows differ")]
-    assert "3 rows differ" in render_report(verified, {}) and "DIFFERENT" in render_report(verified, {})
+    differing = {"ok": False, "mongo": 10, "silver": 10, "missing": 0, "extra": 0, "differing": 3}
+    verified = {**summary, "verification": {"orders": differing}}
+    [row] = verification_rows(verified)
+    assert (row.collection, row.ok) == ("orders", False)
+    assert row.detail == "MongoDB 10 documents, silver 10: 0 missing, 0 extra, 3 differing (document hashes)"
+    assert row.detail in render_report(verified, {}) and "DIFFERENT" in render_report(verified, {})
 
 
 def test_throughput_per_stage_adds_up_from_the_recorded_series() -> None:
