@@ -2,8 +2,8 @@
 
 The bronze input is the generator's dataset and change stream (initial load as snapshot
 records, then changes with all four drift steps), landed in bronze's schema. The bulk is
-stamped as ingested over the previous day, so the incremental run's look-back window
-(silver_lookback_minutes) only re-reads the new events, as in a pipeline that runs dbt
+stamped as ingested over the previous day; the incremental run reads only the bronze commits
+after the ones the full build processed (by Delta version), as in a pipeline that runs dbt
 every few minutes. Both builds run through the runner (``spark-jobs dbt``), tests included.
 
     BENCH_DBT_EVENTS               bronze events before the first build (default 1,000,000)
@@ -37,7 +37,7 @@ from spark_jobs.settings import DbtSettings, SparkJobsSettings
 
 INITIAL_DOCUMENTS_AT_SCALE_1 = 10_000  # about, see data_generator.generator
 # Commits of this many events, their ingestion times spread over a day (bronze_writer commits
-# far smaller batches; what matters to dbt is how much the look-back window re-reads).
+# far smaller batches; an incremental run reads the new commits whatever their size).
 COMMIT_EVENTS = 20_000
 DEFAULT_EVENTS = 1_000_000
 DEFAULT_INCREMENTAL_EVENTS = 10_000

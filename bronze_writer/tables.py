@@ -43,7 +43,13 @@ from bronze_writer.offsets import KafkaIdentity
 from bronze_writer.schema import ENVELOPE, PAYLOAD_COLUMNS, ResolvedBatch, resolve
 from bronze_writer.settings import LakeSettings
 from lakehouse_common import lake
-from lakehouse_common.bronze_schema import DEAD_LETTER_SCHEMA, INGEST_LOG_SCHEMA, ColumnType, table_columns
+from lakehouse_common.bronze_schema import (
+    BRONZE_TABLE_CONFIGURATION,
+    DEAD_LETTER_SCHEMA,
+    INGEST_LOG_SCHEMA,
+    ColumnType,
+    table_columns,
+)
 from lakehouse_common.errors import FatalError
 from lakehouse_common.lake import HighWaterMark
 
@@ -73,7 +79,9 @@ def namespace_for_topic(topic: str, prefix: str, overrides: Mapping[str, str]) -
     return database, collection
 
 
-def open_or_create(uri: str, schema: pa.Schema, storage_options: dict[str, str], name: str) -> DeltaTable:
+def open_or_create(
+    uri: str, schema: pa.Schema, storage_options: dict[str, str], name: str, configuration: Mapping[str, str] | None = None
+) -> DeltaTable:
     """Load a table, creating it empty first if needed.
 
     Data is never written by the creating commit: deltalake rebases a losing creator's
@@ -86,7 +94,9 @@ def open_or_create(uri: str, schema: pa.Schema, storage_options: dict[str, str],
     except TableNotFoundError:
         pass
     try:
-        DeltaTable.create(uri, schema, mode="ignore", name=name, storage_options=storage_options)
+        DeltaTable.create(
+            uri, schema, mode="ignore", name=name, configuration=dict(configuration or {}), storage_options=storage_options
+        )
     except DeltaError:  # a racing creator won ("already exists", "protocol changed"): load theirs
         try:
             return DeltaTable(uri, storage_options=storage_options)
@@ -186,6 +196,15 @@ class BronzeTable:
                 self._marks = marks
             self._marks_version = version
 
+    def _open_or_create(self) -> DeltaTable:
+        return open_or_create(
+            self.uri,
+            _ENVELOPE_FOR_DELTA,
+            self._storage_options,
+            f"bronze_{self.database}_{self.collection}",
+            BRONZE_TABLE_CONFIGURATION,
+        )
+
     def landed_offset(self, topic: str, partition: int) -> int | None:
         """The last offset of ``topic``/``partition`` this table holds (its app transaction)."""
         if self._table is None:
@@ -282,9 +301,7 @@ class BronzeTable:
         """
         conflicts = 0
         if self._table is None:
-            self._table = open_or_create(
-                self.uri, _ENVELOPE_FOR_DELTA, self._storage_options, f"bronze_{self.database}_{self.collection}"
-            )
+            self._table = self._open_or_create()
         for attempt in range(self.settings.max_commit_attempts):
             if attempt:
                 self.refresh()
@@ -443,9 +460,7 @@ class BronzeTable:
         the same collection's, and the dedupe still finds what the table holds.
         """
         if self._table is None:
-            self._table = open_or_create(
-                self.uri, _ENVELOPE_FOR_DELTA, self._storage_options, f"bronze_{self.database}_{self.collection}"
-            )
+            self._table = self._open_or_create()
         for attempt in range(self.settings.max_commit_attempts):
             if attempt:
                 self.refresh()

@@ -32,6 +32,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from lakehouse_common.bronze_schema import (
     ARROW_TYPE_OF_FAMILY,
+    BRONZE_TABLE_CONFIGURATION,
     BSON_TYPE_METADATA,
     ENVELOPE,
     ENVELOPE_NAMES,
@@ -257,7 +258,14 @@ class BronzeFixtureWriter:
             arrays.append(pa.array(column, type=arrow_type))
             schema_fields.append(pa.field(name, arrow_type, metadata={BSON_TYPE_METADATA: families[name]}))
         table = pa.Table.from_arrays(arrays, schema=pa.schema(schema_fields))
-        write_deltalake(uri, table, mode="append", schema_mode="merge", storage_options=self.storage_options)
+        write_deltalake(
+            uri,
+            table,
+            mode="append",
+            schema_mode="merge",
+            configuration=BRONZE_TABLE_CONFIGURATION,  # used when this write creates the table
+            storage_options=self.storage_options,
+        )
         version = DeltaTable(uri, storage_options=self.storage_options).version()
         log_row = {
             "table_uri": uri,

@@ -50,6 +50,10 @@ ENVELOPE = pa.schema(
 
 ENVELOPE_NAMES = frozenset(ENVELOPE.names)
 
+# Table properties of every bronze table, set when it is created. The change data feed lets
+# silver read exactly the commits it has not processed (table_changes by version).
+BRONZE_TABLE_CONFIGURATION = {"delta.enableChangeDataFeed": "true"}
+
 INGEST_LOG_SCHEMA = pa.schema(
     [
         ("table_uri", pa.large_utf8()),
@@ -144,6 +148,7 @@ def table_columns(delta_schema: object | None) -> dict[str, ColumnType]:
 
 
 __all__ = [
+    "BRONZE_TABLE_CONFIGURATION",
     "ARROW_TYPE_OF_FAMILY",
     "BSON_TYPE_METADATA",
     "DEAD_LETTER_SCHEMA",

@@ -193,7 +193,6 @@ class DbtRunner:
                 "LAKEHOUSE_LAKE_ROOT": absolute_lake_root(self.settings.lake_root),
                 "LAKEHOUSE_MONGO_DATABASE": dbt.mongo_database,
                 "LAKEHOUSE_SILVER_DELETES": dbt.silver_deletes,
-                "LAKEHOUSE_SILVER_LOOKBACK_MINUTES": str(dbt.silver_lookback_minutes),
                 "DBT_TARGET": dbt.target,
                 "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
                 "PYTHONUNBUFFERED": "1",

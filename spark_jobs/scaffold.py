@@ -92,6 +92,10 @@ _CURRENT_STATE_COLUMNS: list[dict[str, Any]] = [
     {"name": "__ingested_at", "description": "When bronze landed the latest change."},
     {"name": "__image_event_id", "description": "Event id of the full document the columns come from."},
     {"name": "__processed_at", "description": "Start of the dbt run that last wrote this row (what incremental tests check)."},
+    {
+        "name": "__bronze_version",
+        "description": "Highest bronze Delta version among the document's events; the next incremental run reads the history rows above the table's maximum.",
+    },
     {"name": "__full_document", "description": "The document as relaxed Extended JSON, lossless."},
     {
         "name": "__rescued_data",
@@ -125,6 +129,10 @@ _HISTORY_COLUMNS: list[dict[str, Any]] = [
     {"name": "__valid_to", "description": "Cluster time of the document's next change; null for the current version."},
     {"name": "__is_current", "description": "No later change of this document is known."},
     {"name": "__processed_at", "description": "Start of the dbt run that last wrote this row (new, or its validity changed)."},
+    {
+        "name": "__bronze_version",
+        "description": "Version of the bronze Delta commit that landed this event; the next incremental run reads the bronze commits after the table's maximum.",
+    },
     {"name": "__update_description", "description": "The update's updatedFields and removedFields (relaxed Extended JSON)."},
 ]
 

@@ -54,7 +54,6 @@ class DbtSettings(FrozenModel):
     threads: int | None = Field(None, ge=1, description="dbt threads (DBT_THREADS); the profile's default is 4.")
     mongo_database: str = Field("shop", description="The MongoDB database bronze holds (var mongo_database).")
     silver_deletes: Literal["remove", "flag"] = Field("remove", description="Deleted documents in silver: remove or flag.")
-    silver_lookback_minutes: int = Field(10, ge=0, description="How far incremental silver runs re-read bronze.")
     vars: dict[str, Any] = Field(default_factory=dict, description="Extra dbt vars (passed as --vars).")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for dbt (for example SPARK_THRIFT_HOST for the cluster target)."

@@ -22,6 +22,8 @@
         '__rescued_data',
         '__is_deleted', '__has_full_document', '__valid_from', '__valid_to', '__is_current',
         '__has_unapplied_updates', '__image_event_id', '__processed_at', '__copy', '__recency', '__latest',
+        '__document_bronze_version',
+        '__bronze_version', '_change_type', '_commit_version', '_commit_timestamp',
     ]) }}
 {%- endmacro %}
 
@@ -58,18 +60,46 @@
 {%- endmacro %}
 
 
-{#- Where an incremental run starts reading: the last ingestion time it processed, minus the
-    look-back window. Queried when the model compiles and written as a literal, so Delta can
-    skip every file older than it (a subquery in the filter would scan the whole table). -#}
-{% macro silver_lookback_start() -%}
-    {%- set start = none -%}
-    {%- if execute -%}
-        {%- set start = run_query(
-            "select cast(max(__ingested_at) - interval " ~ (var('silver_lookback_minutes') | int)
-            ~ " minutes as string) from " ~ this
-        ).columns[0].values()[0] -%}
+{#- The bronze commits a history run reads, as literals (queried when the model compiles): every
+    commit after the last one this model processed (`max(__bronze_version)` of its rows, which
+    the same MERGE writes), up to the table's version now. Delta versions become visible in
+    order, so no commit is skipped however late it lands or whatever its ingestion time; a
+    version read twice (its events were all known) is harmless, the merge is idempotent. -#}
+{% macro bronze_version_range(bronze) -%}
+    {%- set latest = run_query('describe history ' ~ bronze ~ ' limit 1').columns['version'].values()[0] | int -%}
+    {%- set start = 0 -%}
+    {%- if is_incremental() -%}
+        {%- set start = processed_bronze_version() + 1 -%}
     {%- endif -%}
-    timestamp '{{ start or "1970-01-01 00:00:00" }}'
+    {{ return({'start': start, 'latest': latest}) }}
+{%- endmacro %}
+
+
+{#- The last bronze version this model's rows came from (-1: none yet, or a table from before
+    `__bronze_version`, which then re-reads bronze once). -#}
+{% macro processed_bronze_version() -%}
+    {%- set processed = none -%}
+    {%- if '__bronze_version' in adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+        {%- set processed = run_query('select max(__bronze_version) from ' ~ this).columns[0].values()[0] -%}
+    {%- endif -%}
+    {{ return(-1 if processed is none else processed | int) }}
+{%- endmacro %}
+
+
+{#- The bronze rows of the commits in ``range`` with the version that wrote them. A full build
+    reads the table as of its latest version; an incremental run reads only the new commits'
+    rows through the change data feed (bronze is append-only: every row is an `insert`;
+    OPTIMIZE's rewrites carry no data change and are not in the feed). -#}
+{% macro bronze_commits(bronze, range) -%}
+    {%- if not is_incremental() -%}
+    select *, cast({{ range.latest }} as bigint) as __bronze_version from {{ bronze }} version as of {{ range.latest }}
+    {%- elif range.start > range.latest -%}
+    select *, cast(null as bigint) as __bronze_version from {{ bronze }} where false
+    {%- else -%}
+    select *, _commit_version as __bronze_version
+    from table_changes('{{ bronze }}', {{ range.start }}, {{ range.latest }})
+    where _change_type = 'insert'
+    {%- endif -%}
 {%- endmacro %}
 
 
@@ -109,9 +139,9 @@
 
 with bronze_rows as (
     {% if bronze_exists -%}
-    select * from {{ bronze }}
+    {{ bronze_commits(bronze, bronze_version_range(bronze)) }}
     {%- else -%}
-    {{ empty_bronze() }}
+    select *, cast(null as bigint) as __bronze_version from ({{ empty_bronze() }})
     {%- endif %}
 ),
 
@@ -130,6 +160,7 @@ batch as (
         __full_document,
         __update_description,
         __rescued_data,
+        __bronze_version,
         row_number() over (partition by __event_id order by __ingested_at) as __copy
         {%- for column in columns %},
         {{ quote_column(column.name) }}
@@ -137,9 +168,6 @@ batch as (
     from bronze_rows
     where __operation in ('insert', 'update', 'replace', 'delete', 'snapshot')
         and __document_id is not null
-        {%- if is_incremental() %}
-        and __ingested_at >= {{ silver_lookback_start() }}
-        {%- endif %}
 ),
 
 {#- The same event landed twice (a replay, a retry) counts once. -#}
@@ -167,7 +195,8 @@ timeline as (
         __document_key,
         __full_document,
         __update_description,
-        __rescued_data
+        __rescued_data,
+        __bronze_version
         {%- for column in columns %},
         {{ quote_column(column.name) }}
         {%- endfor %}
@@ -181,7 +210,7 @@ timeline as (
         false,
         history.__valid_to,
         history.__is_current,
-        null, null, null, null, null, null, null, null, null, null
+        null, null, null, null, null, null, null, null, null, null, null
         {%- for column in columns %},
         null
         {%- endfor %}
@@ -190,8 +219,8 @@ timeline as (
     {%- endif %}
 ),
 
-{#- An event history already has (a re-read in the look-back window) is not new: its
-    existing version wins. -#}
+{#- An event history already has (a re-delivery landed in a later bronze commit) is not new:
+    its existing version wins. -#}
 versions as (
     {%- if is_incremental() %}
     select * from (
@@ -238,7 +267,8 @@ select
     __document_key,
     __full_document,
     __update_description,
-    __rescued_data
+    __rescued_data,
+    __bronze_version
     {%- for column in columns %},
     {{ quote_column(column.name) }}
     {%- endfor %}
@@ -280,7 +310,7 @@ with
 {% if is_incremental() -%}
 touched as (
     select distinct __document_id from {{ history }}
-    where __ingested_at >= {{ silver_lookback_start() }}
+    where __bronze_version > {{ processed_bronze_version() }}
 ),
 
 {% endif -%}
@@ -307,6 +337,7 @@ ranked as (
             'valid_from', __valid_from,
             'ingested_at', __ingested_at
         ) end) over (partition by __document_id) as __latest,
+        max(__bronze_version) over (partition by __document_id) as __document_bronze_version,
         row_number() over (partition by __document_id order by __has_full_document desc, __event_id desc) as __recency
     from candidates
 )
@@ -319,6 +350,7 @@ select
     not __latest.is_deleted and not __latest.has_full_document as __has_unapplied_updates,
     __latest.valid_from as __cluster_time,
     __latest.ingested_at as __ingested_at,
+    __document_bronze_version as __bronze_version,
     {{ run_started_literal() }} as __processed_at,
     case when __has_full_document then __event_id end as __image_event_id,
     case when __has_full_document then __full_document end as __full_document,

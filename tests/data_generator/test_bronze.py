@@ -203,6 +203,9 @@ def test_generated_tables_have_the_schemas_bronze_writer_writes(tmp_path: Path) 
 
     bronze = str(bronze_table_uri("{root}", "shop", "customers"))
     assert schema(tmp_path / "generated", bronze) == schema(tmp_path / "landed", bronze)
+    for root in ("generated", "landed"):  # silver reads bronze's new commits through the change data feed
+        configuration = DeltaTable(bronze.format(root=tmp_path / root)).metadata().configuration
+        assert configuration.get("delta.enableChangeDataFeed") == "true", root
     log = str(ingest_log_uri("{root}"))
     assert schema(tmp_path / "generated", log) == schema(tmp_path / "landed", log)
     generated = pl.read_delta(bronze.format(root=tmp_path / "generated"))

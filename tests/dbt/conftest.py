@@ -6,7 +6,9 @@ Spark and dbt are slow to start, so the lake is built once and each test asserts
    drift; a few of its events are held back to arrive late. ``dbt run`` of silver.
 2. bronze batch 2: the rest of the changes (all four drift steps), the late events, some
    re-delivered events, and updates without fullDocument. ``dbt build`` (every test).
-3. bronze batch 3: an order with an unknown status and an order deletion; a ``dbt build``
+3. bronze batch 3: an order with an unknown status and an order deletion, and a commit whose
+   ``__ingested_at`` lies hours before the ones already processed (a commit that became
+   visible late: a slow replica, a skewed clock); a ``dbt build``
    of the orders models with ``silver_deletes=flag``, which must fail on the status test,
    then ``dbt docs generate``.
 
@@ -104,6 +106,7 @@ class BuiltLake:
     expected_gold: dict[str, pl.DataFrame]
     orders_after_third: pl.DataFrame
     lost_order_id: str
+    late_visible_order_id: str  # landed in a commit whose __ingested_at is hours before the processed ones
     deleted_order: dict[str, Any]
     dbt_log: list[tuple[str, float, logging.LogRecord]] = field(default_factory=list)
 
@@ -189,7 +192,7 @@ def built_lake(
         snapshot = list(encoder.snapshot(generator.initial_load()))
         changes, late = _hold_back_late_events(list(encoder.events(generator.changes(FIRST_CHANGES))))
         assert generator.drift_level == 0
-        # Hours apart: the incremental run re-reads only what its look-back window covers.
+        # Hours apart: the incremental runs read bronze by commit version, whatever the ingestion time.
         writer.write(snapshot, datetime.now(UTC) - timedelta(hours=5))
         writer.write(changes, datetime.now(UTC) - timedelta(hours=2))
         first = snapshot + changes
@@ -231,6 +234,8 @@ def built_lake(
         deleted_id = next(key for key in sorted(orders, key=str) if orders[key]["status"] == "delivered")
         at = generator.clock + timedelta(minutes=5)
         writer.write(encoder.events([Insert("orders", lost, at), Delete("orders", deleted_id, at)]), datetime.now(UTC))
+        late_visible = {**template, "_id": ObjectId("6700000000000000000000bb"), "status": "placed"}
+        writer.write(encoder.events([Insert("orders", late_visible, at)]), datetime.now(UTC) - timedelta(hours=3))
         third_run = run(FAILING_BUILD, "docs generate")
         orders_after_third = pl.read_delta(f"{root}/silver/stg_mongo__orders", storage_options=options)
 
@@ -254,6 +259,7 @@ def built_lake(
             expected_gold=expected_gold,
             orders_after_third=orders_after_third,
             lost_order_id=str(lost["_id"]),
+            late_visible_order_id=str(late_visible["_id"]),
             deleted_order=orders[deleted_id],
             dbt_log=log,
         )

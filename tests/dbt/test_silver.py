@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 
 from data_generator import COLLECTIONS
 from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
+from lakehouse_common.lake import bronze_table_uri
 from spark_jobs.lake_tables import layer_counts
 from spark_jobs.verify import compare, documents_side, id_from_lake, id_of, silver_side
 
@@ -140,6 +141,15 @@ def test_flag_mode_keeps_deleted_documents_with_their_last_values(built_lake) ->
     assert row["status"] == deleted["status"] and row["order_number"] == deleted["order_number"]
     lost = built_lake.orders_after_third.filter(pl.col("_id") == built_lake.lost_order_id)
     assert lost["status"].to_list() == ["lost"], "silver takes the document as it is; the mart's test rejects it"
+
+
+def test_a_commit_that_becomes_visible_late_is_processed_whatever_its_ingestion_time(built_lake) -> None:
+    """The third run reads bronze by commit version: a commit stamped three hours before the ones
+    already processed is still read (a window on __ingested_at would skip it for good)."""
+    late = built_lake.orders_after_third.filter(pl.col("_id") == built_lake.late_visible_order_id)
+    assert late["status"].to_list() == ["placed"]
+    bronze = DeltaTable(bronze_table_uri(built_lake.root, "shop", "orders"), storage_options=built_lake.storage_options)
+    assert late["__bronze_version"].to_list() == [bronze.version()], "the row records the commit it came from (the last)"
 
 
 def test_incremental_merges_use_deletion_vectors_and_stamp_the_rows_they_write(built_lake) -> None:
