@@ -87,6 +87,10 @@ def weed_executable() -> Path:
     return weed
 
 
+_START_ATTEMPTS = 3
+_PORT_TAKEN = "address already in use"
+
+
 def start_object_store(
     work_dir: Path,
     *,
@@ -118,6 +122,31 @@ def start_object_store(
             }
         )
     )
+    # free_port() only finds ports free now: another process of the machine (a second test worker's
+    # Spark or broker) may take one before SeaweedFS binds it. Such a start is retried on new ports.
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            store = _launch(weed, work_dir, identities if authenticated else None, access_key, secret_key, buckets, timeout)
+            break
+        except StackError as error:
+            if attempt == _START_ATTEMPTS or _PORT_TAKEN not in str(error):
+                raise
+            logger.warning(
+                "SeaweedFS could not bind a port (attempt %d of %d): starting it on other ports", attempt, _START_ATTEMPTS
+            )
+    logger.info("SeaweedFS S3 gateway ready on %s (logs in %s)", store.endpoint_url, store.log_file.parent)
+    return store
+
+
+def _launch(
+    weed: Path,
+    work_dir: Path,
+    identities: Path | None,
+    access_key: str,
+    secret_key: str,
+    buckets: tuple[str, ...],
+    timeout: float,
+) -> ObjectStore:
     ports = {
         name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3", "s3_grpc")
     }
@@ -131,7 +160,7 @@ def start_object_store(
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
         f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false",
-        *([f"-s3.config={identities}"] if authenticated else []),
+        *([f"-s3.config={identities}"] if identities is not None else []),
         f"-bucket={','.join(buckets)}",
         "-webdav=false", "-admin.ui=false",
     ]  # fmt: skip
@@ -143,7 +172,6 @@ def start_object_store(
     except BaseException:
         store.stop(keep_logs=True, timeout=5)
         raise
-    logger.info("SeaweedFS S3 gateway ready on %s (logs in %s)", store.endpoint_url, store.log_file.parent)
     return store
 
 

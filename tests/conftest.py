@@ -330,9 +330,10 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
 
 
 # Tests that share an expensive session fixture run on one pytest-xdist worker, so it is made once:
-# the dbt-built lakes of tests/dbt (three dbt runs each, one scope per lake so the local and the
-# object-store lake build on different workers; test_cluster.py has its own cluster) and the
-# in-process Spark session of tests/spark_jobs. Every other file is a unit of its own.
+# the dbt-built lakes of tests/dbt (three dbt runs each, the local and the object-store lake one
+# after the other: built side by side on two cores they took twice as long each, 2026-12-02;
+# test_cluster.py has its own cluster) and the in-process Spark session of tests/spark_jobs.
+# Every other file is a unit of its own.
 _BUILT_LAKE_FILES = frozenset(
     f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")
 )
@@ -340,8 +341,7 @@ _SHARED_SCOPES = dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark
 # The longest scopes are handed out first (longest-processing-time first), so no worker starts
 # a ten-minute build while the other has nothing left to run.
 _LONGEST_FIRST = (
-    "built_lake[s3]",
-    "built_lake[local]",
+    "built_lake",
     "tests/dbt/test_cluster.py",
     "tests/chaos/test_run.py",
     "tests/demo/test_demo.py",
@@ -350,10 +350,9 @@ _LONGEST_FIRST = (
 
 
 def _scope(nodeid: str) -> str:
-    path, _, name = nodeid.partition("::")
+    path = nodeid.partition("::")[0]
     if path in _BUILT_LAKE_FILES:
-        params = name.partition("[")[2].rstrip("]").split("-")
-        return "built_lake[s3]" if "s3" in params else "built_lake[local]"
+        return "built_lake"
     return _SHARED_SCOPES.get(path, path)
 
 
