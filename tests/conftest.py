@@ -334,10 +334,13 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
 # after the other: built side by side on two cores they took twice as long each, 2026-12-02;
 # test_cluster.py has its own cluster) and the in-process Spark session of tests/spark_jobs.
 # Every other file is a unit of its own.
-_BUILT_LAKE_FILES = frozenset(
-    f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")
-)
-_SHARED_SCOPES = dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark")
+_SHARED_SCOPES = {
+    **dict.fromkeys(
+        (f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")),
+        "built_lake",
+    ),
+    **dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark"),
+}
 # The longest scopes are handed out first (longest-processing-time first), so no worker starts
 # a ten-minute build while the other has nothing left to run.
 _LONGEST_FIRST = (
@@ -351,8 +354,6 @@ _LONGEST_FIRST = (
 
 def _scope(nodeid: str) -> str:
     path = nodeid.partition("::")[0]
-    if path in _BUILT_LAKE_FILES:
-        return "built_lake"
     return _SHARED_SCOPES.get(path, path)
 
 
