@@ -39,7 +39,7 @@ import java.util.stream.Stream;
  *   <li>{@code ns} on change events of collection streams;
  *   <li>update events in MongoDB's documented shape: {@code documentKey} is {@code {_id}}
  *       (the stand-in puts the update specification there), {@code updateDescription} is
- *       derived from the specification, a replacement is reported as {@code replace} with the
+ *       derived from the specification when the update is written (as the oplog keeps it), a replacement is reported as {@code replace} with the
  *       new document, and {@code fullDocument} is the looked-up document, null when it is gone,
  *       or absent when the stream did not ask for it; delete events carry no fullDocument.
  * </ul>
@@ -97,13 +97,22 @@ public final class MongoStandIn {
         }
     }
 
+    /**
+     * An update as the oplog holds it: the specification the stand-in put aside, and the
+     * updateDescription derived from it when it was written. MongoDB's oplog keeps the
+     * change itself, so an event read again after a resume reports the same values; derived
+     * from the document at read time, a later update's values would show under this event's id.
+     */
+    private record RecordedUpdate(Document specification, Document description) {
+    }
+
     private static final Set<String> FULL_DOCUMENT_MODES = Set.of("updateLookup", "whenAvailable", "required");
 
     static final class StandInBackend extends MemoryBackend {
 
         private final Map<Long, StreamCursor> streams = new ConcurrentHashMap<>();
-        /** The update specification of each update in the oplog, by oplog timestamp. */
-        private final Map<Long, Document> updateSpecifications = new ConcurrentHashMap<>();
+        /** Each update in the oplog, by oplog timestamp. */
+        private final Map<Long, RecordedUpdate> updates = new ConcurrentHashMap<>();
         private volatile Object oplogClock;
         private volatile Method oplogClockNow;
 
@@ -200,10 +209,11 @@ public final class MongoStandIn {
             if (!"update".equals(operation)) {
                 return;
             }
-            Document specification = updateSpecifications.get(eventPosition);
-            if (specification == null) {
+            RecordedUpdate update = updates.get(eventPosition);
+            if (update == null) {
                 return;
             }
+            Document specification = update.specification();
             Document documentKey = (Document) event.get("documentKey");
             Object lookedUp = event.get("fullDocument");
             Document current = lookedUp instanceof Document document && !document.isEmpty() ? document : null;
@@ -219,7 +229,7 @@ public final class MongoStandIn {
                 event.put("fullDocument", replaced);
                 return;
             }
-            event.put("updateDescription", describeUpdate(specification, current));
+            event.put("updateDescription", update.description());
             if (stream.wantsFullDocument) {
                 event.put("fullDocument", current);
             } else {
@@ -227,8 +237,9 @@ public final class MongoStandIn {
             }
         }
 
-        /** updatedFields and removedFields as MongoDB reports them, from the update operators. */
-        private static Document describeUpdate(Document specification, Document current) {
+        /** updatedFields and removedFields as MongoDB reports them, from the update operators
+         *  and, for operators other than $set and $unset, the values they left in the document. */
+        private static Document describeUpdate(Document specification, Document after) {
             Document updatedFields = new Document();
             List<String> removedFields = new ArrayList<>();
             specification.forEach((operator, argument) -> {
@@ -240,8 +251,8 @@ public final class MongoStandIn {
                         removedFields.add(path);
                     } else if ("$set".equals(operator)) {
                         updatedFields.put(path, fields.get(path));
-                    } else if (current != null) {
-                        updatedFields.put(path, valueAt(current, path));
+                    } else if (after != null) {
+                        updatedFields.put(path, valueAt(after, path));
                     }
                 }
             });
@@ -302,10 +313,25 @@ public final class MongoStandIn {
             if ("u".equals(oplogEntry.get("op")) && oplogEntry.get("o2") instanceof Document key
                 && oplogEntry.get("o") instanceof Document specification
                 && oplogEntry.get("ts") instanceof BsonTimestamp timestamp) {
-                updateSpecifications.put(timestamp.getValue(), specification);
+                Document after = documentNow(String.valueOf(oplogEntry.get("ns")), key);
+                updates.put(timestamp.getValue(), new RecordedUpdate(specification, describeUpdate(specification, after)));
                 oplogEntry.put("o", key);
             }
             return oplogEntry;
+        }
+
+        /** The document as it is now: the oplog entry is written right after the update applied. */
+        private Document documentNow(String namespace, Document key) {
+            int dot = namespace.indexOf('.');
+            if (dot < 0) {
+                return null;
+            }
+            MongoCollection<?> collection = resolveDatabase(namespace.substring(0, dot))
+                .resolveCollection(namespace.substring(dot + 1), false);
+            if (collection == null) {
+                return null;
+            }
+            return collection.handleQueryAsStream(new Document("_id", key.get("_id"))).findFirst().orElse(null);
         }
 
         /** The position a stream opens at, as the stand-in's own cursor computes it. */

@@ -61,6 +61,23 @@ def test_update_lookup_returns_the_current_document(mongo_database: pymongo.data
     assert event["fullDocument"] == {"_id": "o1", "status": "paid"}
 
 
+def test_an_update_read_again_reports_the_values_it_wrote(mongo_database: pymongo.database.Database) -> None:
+    """A resumed stream re-reads events (at least once): each must say what it changed then,
+    not what later updates made of the document, or one event id would name two changes."""
+    collection = mongo_database["counters"]
+    collection.insert_one({"_id": 1, "version": 0})
+    with collection.watch(full_document="updateLookup") as stream:
+        collection.update_one({"_id": 1}, {"$inc": {"version": 1}, "$set": {"touched": True}})
+        (first,) = _next_events(stream, 1)
+    collection.update_one({"_id": 1}, {"$inc": {"version": 1}})
+    with collection.watch(full_document="updateLookup", start_at_operation_time=first["clusterTime"]) as replay:
+        again, later = _next_events(replay, 2)
+    assert again["_id"] == first["_id"]
+    assert again["updateDescription"] == first["updateDescription"]
+    assert again["updateDescription"]["updatedFields"] == {"version": 1, "touched": True}
+    assert later["updateDescription"]["updatedFields"] == {"version": 2}
+
+
 def test_a_stream_resumes_after_a_given_token(mongo_database: pymongo.database.Database) -> None:
     collection = mongo_database["products"]
     collection.insert_one({"_id": 0})
