@@ -331,12 +331,15 @@ def spark_cluster(run_dir: Path, object_store: ObjectStore, request: pytest.Fixt
 
 # Tests that share an expensive session fixture run on one pytest-xdist worker, so it is made once:
 # the dbt-built lakes of tests/dbt (three dbt runs each, the local and the object-store lake one
-# after the other: built side by side on two cores they took twice as long each, 2026-12-02;
-# test_cluster.py has its own cluster) and the in-process Spark session of tests/spark_jobs.
-# Every other file is a unit of its own.
+# after the other: built side by side on two cores they took twice as long each, 2026-12-02),
+# with the Spark cluster that builds the object-store lake and test_spark_cluster.py on it, and
+# the in-process Spark session of tests/spark_jobs. Every other file is a unit of its own.
 _SHARED_SCOPES = {
     **dict.fromkeys(
-        (f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")),
+        (
+            *(f"tests/dbt/{name}.py" for name in ("test_drift", "test_gold", "test_history", "test_project_runs", "test_silver")),
+            "tests/local_stack/test_spark_cluster.py",
+        ),
         "built_lake",
     ),
     **dict.fromkeys(("tests/spark_jobs/test_session.py", "tests/spark_jobs/test_maintenance.py"), "spark"),
@@ -345,7 +348,6 @@ _SHARED_SCOPES = {
 # a ten-minute build while the other has nothing left to run.
 _LONGEST_FIRST = (
     "built_lake",
-    "tests/dbt/test_cluster.py",
     "tests/chaos/test_run.py",
     "tests/demo/test_demo.py",
     "tests/spark_jobs/test_scaffold.py",

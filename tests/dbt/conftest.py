@@ -13,8 +13,10 @@ Spark and dbt are slow to start, so the lake is built once and each test asserts
    then ``dbt docs generate``.
 
 Bronze is written with ``data_generator.bronze`` in bronze_writer's schema. The lake is
-built twice, once on a local directory and once on the object store (``s3``); every test
-here runs against both.
+built twice and every test here runs against both: on a local directory by an in-process
+Spark (dbt's ``spark_session`` target, ``local``), and on the object store by a standalone
+Spark cluster through its Thrift Server (dbt's ``cluster`` target, ``s3``), so the same
+full and incremental builds are proven on both deployments.
 """
 
 from __future__ import annotations
@@ -157,9 +159,11 @@ def built_lake(
     run_dir: Path, dbt_reference: ModuleType, small_spark: Callable[..., SparkSettings], request: pytest.FixtureRequest
 ) -> Iterator[BuiltLake]:
     work = run_dir / f"dbt-work-{request.param}"
+    target: dict[str, Any] = {}
     if request.param == "s3":
         store = request.getfixturevalue("object_store")
         root, options = store.lake_root("dbt-lake"), store.storage_options()
+        target = {"target": "cluster", "env": request.getfixturevalue("spark_cluster").dbt_environment()}
     else:
         root, options = str(run_dir / "dbt-lake"), {}
     settings = SparkJobsSettings(
@@ -171,6 +175,7 @@ def built_lake(
             log_path=work / "logs",
             spark_conf_dir=work / "conf",
             threads=4,
+            **target,
         ),
     )
 

@@ -7,8 +7,10 @@ import logging
 import time
 
 
-def test_dbt_lines_are_logged_while_dbt_runs(built_lake) -> None:
+def test_dbt_lines_are_logged_while_dbt_runs(built_lake, record_property) -> None:
     (second,) = built_lake.second_run
+    for name, (run,) in (("staging_run", built_lake.first_run), ("build", built_lake.second_run)):
+        record_property(f"dbt_{name}_seconds", run.elapsed_seconds)  # in the JUnit report, per lake
     records = [record for command, _, record in built_lake.dbt_log if command == "build"]
     messages = [record.getMessage() for record in records]
     assert any("OK created sql incremental model silver.stg_mongo__orders " in message for message in messages)
