@@ -60,6 +60,20 @@
 {%- endmacro %}
 
 
+{#- A document column as history stores it: bronze's value, or where bronze rescued a number
+    that converts to the column's type without loss (3.0 into a long column, a Decimal128 that
+    is an exact double), that number. A fraction in a long column stays null here and keeps
+    its value in __rescued_data (and reaches the marts, which type it themselves). -#}
+{% macro typed_document_column(column) -%}
+    {%- set name = quote_column(column.name) -%}
+    {%- if column.dtype | lower in ('bigint', 'double') -%}
+    coalesce({{ name }}, {{ lossless_rescued(rescued_entry(column.name), column.dtype | lower) }}) as {{ name }}
+    {%- else -%}
+    {{ name }}
+    {%- endif -%}
+{%- endmacro %}
+
+
 {#- The bronze commits a history run reads, as literals (queried when the model compiles): every
     commit after the last one this model processed (`max(__bronze_version)` of its rows, which
     the same MERGE writes), up to the table's version now. Delta versions become visible in
@@ -270,7 +284,7 @@ select
     __rescued_data,
     __bronze_version
     {%- for column in columns %},
-    {{ quote_column(column.name) }}
+    {{ typed_document_column(column) }}
     {%- endfor %}
     {%- for expression in carried %},
     {{ expression }}

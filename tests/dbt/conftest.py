@@ -5,7 +5,11 @@ Spark and dbt are slow to start, so the lake is built once and each test asserts
 1. bronze batch 1: the initial load as snapshot records, then changes before any schema
    drift; a few of its events are held back to arrive late. ``dbt run`` of silver.
 2. bronze batch 2: the rest of the changes (all four drift steps), the late events, some
-   re-delivered events, and updates without fullDocument. ``dbt build`` (every test).
+   re-delivered events, updates without fullDocument, and the review cases the marts once got
+   wrong (``_review_cases``): two campaigns sharing a utm_campaign, a post without a share
+   count, Decimal128 prices, an _id stored as a long and referenced as a double. ``dbt build``
+   (every test). Bronze's ``spend`` column is a long (the first snapshot's spend is an
+   integer), so every later fraction is a rescued value the marts must still count.
 3. bronze batch 3: an order with an unknown status and an order deletion, and a commit whose
    ``__ingested_at`` lies hours before the ones already processed (a commit that became
    visible late: a slow replica, a skewed clock); a ``dbt build``
@@ -33,7 +37,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from bson import ObjectId, json_util
+from bson import Decimal128, Int64, ObjectId, json_util
 
 from data_generator import (
     COLLECTIONS,
@@ -110,6 +114,7 @@ class BuiltLake:
     lost_order_id: str
     late_visible_order_id: str  # landed in a commit whose __ingested_at is hours before the processed ones
     deleted_order: dict[str, Any]
+    review: ReviewCases
     dbt_log: list[tuple[str, float, logging.LogRecord]] = field(default_factory=list)
 
     @property
@@ -147,6 +152,68 @@ def _hold_back_late_events(events: list[dict[str, Any]]) -> tuple[list[dict[str,
         late_ids.update(per_document[key][-2]["_id"]["_data"] for key in candidates[: LATE_DOCUMENTS // 4])
     late = [event for event in events if event["_id"]["_data"] in late_ids]
     return [event for event in events if event["_id"]["_data"] not in late_ids], late
+
+
+@dataclass
+class ReviewCases:
+    """Documents the marts once got wrong, inserted in batch 2 (ids for the tests)."""
+
+    inserts: list[Insert]
+    shared_utm_campaign_id: str  # a second campaign with an existing campaign's utm_campaign
+    post_without_shares_id: str  # likes stored as a double (12.0), no shares field
+    decimal_order_id: str  # items priced in Decimal128, total a Decimal128
+    long_id_customer_id: Int64  # a customer whose _id is a long ...
+    double_reference_order_id: str  # ... and an order that references it as a double
+
+
+def _review_cases(generator: SalesMarketingGenerator) -> ReviewCases:
+    state, at = generator.state, generator.clock + timedelta(seconds=2)
+    active = next(campaign for _, campaign in sorted(state["campaigns"].items()) if campaign["status"] in ("active", "ended"))
+    shared = {**active, "_id": "CMP-9001", "name": "Shared UTM #9001", "start_date": active["start_date"] + timedelta(days=3)}
+    post = next(post for _, post in sorted(state["social_engagement"].items()) if post.get("campaign_id"))
+    post = {key: value for key, value in post.items() if key != "shares"} | {"_id": "POST-900001", "likes": 12.0}
+    order = state["orders"][sorted(state["orders"], key=str)[0]]
+    sku = sorted(state["products"])[0]
+    decimal_order = {
+        **order,
+        "_id": ObjectId("6700000000000000000000cc"),
+        "order_number": "ORD-90000001",
+        "status": "paid",
+        "items": [{"sku": sku, "quantity": 2, "unit_price": Decimal128("19.90"), "discount": Decimal128("1.50")}],
+        "total": Decimal128("38.30"),
+    }
+    customer = state["customers"][sorted(state["customers"], key=str)[0]]
+    long_customer = {**customer, "_id": Int64(90001), "customer_number": "C9000001", "email": "long.id@example.com"}
+    double_order = {
+        **order,
+        "_id": ObjectId("6700000000000000000000dd"),
+        "order_number": "ORD-90000002",
+        "status": "delivered",
+        "customer_id": 90001.0,
+    }
+    inserts = [
+        Insert("campaigns", shared, at),
+        Insert("social_engagement", post, at),
+        Insert("orders", decimal_order, at),
+        Insert("customers", long_customer, at),
+        Insert("orders", double_order, at),
+    ]
+    return ReviewCases(
+        inserts=inserts,
+        shared_utm_campaign_id=shared["_id"],
+        post_without_shares_id=post["_id"],
+        decimal_order_id=str(decimal_order["_id"]),
+        long_id_customer_id=long_customer["_id"],
+        double_reference_order_id=str(double_order["_id"]),
+    )
+
+
+def _integer_first_spend(snapshot: list[dict[str, Any]], generator: SalesMarketingGenerator) -> None:
+    """The first ad_spend document bronze sees gets an integer spend: its column becomes a long."""
+    first = next(event for event in snapshot if event["ns"]["coll"] == "ad_spend")
+    spend = int(round(first["fullDocument"]["spend"]))
+    first["fullDocument"] = {**first["fullDocument"], "spend": spend}
+    generator.state["ad_spend"][first["documentKey"]["_id"]]["spend"] = spend
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +262,7 @@ def built_lake(
         writer = BronzeFixtureWriter(root, storage_options=options)
 
         snapshot = list(encoder.snapshot(generator.initial_load()))
+        _integer_first_spend(snapshot, generator)
         changes, late = _hold_back_late_events(list(encoder.events(generator.changes(FIRST_CHANGES))))
         assert generator.drift_level == 0
         # Hours apart: the incremental runs read bronze by commit version, whatever the ingestion time.
@@ -216,6 +284,8 @@ def built_lake(
             second.append(encoder.event(update))
             partial_updates[document_id(sku)] = (image, final)
         encoder.update_lookup = True
+        review = _review_cases(generator)
+        second += encoder.events(review.inserts)
         redelivered = copy.deepcopy(first[-REDELIVERED:])
         second += late + redelivered
         writer.write(second, datetime.now(UTC))
@@ -228,6 +298,8 @@ def built_lake(
         }
         for identifier, (_, final) in partial_updates.items():
             state["products"][identifier] = final
+        for insert in review.inserts:
+            state[insert.collection][document_id(insert.document["_id"])] = insert.document
         silver = _read_layer(root, "silver", [f"stg_mongo__{name}" for name in COLLECTIONS], options)
         history = _read_layer(root, "silver", [f"stg_mongo__{name}_history" for name in COLLECTIONS], options)
         gold = _read_layer(root, "gold", list(GOLD_MODELS), options)
@@ -266,6 +338,7 @@ def built_lake(
             lost_order_id=str(lost["_id"]),
             late_visible_order_id=str(late_visible["_id"]),
             deleted_order=orders[deleted_id],
+            review=review,
             dbt_log=log,
         )
     finally:

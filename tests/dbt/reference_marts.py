@@ -9,11 +9,12 @@ their Extended JSON, and each mart follows its definition in docs/silver_gold.md
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from bson import json_util
+from bson import Decimal128, json_util
 
 from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
 
@@ -43,7 +44,27 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """An id as the marts key it: MongoDB holds 1, 1.0, NumberLong(1) and NumberDecimal("1") equal."""
+    if value is None:
+        return None
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return str(int(value)) if value == int(value) else str(float(value))
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    """An integer count; an integral double (12.0) counts, a fraction is no count (null)."""
+    number = _number(value)
+    return None if number is None or number != int(number) else int(number)
+
+
+def _number(value: Any) -> float | None:
+    """A number as the marts read it: Decimal128 too."""
+    if value is None:
+        return None
+    return float(value.to_decimal()) if isinstance(value, Decimal128) else float(value)
 
 
 def _frame(rows: list[dict[str, Any]], schema: dict[str, Any]) -> pl.DataFrame:
@@ -78,7 +99,7 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
     products = _frame(
         [
             {
-                "product_id": product["_id"],
+                "product_id": _text(product["_id"]),
                 "product_name": product.get("name"),
                 "category": product.get("category"),
                 "brand": product.get("brand"),
@@ -100,9 +121,9 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
                 "product_id": item["sku"],
                 "category": categories.get(item["sku"], "unknown"),
                 "quantity": item["quantity"],
-                "unit_price": float(item["unit_price"]),
-                "discount": float(item.get("discount") or 0.0),
-                "line_revenue": item["quantity"] * float(item["unit_price"]) - float(item.get("discount") or 0.0),
+                "unit_price": _number(item["unit_price"]),
+                "discount": _number(item.get("discount")) or 0.0,
+                "line_revenue": item["quantity"] * _number(item["unit_price"]) - (_number(item.get("discount")) or 0.0),
                 "order_status": order.get("status"),
                 "sales_channel": order.get("channel"),
                 "placed_at": _utc(order.get("placed_at")),
@@ -135,10 +156,10 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
     sessions = _frame(
         [
             {
-                "session_id": session["_id"],
+                "session_id": _text(session["_id"]),
                 "customer_id": _text(session.get("customer_id")),
                 "started_at": _utc(session.get("started_at")),
-                "traffic_source": session.get("utm_source") or "(direct)",
+                "traffic_source": f"{session.get('utm_source') or '(direct)'} / {session.get('utm_medium') or '(none)'}",
                 "utm_campaign": session.get("utm_campaign"),
                 "steps": [event["name"] for event in session.get("events") or []],
             }
@@ -150,7 +171,7 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
     campaigns = _frame(
         [
             {
-                "campaign_id": campaign["_id"],
+                "campaign_id": _text(campaign["_id"]),
                 "campaign_name": campaign.get("name"),
                 "channel": campaign.get("channel"),
                 "utm_campaign": campaign.get("utm_campaign"),
@@ -165,22 +186,44 @@ def source_frames(bronze_root: str | Path, storage_options: dict[str, str] | Non
     )  # fmt: skip
     spend = _frame(
         [
-            (row.get("campaign_id"), float(row["spend"]), row.get("impressions"), row.get("clicks"))
+            (_text(row.get("campaign_id")), _number(row["spend"]), row.get("impressions"), row.get("clicks"))
             for row in documents["ad_spend"]
         ],
         {"campaign_id": pl.String, "spend": pl.Float64, "impressions": pl.Int64, "clicks": pl.Int64},
     )
     posts = _frame(
         [
-            (post.get("campaign_id"), post.get("likes"), post.get("comments"), post.get("shares"))
+            (_text(post.get("campaign_id")), _int(post.get("likes")), _int(post.get("comments")), _int(post.get("shares")))
             for post in documents["social_engagement"]
         ],
         {"campaign_id": pl.String, "likes": pl.Int64, "comments": pl.Int64, "shares": pl.Int64},
+    )
+    sessions = sessions.with_columns(
+        campaign_id=pl.Series(
+            [_campaign_of(row["utm_campaign"], row["started_at"], campaigns) for row in sessions.iter_rows(named=True)],
+            dtype=pl.String,
+        )
     )
     return {
         "orders": orders, "items": items, "products": products, "customers": customers,
         "sessions": sessions, "campaigns": campaigns, "spend": spend, "posts": posts,
     }  # fmt: skip
+
+
+def _campaign_of(utm_campaign: str | None, started_at: datetime | None, campaigns: pl.DataFrame) -> str | None:
+    """The one campaign a session resolves to: of those with its utm_campaign, the one that started
+    last at or before the session (ties: the smaller id)."""
+    if utm_campaign is None or started_at is None:
+        return None
+    started = [
+        (row["start_date"], row["campaign_id"])
+        for row in campaigns.iter_rows(named=True)
+        if row["utm_campaign"] == utm_campaign and row["start_date"] <= started_at.date()
+    ]
+    if not started:
+        return None
+    latest = max(start for start, _ in started)
+    return min(campaign for start, campaign in started if start == latest)
 
 
 def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -215,7 +258,7 @@ def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
         orders.filter(pl.col("is_revenue") & pl.col("customer_id").is_not_null())
         .sort("placed_at")
         .join_asof(
-            touches.select("customer_id", "started_at", pl.col("session_id").alias("touch_session_id"), "utm_campaign").sort(
+            touches.select("customer_id", "started_at", pl.col("session_id").alias("touch_session_id"), "campaign_id").sort(
                 "started_at"
             ),
             left_on="placed_at",
@@ -225,7 +268,6 @@ def order_facts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
             tolerance=ATTRIBUTION_WINDOW,
             check_sortedness=False,  # sorted above; Polars cannot verify it per customer
         )
-        .join(frames["campaigns"].select("campaign_id", "utm_campaign"), on="utm_campaign", how="left")
         .select("order_id", attributed_campaign_id="campaign_id", attributed_session_id="touch_session_id")
     )
     return orders.join(attributed, on="order_id", how="left")
@@ -318,7 +360,7 @@ def marts(bronze_root: str | Path, storage_options: dict[str, str] | None = None
         .group_by("campaign_id")
         .agg(spend=pl.col("spend").sum(), impressions=pl.col("impressions").sum(), clicks=pl.col("clicks").sum())
     )
-    traffic = sessions.filter(pl.col("utm_campaign").is_not_null()).group_by("utm_campaign").agg(sessions=pl.len())
+    traffic = sessions.filter(pl.col("campaign_id").is_not_null()).group_by("campaign_id").agg(sessions=pl.len())
     conversions = (
         orders.filter(pl.col("attributed_campaign_id").is_not_null())
         .group_by("attributed_campaign_id")
@@ -329,12 +371,17 @@ def marts(bronze_root: str | Path, storage_options: dict[str, str] | None = None
         frames["posts"]
         .filter(pl.col("campaign_id").is_not_null())
         .group_by("campaign_id")
-        .agg(social_posts=pl.len(), social_engagements=(pl.col("likes") + pl.col("comments") + pl.col("shares")).sum())
+        .agg(
+            social_posts=pl.len(),
+            social_engagements=(
+                pl.col("likes").fill_null(0) + pl.col("comments").fill_null(0) + pl.col("shares").fill_null(0)
+            ).sum(),
+        )
     )
     campaign_performance = (
         frames["campaigns"]
         .join(spend, on="campaign_id", how="left")
-        .join(traffic, on="utm_campaign", how="left")
+        .join(traffic, on="campaign_id", how="left")
         .join(conversions, on="campaign_id", how="left")
         .join(social, on="campaign_id", how="left")
         .with_columns(

@@ -44,9 +44,9 @@ def test_a_type_change_is_rescued_never_truncated(built_lake) -> None:
         if isinstance(source, str):
             strings += 1
             assert row["zip_code"] is None
-            assert json.loads(row["__rescued_data"]) == {"zip_code": {"type": "string", "value": source}}
+            assert json.loads(row["__rescued_data"])["zip_code"] == {"type": "string", "value": source}
         else:
-            assert row["zip_code"] == source and row["__rescued_data"] is None
+            assert row["zip_code"] == source and "zip_code" not in json.loads(row["__rescued_data"] or "{}")
     assert strings > 0
 
 

@@ -21,15 +21,33 @@ products as (
     where not __is_deleted
 ),
 
-lines as (
+raw_lines as (
     select
         _id as order_id,
         channel,
         status,
         placed_at,
-        posexplode(from_json(items, 'array<struct<sku:string,quantity:bigint,unit_price:double,discount:double>>'))
-            as (line_index, line)
+        posexplode(from_json(items, 'array<struct<sku:string,quantity:string,unit_price:string,discount:string>>'))
+            as (line_index, raw_line)
     from orders
+),
+
+{#- Numbers inside `items` are relaxed Extended JSON: plain, or {"$numberDecimal": ...} for a
+    Decimal128 price; each is read as text and then as a number. -#}
+lines as (
+    select
+        order_id,
+        channel,
+        status,
+        placed_at,
+        line_index,
+        named_struct(
+            'sku', raw_line.sku,
+            'quantity', try_cast({{ number_text('raw_line.quantity') }} as bigint),
+            'unit_price', try_cast({{ number_text('raw_line.unit_price') }} as double),
+            'discount', try_cast({{ number_text('raw_line.discount') }} as double)
+        ) as line
+    from raw_lines
 )
 
 select

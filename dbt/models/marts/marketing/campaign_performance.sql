@@ -1,6 +1,8 @@
 {#- Every campaign: what it cost, the traffic it brought, the orders and new customers
     attributed to it (last touch), ROAS (attributed revenue / spend), CAC (spend / new
-    customers) and its social engagement. -#}
+    customers) and its social engagement (likes, comments and shares; a missing count is 0).
+    Sessions count by the campaign each resolved to (int_web_sessions), not by utm_campaign,
+    which campaigns may share. -#}
 with campaigns as (
     select
         {{ document_fields(ref('stg_mongo__campaigns'), [
@@ -35,10 +37,10 @@ spend as (
 ),
 
 sessions as (
-    select utm_campaign, count(*) as sessions
+    select campaign_id, count(*) as sessions
     from {{ ref('int_web_sessions') }}
-    where utm_campaign is not null
-    group by utm_campaign
+    where campaign_id is not null
+    group by campaign_id
 ),
 
 attributed as (
@@ -65,7 +67,7 @@ posts as (
 ),
 
 social as (
-    select campaign_id, count(*) as social_posts, sum(likes + comments + shares) as social_engagements
+    select campaign_id, count(*) as social_posts, sum(coalesce(likes, 0) + coalesce(comments, 0) + coalesce(shares, 0)) as social_engagements
     from posts
     where campaign_id is not null
     group by campaign_id
@@ -92,6 +94,6 @@ select
     coalesce(social.social_engagements, 0) as social_engagements
 from campaigns
 left join spend on campaigns._id = spend.campaign_id
-left join sessions on campaigns.utm_campaign = sessions.utm_campaign
+left join sessions on campaigns._id = sessions.campaign_id
 left join attributed on campaigns._id = attributed.campaign_id
 left join social on campaigns._id = social.campaign_id
