@@ -1,8 +1,10 @@
-{#- dbt-spark's merge, plus two optional model configs it lacks:
+{#- dbt-spark's merge, plus three optional model configs it lacks:
+      merge_update_condition  matched rows are updated only if this holds
       merge_delete_condition  matched rows for which this holds are deleted
       merge_insert_condition  unmatched rows are inserted only if this holds
-    Silver's current state uses them to drop deleted documents in the same atomic MERGE
-    that applies the other changes, so readers never see a tombstone. Without them the
+    Silver's current state uses them to replace a row only with a later event, and to drop
+    deleted documents in the same atomic MERGE that applies the other changes, so readers
+    never see a tombstone. Without them the
     statement is the adapter's own: update the matched rows, insert the others. -#}
 {% macro spark__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates) %}
     {%- set predicates = [] if incremental_predicates is none else [] + incremental_predicates -%}
@@ -20,6 +22,7 @@
     {%- endif -%}
     {%- set delete_condition = config.get('merge_delete_condition') -%}
     {%- set insert_condition = config.get('merge_insert_condition') -%}
+    {%- set update_condition = config.get('merge_update_condition') -%}
 
     {{ sql_header if sql_header is not none }}
 
@@ -29,7 +32,7 @@
     {%- if delete_condition %}
     when matched and ({{ delete_condition }}) then delete
     {%- endif %}
-    when matched then update set
+    when matched {%- if update_condition %} and ({{ update_condition }}){% endif %} then update set
     {%- if update_columns %}
         {%- for column in update_columns %}
         {{ column }} = DBT_INTERNAL_SOURCE.{{ column }}{{ ',' if not loop.last }}

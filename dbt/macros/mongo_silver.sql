@@ -22,7 +22,7 @@
         '__rescued_data',
         '__is_deleted', '__has_full_document', '__valid_from', '__valid_to', '__is_current',
         '__has_unapplied_updates', '__image_event_id', '__processed_at', '__copy', '__recency', '__latest',
-        '__document_bronze_version',
+        '__document_bronze_version', '__history_version',
         '__bronze_version', '_change_type', '_commit_version', '_commit_timestamp',
     ]) }}
 {%- endmacro %}
@@ -80,23 +80,47 @@
     order, so no commit is skipped however late it lands or whatever its ingestion time; a
     version read twice (its events were all known) is harmless, the merge is idempotent. -#}
 {% macro bronze_version_range(bronze) -%}
-    {%- set latest = run_query('describe history ' ~ bronze ~ ' limit 1').columns['version'].values()[0] | int -%}
-    {%- set start = 0 -%}
-    {%- if is_incremental() -%}
-        {%- set start = processed_bronze_version() + 1 -%}
-    {%- endif -%}
-    {{ return({'start': start, 'latest': latest}) }}
+    {%- set start = processed_version('__bronze_version') + 1 if is_incremental() else 0 -%}
+    {{ return({'start': start, 'latest': table_version(bronze)}) }}
 {%- endmacro %}
 
 
-{#- The last bronze version this model's rows came from (-1: none yet, or a table from before
-    `__bronze_version`, which then re-reads bronze once). -#}
-{% macro processed_bronze_version() -%}
+{#- A Delta table's latest version (queried when the model compiles). -#}
+{% macro table_version(relation) -%}
+    {{ return(run_query('describe history ' ~ relation ~ ' limit 1').columns['version'].values()[0] | int) }}
+{%- endmacro %}
+
+
+{#- The last version of an input this model's rows came from, by the column that records it
+    (-1: none yet, or a table from before that column, which then reads its input whole once). -#}
+{% macro processed_version(column) -%}
     {%- set processed = none -%}
-    {%- if '__bronze_version' in adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
-        {%- set processed = run_query('select max(__bronze_version) from ' ~ this).columns[0].values()[0] -%}
+    {%- if column in adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+        {%- set processed = run_query('select max(' ~ column ~ ') from ' ~ this).columns[0].values()[0] -%}
     {%- endif -%}
     {{ return(-1 if processed is none else processed | int) }}
+{%- endmacro %}
+
+
+{#- Whether a table records its changes (delta.enableChangeDataFeed): history does from its
+    creation; one created before that is switched on by its post-hook and read whole once. -#}
+{% macro change_data_feed_enabled(relation) -%}
+    {%- set properties = run_query('show tblproperties ' ~ relation) -%}
+    {%- set enabled = [] -%}
+    {%- for row in properties.rows if row[0] == 'delta.enableChangeDataFeed' and row[1] | lower == 'true' -%}
+        {%- do enabled.append(true) -%}
+    {%- endfor -%}
+    {{ return(enabled | length > 0) }}
+{%- endmacro %}
+
+
+{#- History's post-hook: switch the change data feed on for a table created without it. -#}
+{% macro enable_change_data_feed() -%}
+    {%- if execute and not change_data_feed_enabled(this) -%}
+    alter table {{ this }} set tblproperties ('delta.enableChangeDataFeed' = 'true')
+    {%- else -%}
+    select 1
+    {%- endif -%}
 {%- endmacro %}
 
 
@@ -133,6 +157,14 @@
 {%- endmacro %}
 
 
+{#- History also records its changes (the change data feed), which the current state reads. -#}
+{% macro history_table_properties() -%}
+    {%- set properties = silver_table_properties() -%}
+    {%- do properties.update({'delta.enableChangeDataFeed': 'true'}) -%}
+    {{ return(properties) }}
+{%- endmacro %}
+
+
 {#- SCD type 2: one row per change event (deletes included, as tombstones), valid from the
     event's cluster time until the next event of the same document. Events are ordered by
     event id (the resume token; snapshot ids sort between the tokens around them), never
@@ -145,7 +177,8 @@
         unique_key='__event_id',
         merge_update_columns=['__valid_to', '__is_current', '__processed_at'],
         on_schema_change='append_new_columns',
-        tblproperties=silver_table_properties(),
+        tblproperties=history_table_properties(),
+        post_hook="{{ enable_change_data_feed() }}",
     ) }}
     {%- set bronze_exists = execute and bronze_table_registered(bronze.schema, bronze.identifier) -%}
     {%- set columns = document_columns(bronze) if bronze_exists else [] -%}
@@ -294,11 +327,20 @@ from changed
 {% endmacro %}
 
 
-{#- The current state: one row per document, from its latest event in the history. An
-    incremental run recomputes only documents with events ingested since the last run,
-    from their whole history, so an event arriving late never overrides a newer one and a
-    deleted document never comes back. Deletes are removed, or kept with __is_deleted when
-    var('silver_deletes') is 'flag' (with the last known field values).
+{#- The current state: one row per document, merged from the history rows that changed since
+    the last run (the history table's change data feed from the history version this model
+    processed last, `__history_version`): a run reads the changed versions and the stored rows
+    of the documents they touch, never the history of the others nor the whole history of
+    these.
+
+    Per touched document the window gives its current version (the history row that is
+    current, when the run changed it) and its latest full image; the stored row fills in what
+    the window does not bring. One MERGE applies it, guarded: a row is replaced only by a later
+    event id, or by a later image (a late event with fullDocument behind an update without
+    one). So an event arriving late never overrides a newer one, a version read twice changes
+    nothing, and a deleted document never comes back (a late event is not the current version
+    in history, so the window names no current version for it). Deletes are removed, or kept
+    with __is_deleted when var('silver_deletes') is 'flag' (with the last known field values).
 
     An update without fullDocument (a change stream without updateLookup) cannot be turned
     into columns: the row keeps the last full image and says so in __has_unapplied_updates;
@@ -308,77 +350,145 @@ from changed
     {%- if deletes not in ('remove', 'flag') -%}
         {{ exceptions.raise_compiler_error("var silver_deletes must be 'remove' or 'flag', not '" ~ deletes ~ "'") }}
     {%- endif -%}
+    {%- set newer = 'DBT_INTERNAL_SOURCE.__event_id > DBT_INTERNAL_DEST.__event_id' -%}
+    {%- set newer_image = 'DBT_INTERNAL_SOURCE.__image_event_id > coalesce(DBT_INTERNAL_DEST.__image_event_id, \'\')' -%}
     {{ config(
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='__document_id',
         on_schema_change='append_new_columns',
-        merge_delete_condition=('DBT_INTERNAL_SOURCE.__is_deleted' if deletes == 'remove' else none),
+        merge_update_condition=(newer ~ ' or ' ~ newer_image),
+        merge_delete_condition=('DBT_INTERNAL_SOURCE.__is_deleted and ' ~ newer if deletes == 'remove' else none),
         merge_insert_condition=('not DBT_INTERNAL_SOURCE.__is_deleted' if deletes == 'remove' else none),
         tblproperties=silver_table_properties(),
     ) }}
     {%- set columns = document_columns(history) -%}
     {%- set carried = carried_columns(columns) -%}
+    {%- set latest = table_version(history) if execute else 0 -%}
+    {%- set start = processed_version('__history_version') + 1 if is_incremental() and change_data_feed_enabled(history) else 0 -%}
+    {%- set stored_columns = document_columns(this) | map(attribute='name') | map('lower') | list if is_incremental() else [] -%}
 
-with
-{% if is_incremental() -%}
-touched as (
-    select distinct __document_id from {{ history }}
-    where __bronze_version > {{ processed_bronze_version() }}
-),
-
-{% endif -%}
-candidates as (
-    select * from {{ history }} as history
-    {%- if is_incremental() %}
-    left semi join touched on history.__document_id = touched.__document_id
+{#- The history rows this run reads, each in its latest state (a row the window changed twice,
+    inserted then closed, counts as closed). A full build, or a table from before
+    __history_version, reads the history as of its latest version. #}
+with changes as (
+    {%- if start > latest %}
+    select *, cast(null as string) as _change_type, cast(null as bigint) as _commit_version from {{ history }} where false
+    {%- elif start > 0 %}
+    select * from (
+        select
+            *,
+            row_number() over (partition by __event_id order by _commit_version desc, _change_type) as __copy
+        from table_changes('{{ history }}', {{ start }}, {{ latest }})
+        where _change_type in ('insert', 'update_postimage')
+    )
+    where __copy = 1
+    {%- else %}
+    select * from {{ history }} version as of {{ latest }}
     {%- endif %}
-    where history.__is_current or history.__has_full_document
 ),
 
-{#- One pass over the candidates: every row carries its document's latest version, and the
-    document's latest full image ranks first. A document without one keeps its latest row,
-    whose document columns are null as bronze's are without fullDocument (selected as they
-    are, so they keep bronze's field metadata). -#}
-ranked as (
+window_documents as (
     select
-        *,
+        __document_id,
         max(case when __is_current then named_struct(
             'event_id', __event_id,
             'operation', __operation,
             'is_deleted', __is_deleted,
-            'has_full_document', __has_full_document,
             'valid_from', __valid_from,
-            'ingested_at', __ingested_at
-        ) end) over (partition by __document_id) as __latest,
-        max(__bronze_version) over (partition by __document_id) as __document_bronze_version,
-        row_number() over (partition by __document_id order by __has_full_document desc, __event_id desc) as __recency
-    from candidates
+            'ingested_at', __ingested_at,
+            'bronze_version', __bronze_version
+        ) end) as __latest,
+        max(case when __has_full_document then __event_id end) as __image_event_id
+    from changes
+    group by __document_id
+),
+
+images as (
+    select changes.*
+    from changes
+    inner join window_documents
+        on changes.__document_id = window_documents.__document_id
+        and changes.__event_id = window_documents.__image_event_id
+),
+
+{% if is_incremental() -%}
+stored as (
+    select * from {{ this }} as stored
+    left semi join window_documents on stored.__document_id = window_documents.__document_id
+),
+
+{% endif -%}
+documents as (
+    select
+        window_documents.__document_id,
+        coalesce(window_documents.__latest.event_id, {{ 'stored.__event_id' if is_incremental() else 'null' }}) as __event_id,
+        coalesce(window_documents.__latest.operation, {{ 'stored.__operation' if is_incremental() else 'null' }}) as __operation,
+        coalesce(window_documents.__latest.is_deleted, {{ 'stored.__is_deleted' if is_incremental() else 'null' }}) as __is_deleted,
+        coalesce(window_documents.__latest.valid_from, {{ 'stored.__cluster_time' if is_incremental() else 'null' }}) as __cluster_time,
+        coalesce(window_documents.__latest.ingested_at, {{ 'stored.__ingested_at' if is_incremental() else 'null' }}) as __ingested_at,
+        coalesce(window_documents.__latest.bronze_version, {{ 'stored.__bronze_version' if is_incremental() else 'null' }}) as __bronze_version,
+        {%- if is_incremental() %}
+        window_documents.__image_event_id is not null
+            and (stored.__image_event_id is null or window_documents.__image_event_id > stored.__image_event_id) as __image_from_window,
+        {%- else %}
+        window_documents.__image_event_id is not null as __image_from_window,
+        {%- endif %}
+        images.__event_id as __window_image_event_id,
+        images.__full_document as __window_full_document,
+        images.__rescued_data as __window_rescued_data
+        {%- for column in columns %},
+        images.{{ quote_column(column.name) }} as {{ quote_column('__window_' ~ column.name) }}
+        {%- endfor %}
+        {%- if is_incremental() %},
+        stored.__image_event_id as __stored_image_event_id,
+        stored.__full_document as __stored_full_document,
+        stored.__rescued_data as __stored_rescued_data
+        {%- for column in columns if column.name | lower in stored_columns %},
+        stored.{{ quote_column(column.name) }} as {{ quote_column('__stored_' ~ column.name) }}
+        {%- endfor %}
+        {%- endif %}
+    from window_documents
+    left join images on window_documents.__document_id = images.__document_id
+    {%- if is_incremental() %}
+    left join stored on window_documents.__document_id = stored.__document_id
+    {%- endif %}
 )
 
 select
     __document_id,
-    __latest.event_id as __event_id,
-    __latest.operation as __operation,
-    __latest.is_deleted as __is_deleted,
-    not __latest.is_deleted and not __latest.has_full_document as __has_unapplied_updates,
-    __latest.valid_from as __cluster_time,
-    __latest.ingested_at as __ingested_at,
-    __document_bronze_version as __bronze_version,
+    __event_id,
+    __operation,
+    __is_deleted,
+    not __is_deleted and not (__event_id <=> {{ image_choice('image_event_id', is_incremental()) }}) as __has_unapplied_updates,
+    __cluster_time,
+    __ingested_at,
+    __bronze_version,
+    cast({{ latest }} as bigint) as __history_version,
     {{ run_started_literal() }} as __processed_at,
-    case when __has_full_document then __event_id end as __image_event_id,
-    case when __has_full_document then __full_document end as __full_document,
-    case when __has_full_document then __rescued_data end as __rescued_data
+    {{ image_choice('image_event_id', is_incremental()) }} as __image_event_id,
+    {{ image_choice('full_document', is_incremental()) }} as __full_document,
+    {{ image_choice('rescued_data', is_incremental()) }} as __rescued_data
     {%- for column in columns %},
-    {{ quote_column(column.name) }}
+    {{ image_choice(column.name, is_incremental() and column.name | lower in stored_columns, document=true) }} as {{ quote_column(column.name) }}
     {%- endfor %}
     {%- for expression in carried %},
     {{ expression }}
     {%- endfor %}
-from ranked
-where __recency = 1
-    and __latest is not null
+from documents
+where __event_id is not null
 {%- if deletes == 'remove' and not is_incremental() %}
-    and not __latest.is_deleted
+    and not __is_deleted
 {%- endif %}
 {% endmacro %}
+
+
+{#- A value of the current image: the window's when it brought a later image, else the stored row's. -#}
+{% macro image_choice(name, stored, document=false) -%}
+    {%- set window = quote_column('__window_' ~ name) if document else '__window_' ~ name -%}
+    {%- if stored -%}
+    case when __image_from_window then {{ window }} else {{ quote_column('__stored_' ~ name) if document else '__stored_' ~ name }} end
+    {%- else -%}
+    {{ window }}
+    {%- endif -%}
+{%- endmacro %}

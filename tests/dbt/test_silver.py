@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC
 
@@ -222,3 +223,24 @@ def test_silver_tests_check_the_rows_the_last_run_wrote(built_lake) -> None:
         for path in (compiled / "_mongo__models.yml").glob("unique_stg_mongo__customers_history___document_id*.sql")
     )
     assert "__is_current and __document_id in (select __document_id from" in one_current_version
+
+
+def test_the_current_state_reads_the_changed_history_rows_not_the_history(built_lake) -> None:
+    """An incremental run of the current state reads history's change data feed from the version it
+    processed last (recorded in __history_version by the same MERGE) and the stored rows of the
+    documents it touches: its cost follows the change, not the history's length."""
+    invocations = (built_lake.work / "logs" / "dbt.log").read_text().split("Running with dbt=")[1:]
+    first, second = invocations[0], invocations[1]
+    for collection in COLLECTIONS:
+        history = f"silver.stg_mongo__{collection}_history"
+        assert f"{history} version as of 0" in first, f"{collection}: the full build reads the history whole"
+        assert re.search(rf"table_changes\('{history}', [1-9][0-9]*, [0-9]+\)", second), collection
+        assert f"{history} version as of" not in second, f"{collection}: an incremental run read the whole history"
+        table = DeltaTable(
+            f"{built_lake.root}/silver/stg_mongo__{collection}_history", storage_options=built_lake.storage_options
+        )
+        assert table.metadata().configuration.get("delta.enableChangeDataFeed") == "true"
+        if collection != "orders":  # the third run wrote orders' history again
+            assert built_lake.silver[f"stg_mongo__{collection}"]["__history_version"].max() == table.version(), collection
+    history = DeltaTable(f"{built_lake.root}/silver/stg_mongo__orders_history", storage_options=built_lake.storage_options)
+    assert built_lake.orders_after_third["__history_version"].max() == history.version()
