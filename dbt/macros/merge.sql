@@ -4,8 +4,8 @@
       merge_insert_condition  unmatched rows are inserted only if this holds
     Silver's current state uses them to replace a row only with a later event, and to drop
     deleted documents in the same atomic MERGE that applies the other changes, so readers
-    never see a tombstone. Without them the
-    statement is the adapter's own: update the matched rows, insert the others. -#}
+    never see a tombstone. Without them the statement is the adapter's own: update the
+    matched rows, insert the others. -#}
 {% macro spark__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates) %}
     {%- set predicates = [] if incremental_predicates is none else [] + incremental_predicates -%}
     {%- set update_columns = get_merge_update_columns(

@@ -373,7 +373,7 @@ from changed
     __history_version, reads the history as of its latest version. #}
 with changes as (
     {%- if start > latest %}
-    select *, cast(null as string) as _change_type, cast(null as bigint) as _commit_version from {{ history }} where false
+    select * from {{ history }} where false
     {%- elif start > 0 %}
     select * from (
         select
@@ -422,17 +422,16 @@ stored as (
 documents as (
     select
         window_documents.__document_id,
-        coalesce(window_documents.__latest.event_id, {{ 'stored.__event_id' if is_incremental() else 'null' }}) as __event_id,
-        coalesce(window_documents.__latest.operation, {{ 'stored.__operation' if is_incremental() else 'null' }}) as __operation,
-        coalesce(window_documents.__latest.is_deleted, {{ 'stored.__is_deleted' if is_incremental() else 'null' }}) as __is_deleted,
-        coalesce(window_documents.__latest.valid_from, {{ 'stored.__cluster_time' if is_incremental() else 'null' }}) as __cluster_time,
-        coalesce(window_documents.__latest.ingested_at, {{ 'stored.__ingested_at' if is_incremental() else 'null' }}) as __ingested_at,
-        coalesce(window_documents.__latest.bronze_version, {{ 'stored.__bronze_version' if is_incremental() else 'null' }}) as __bronze_version,
+        {#- The latest event: the window's current version, else (a run that changed only older
+            versions) the stored row's. #}
+        {%- for field, column in [('event_id', '__event_id'), ('operation', '__operation'), ('is_deleted', '__is_deleted'),
+                                  ('valid_from', '__cluster_time'), ('ingested_at', '__ingested_at'),
+                                  ('bronze_version', '__bronze_version')] %}
+        {% if is_incremental() %}coalesce(window_documents.__latest.{{ field }}, stored.{{ column }}){% else %}window_documents.__latest.{{ field }}{% endif %} as {{ column }},
+        {%- endfor %}
         {%- if is_incremental() %}
         window_documents.__image_event_id is not null
             and (stored.__image_event_id is null or window_documents.__image_event_id > stored.__image_event_id) as __image_from_window,
-        {%- else %}
-        window_documents.__image_event_id is not null as __image_from_window,
         {%- endif %}
         images.__event_id as __window_image_event_id,
         images.__full_document as __window_full_document,
@@ -470,7 +469,7 @@ select
     {{ image_choice('full_document', is_incremental()) }} as __full_document,
     {{ image_choice('rescued_data', is_incremental()) }} as __rescued_data
     {%- for column in columns %},
-    {{ image_choice(column.name, is_incremental() and column.name | lower in stored_columns, document=true) }} as {{ quote_column(column.name) }}
+    {{ image_choice(column.name, is_incremental() and column.name | lower in stored_columns) }} as {{ quote_column(column.name) }}
     {%- endfor %}
     {%- for expression in carried %},
     {{ expression }}
@@ -484,11 +483,10 @@ where __event_id is not null
 
 
 {#- A value of the current image: the window's when it brought a later image, else the stored row's. -#}
-{% macro image_choice(name, stored, document=false) -%}
-    {%- set window = quote_column('__window_' ~ name) if document else '__window_' ~ name -%}
+{% macro image_choice(name, stored) -%}
     {%- if stored -%}
-    case when __image_from_window then {{ window }} else {{ quote_column('__stored_' ~ name) if document else '__stored_' ~ name }} end
+    case when __image_from_window then {{ quote_column('__window_' ~ name) }} else {{ quote_column('__stored_' ~ name) }} end
     {%- else -%}
-    {{ window }}
+    {{ quote_column('__window_' ~ name) }}
     {%- endif -%}
 {%- endmacro %}
