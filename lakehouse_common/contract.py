@@ -145,10 +145,14 @@ class Operation(StrEnum):
     DROP_DATABASE = "dropDatabase"
     INVALIDATE = "invalidate"
     SNAPSHOT = "snapshot"
+    SNAPSHOT_COMPLETE = "snapshotComplete"
 
 
 DOCUMENT_OPERATIONS = frozenset({Operation.INSERT, Operation.UPDATE, Operation.REPLACE, Operation.DELETE, Operation.SNAPSHOT})
 """Operations about one document: they carry a documentKey and a Kafka key."""
+
+COLLECTION_END_OPERATIONS = frozenset({Operation.DROP, Operation.RENAME, Operation.DROP_DATABASE})
+"""Operations after which the collection has none of the documents it had before them."""
 
 
 class EncodedEvent(NamedTuple):
@@ -535,6 +539,51 @@ def parse_snapshot_event_id(event_id: str) -> SnapshotEventId | None:
     return SnapshotEventId(position, attempt_number, ordinal_number)
 
 
+def snapshot_complete_event_id(position: str, attempt: int) -> str:
+    """The event id of the marker that ``attempt`` of a full copy at ``position`` is complete.
+
+    ``<position>.<attempt>.~``: unique per copy attempt, and it names the copy's absence
+    position (``absence_position``). A document whose every event sorts below that position
+    was not in the copy, so MongoDB no longer has it.
+    """
+    return f"{position}.{sortable_number(attempt)}.~"
+
+
+def absence_position(event_id: str, operation: str) -> str | None:
+    """Below this id, the documents of the collection that have no later event are gone.
+
+    For a snapshot-complete marker, its id without the final ``~``: above every event up
+    to the copy's position and every record of earlier attempts, below every record of the
+    copy and every later change. For a drop, rename or dropDatabase, its id and a dot:
+    above it, below every later event. None for any other event (and a malformed marker id).
+    """
+    if operation == Operation.SNAPSHOT_COMPLETE:
+        position, _, attempt = event_id.removesuffix(".~").rpartition(".")
+        if not event_id.endswith(".~") or not position or _parse_sortable_number(attempt) is None:
+            return None
+        return event_id.removesuffix("~")
+    if operation in COLLECTION_END_OPERATIONS:
+        return f"{event_id}."
+    return None
+
+
+def snapshot_complete_event(
+    *, database: str, collection: str, position: str, attempt: int, documents: int, cluster_time: bson.Timestamp, wall_time: Any
+) -> bytes:
+    """A snapshot-complete marker as BSON: attempt ``attempt`` of a full, unfiltered copy at
+    ``position`` published all ``documents`` records (docs/event-contract.md)."""
+    return bson.encode(
+        {
+            "_id": {"_data": snapshot_complete_event_id(position, attempt)},
+            "operationType": Operation.SNAPSHOT_COMPLETE.value,
+            "clusterTime": cluster_time,
+            "wallTime": wall_time,
+            "ns": {"db": database, "coll": collection},
+            "snapshot": {"position": position, "attempt": attempt, "documents": documents},
+        }
+    )
+
+
 def snapshot_event(
     document: RawBSONDocument | Mapping[str, Any],
     *,
@@ -563,6 +612,7 @@ def snapshot_event(
 
 __all__ = [
     "CLAIM_ALGORITHM",
+    "COLLECTION_END_OPERATIONS",
     "CONTRACT_VERSION",
     "DOCUMENT_OPERATIONS",
     "EXTENDED_JSON_OPTIONS",
@@ -581,6 +631,7 @@ __all__ = [
     "ProducedHeaders",
     "SnapshotEventId",
     "ValueFormat",
+    "absence_position",
     "check_topic_mapping",
     "claim_headers",
     "claim_record_value",
@@ -594,6 +645,8 @@ __all__ = [
     "parse_snapshot_event_id",
     "required_field",
     "safe_name",
+    "snapshot_complete_event",
+    "snapshot_complete_event_id",
     "snapshot_event",
     "snapshot_event_id",
     "sortable_number",
