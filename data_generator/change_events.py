@@ -17,7 +17,7 @@ from bson import Timestamp
 
 from data_generator.operations import Delete, Insert, Operation, Replace, Update
 from lakehouse_common.contract import Operation as OperationType
-from lakehouse_common.contract import snapshot_event_id
+from lakehouse_common.contract import snapshot_complete_event_id, snapshot_event_id
 
 
 def resume_token(cluster_time: Timestamp) -> str:
@@ -77,10 +77,10 @@ class ChangeEventEncoder:
         for operation in operations:
             yield self.event(operation)
 
-    def snapshot(self, inserts: Iterable[Insert]) -> Iterator[dict[str, Any]]:
+    def snapshot(self, inserts: Iterable[Insert], *, attempt: int = 0) -> Iterator[dict[str, Any]]:
         """Snapshot records of documents, as cdc_service's initial copy publishes them.
 
-        Their ids are ``<position>.<attempt>.<ordinal>`` (attempt 0) with position the last token issued so far,
+        Their ids are ``<position>.<attempt>.<ordinal>`` with position the last token issued so far,
         so they sort after every earlier event and before every later one.
         """
         position: str | None = None
@@ -92,12 +92,32 @@ class ChangeEventEncoder:
                 OperationType.SNAPSHOT.value,
                 insert.collection,
                 self._last,
-                snapshot_event_id(position, ordinal),
+                snapshot_event_id(position, ordinal, attempt=attempt),
                 insert.at,
             )
             event["documentKey"] = {"_id": insert.document_id}
             event["fullDocument"] = insert.document
             yield event
+
+    def full_copy(self, collection: str, inserts: list[Insert], *, attempt: int, at: datetime) -> list[dict[str, Any]]:
+        """A re-snapshot of a whole collection: its records, then its snapshot-complete marker."""
+        position_time = self._tick(at)
+        position = resume_token(position_time)
+        records = []
+        for ordinal, insert in enumerate(inserts, start=1):
+            record = self._envelope(
+                OperationType.SNAPSHOT.value, collection, position_time, snapshot_event_id(position, ordinal, attempt=attempt), at
+            )
+            records.append(record | {"documentKey": {"_id": insert.document_id}, "fullDocument": insert.document})
+        marker = self._envelope(
+            OperationType.SNAPSHOT_COMPLETE.value, collection, position_time, snapshot_complete_event_id(position, attempt), at
+        )
+        marker["snapshot"] = {"position": position, "attempt": attempt, "documents": len(records)}
+        return [*records, marker]
+
+    def drop(self, collection: str, at: datetime) -> dict[str, Any]:
+        """The ``drop`` event of a collection (no documentKey)."""
+        return self._envelope(OperationType.DROP.value, collection, self._tick(at), resume_token(self._last), at)
 
 
 __all__ = ["ChangeEventEncoder", "resume_token"]

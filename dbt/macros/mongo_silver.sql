@@ -165,17 +165,47 @@
 {%- endmacro %}
 
 
+{#- Collection events with an absence position (docs/event-contract.md, *Snapshot-complete
+    markers*): below it the collection has none of the documents whose every event sorts below
+    it. A document whose last event is older is closed there by a version of its own, with the
+    marker's operation (lakehouse_common.contract.absence_position is the same rule). -#}
+{% macro absence_operations() -%}
+    {{ return(['snapshotComplete', 'drop', 'rename', 'dropDatabase']) }}
+{%- endmacro %}
+
+
+{% macro absence_operation_list() -%}
+    {%- for operation in absence_operations() -%}'{{ operation }}'{{ ', ' if not loop.last }}{%- endfor -%}
+{%- endmacro %}
+
+
+{#- The absence position of a bronze row of absence_operations(): a marker's id without its
+    final `~` (a malformed marker id gives null: it closes nothing), or a drop's id and a dot. -#}
+{% macro absence_position() -%}
+    case
+        when __operation = 'snapshotComplete' and __event_id rlike '^.+[.]z*[a-y][0-9]+[.]~$'
+            then substring(__event_id, 1, length(__event_id) - 1)
+        when __operation in ('drop', 'rename', 'dropDatabase') then __event_id || '.'
+    end
+{%- endmacro %}
+
+
 {#- SCD type 2: one row per change event (deletes included, as tombstones), valid from the
     event's cluster time until the next event of the same document. Events are ordered by
     event id (the resume token; snapshot ids sort between the tokens around them), never
     by arrival, so late events slot into place: each run recomputes the timeline of the
-    documents it touches and merges only rows that are new or whose validity changed. -#}
+    documents it touches and merges only rows that are new or whose validity changed. A
+    document MongoDB lost without a delete event (a drop, a re-snapshot that did not find it)
+    closes at the absence position with a version of its own (docs/silver_gold.md, *Deletes
+    by absence*); one that no longer holds is deleted (marked `retracted` for the merge). -#}
 {% macro mongo_history(bronze) %}
     {{ config(
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='__event_id',
         merge_update_columns=['__valid_to', '__is_current', '__processed_at'],
+        merge_delete_condition="DBT_INTERNAL_SOURCE.__operation = 'retracted'",
+        merge_insert_condition="DBT_INTERNAL_SOURCE.__operation <> 'retracted'",
         on_schema_change='append_new_columns',
         tblproperties=history_table_properties(),
         post_hook="{{ enable_change_data_feed() }}",
@@ -183,10 +213,11 @@
     {%- set bronze_exists = execute and bronze_table_registered(bronze.schema, bronze.identifier) -%}
     {%- set columns = document_columns(bronze) if bronze_exists else [] -%}
     {%- set carried = carried_columns(columns) -%}
+    {%- set read_range = bronze_version_range(bronze) if bronze_exists else none -%}
 
 with bronze_rows as (
     {% if bronze_exists -%}
-    {{ bronze_commits(bronze, bronze_version_range(bronze)) }}
+    {{ bronze_commits(bronze, read_range) }}
     {%- else -%}
     select *, cast(null as bigint) as __bronze_version from ({{ empty_bronze() }})
     {%- endif %}
@@ -222,6 +253,35 @@ events as (
     select * from batch where __copy = 1
 ),
 
+{#- Every collection event with an absence position up to the version read (a handful: the
+    whole bronze table's, since one closes documents whatever commit their events came in). -#}
+markers as (
+    select __event_id as __marker_id, __operation as __marker_operation, __cluster_time as __marker_time, __absence_position
+    from (
+        {%- if bronze_exists %}
+        select distinct __event_id, __operation, __cluster_time, {{ absence_position() }} as __absence_position
+        from {{ bronze }} version as of {{ read_range.latest }}
+        where __operation in ({{ absence_operation_list() }})
+        {%- else %}
+        select cast(null as string) as __event_id, cast(null as string) as __operation,
+            cast(null as timestamp) as __cluster_time, cast(null as string) as __absence_position
+        where false
+        {%- endif %}
+    )
+    where __absence_position is not null
+),
+
+{% if is_incremental() -%}
+{#- The documents whose timeline this run recomputes: those with new events, and all of them
+    when a collection event with an absence position is among the new commits. -#}
+touched as (
+    select distinct __document_id from events
+    union
+    select __document_id from {{ this }}
+    where exists (select 1 from bronze_rows where __operation in ({{ absence_operation_list() }}))
+),
+
+{% endif -%}
 {#- The timeline of every document this run touches: its new events, which carry their
     payload, and (incremental) the versions history already has, key columns only. History
     is scanned once and nothing joins back to bronze for the payload. -#}
@@ -257,20 +317,21 @@ timeline as (
         false,
         history.__valid_to,
         history.__is_current,
-        null, null, null, null, null, null, null, null, null, null, null
+        history.__operation,
+        null, null, null, null, null, null, null, null, null, null
         {%- for column in columns %},
         null
         {%- endfor %}
     from {{ this }} as history
-    left semi join events on history.__document_id = events.__document_id
+    left semi join touched on history.__document_id = touched.__document_id
     {%- endif %}
 ),
 
 {#- An event history already has (a re-delivery landed in a later bronze commit) is not new:
     its existing version wins. -#}
-versions as (
+recorded as (
     {%- if is_incremental() %}
-    select * from (
+    select * except (__copy) from (
         select *, row_number() over (partition by __document_id, __event_id order by __is_new) as __copy
         from timeline
     )
@@ -280,18 +341,91 @@ versions as (
     {%- endif %}
 ),
 
+{#- The document's own events (not the versions absence closed it with). -#}
+document_events as (
+    select * from recorded where __operation not in ({{ absence_operation_list() }})
+),
+
+{#- Per document and collection event: the last event of the document below its absence
+    position, and the document's last event of all. -#}
+before_markers as (
+    select
+        document_events.__document_id,
+        markers.__marker_operation,
+        markers.__marker_time,
+        markers.__absence_position,
+        max_by(document_events.__event_id, case when document_events.__event_id < markers.__absence_position then document_events.__event_id end) as __before_event_id,
+        max_by(document_events.__operation, case when document_events.__event_id < markers.__absence_position then document_events.__event_id end) as __before_operation,
+        max(document_events.__event_id) as __last_event_id
+    from document_events
+    cross join markers
+    group by 1, 2, 3, 4
+),
+
+{#- A document closes at an absence position when it still existed just below it, and, for a
+    copy's marker, has no event above it (the copy did not contain it, and nothing since
+    brought it back). Of the collection events after the same last event, the first closes
+    it. Its version's id sorts right at the position (`!` below every character of an id). -#}
+absences as (
+    select
+        __document_id,
+        __absence_position || '!' || __document_id as __event_id,
+        __marker_time as __valid_from,
+        __marker_operation as __operation
+    from (
+        select
+            *,
+            row_number() over (partition by __document_id, __before_event_id order by __absence_position) as __first
+        from before_markers
+        where __before_event_id is not null
+            and __before_operation <> 'delete'
+            and (__marker_operation <> 'snapshotComplete' or __last_event_id < __absence_position)
+    )
+    where __first = 1
+),
+
+{#- The timeline to sequence: the document's events, its absence versions (as recorded when
+    history has them already), and the recorded absence versions that no longer hold (an
+    event of the copy that landed after its marker), which the merge deletes. -#}
+versions as (
+    select *, false as __retracted from document_events
+    union all
+    select
+        coalesce(recorded.__document_id, absences.__document_id) as __document_id,
+        coalesce(recorded.__event_id, absences.__event_id) as __event_id,
+        coalesce(recorded.__valid_from, absences.__valid_from) as __valid_from,
+        recorded.__event_id is null as __is_new,
+        recorded.__old_valid_to,
+        recorded.__old_is_current,
+        coalesce(recorded.__operation, absences.__operation) as __operation,
+        null, null, null, null, null, null, null, null, null, null
+        {%- for column in columns %},
+        null
+        {%- endfor %},
+        absences.__event_id is null as __retracted
+    from (select * from recorded where __operation in ({{ absence_operation_list() }})) as recorded
+    full outer join absences
+        on recorded.__document_id = absences.__document_id and recorded.__event_id = absences.__event_id
+),
+
 sequenced as (
     select
         *,
-        lead(__valid_from) over document_events as __valid_to,
-        lead(__event_id) over document_events is null as __is_current
+        lead(__valid_from) over document_timeline as __valid_to,
+        lead(__event_id) over document_timeline is null as __is_current
     from versions
-    window document_events as (partition by __document_id order by __event_id)
+    where not __retracted
+    window document_timeline as (partition by __document_id order by __event_id)
+    {%- if is_incremental() %}
+    union all
+    select *, __old_valid_to, __old_is_current from versions where __retracted
+    {%- endif %}
 ),
 
 changed as (
     select * from sequenced
     where __is_new
+        or __retracted
         or not (__valid_to <=> __old_valid_to)
         or not (__is_current <=> __old_is_current)
 )
@@ -299,8 +433,8 @@ changed as (
 select
     __document_id,
     __event_id,
-    __operation,
-    __operation = 'delete' as __is_deleted,
+    case when __retracted then 'retracted' else __operation end as __operation,
+    __operation in ('delete', {{ absence_operation_list() }}) as __is_deleted,
     __full_document is not null as __has_full_document,
     __valid_from,
     __valid_to,

@@ -115,6 +115,7 @@ class BuiltLake:
     late_visible_order_id: str  # landed in a commit whose __ingested_at is hours before the processed ones
     deleted_order: dict[str, Any]
     review: ReviewCases
+    absence: AbsenceCases
     dbt_log: list[tuple[str, float, logging.LogRecord]] = field(default_factory=list)
 
     @property
@@ -208,6 +209,48 @@ def _review_cases(generator: SalesMarketingGenerator) -> ReviewCases:
     )
 
 
+@dataclass
+class AbsenceCases:
+    """Documents MongoDB lost while the stream could not tell (batch 2), for the tests."""
+
+    events: list[dict[str, Any]]
+    dropped_post_ids: list[str]  # social_engagement was dropped; these posts were not inserted again
+    reinserted_post_ids: list[str]
+    unseen_deleted_session_ids: list[str]  # deleted unseen: absent from the re-snapshot of web_sessions
+
+
+def _absence_cases(generator: SalesMarketingGenerator, encoder: ChangeEventEncoder, late: list[dict[str, Any]]) -> AbsenceCases:
+    """social_engagement dropped and all but two posts inserted again; web_sessions copied again
+    (attempt 1) without three sessions deleted unseen."""
+    state, at = generator.state, generator.clock + timedelta(seconds=1)
+    posts = sorted(state["social_engagement"], key=str)
+    dropped, reinserted = posts[:2], posts[2:]
+    events = [encoder.drop("social_engagement", at)]
+    events += encoder.events(Insert("social_engagement", state["social_engagement"][key], at) for key in reinserted)
+    for key in dropped:
+        del state["social_engagement"][key]
+    late_sessions = {event_document_id(event) for event in late if event["ns"]["coll"] == "web_sessions"}
+    sessions = [key for key in sorted(state["web_sessions"], key=str) if document_id(key) not in late_sessions]
+    gone = sessions[:3]
+    for key in gone:
+        del state["web_sessions"][key]
+    events += encoder.full_copy(
+        "web_sessions",
+        [
+            Insert("web_sessions", document, at)
+            for _, document in sorted(state["web_sessions"].items(), key=lambda item: str(item[0]))
+        ],
+        attempt=1,
+        at=at,
+    )
+    return AbsenceCases(
+        events=events,
+        dropped_post_ids=[document_id(key) for key in dropped],
+        reinserted_post_ids=[document_id(key) for key in reinserted],
+        unseen_deleted_session_ids=[document_id(key) for key in gone],
+    )
+
+
 def _integer_first_spend(snapshot: list[dict[str, Any]], generator: SalesMarketingGenerator) -> None:
     """The first ad_spend document bronze sees gets an integer spend: its column becomes a long."""
     first = next(event for event in snapshot if event["ns"]["coll"] == "ad_spend")
@@ -284,6 +327,8 @@ def built_lake(
             second.append(encoder.event(update))
             partial_updates[document_id(sku)] = (image, final)
         encoder.update_lookup = True
+        absence = _absence_cases(generator, encoder, late)
+        second += absence.events
         review = _review_cases(generator)
         second += encoder.events(review.inserts)
         redelivered = copy.deepcopy(first[-REDELIVERED:])
@@ -339,6 +384,7 @@ def built_lake(
             late_visible_order_id=str(late_visible["_id"]),
             deleted_order=orders[deleted_id],
             review=review,
+            absence=absence,
             dbt_log=log,
         )
     finally:

@@ -1,7 +1,9 @@
 """The gold marts computed again in Polars, straight from bronze: the independent side of the comparison.
 
 Nothing here shares code with dbt. The current state is rebuilt from the bronze rows (the
-latest event per document by event id; a delete removes the document; otherwise the
+latest event per document by event id; a delete removes the document, and so does a
+collection event with an absence position above that event (a drop, a re-snapshot's
+marker: docs/event-contract.md); otherwise the
 latest full document counts, as silver documents it), the documents are parsed from
 their Extended JSON, and each mart follows its definition in docs/silver_gold.md.
 """
@@ -16,7 +18,7 @@ from typing import Any
 import polars as pl
 from bson import Decimal128, json_util
 
-from lakehouse_common.contract import EXTENDED_JSON_OPTIONS
+from lakehouse_common.contract import EXTENDED_JSON_OPTIONS, absence_position
 
 REVENUE_STATUSES = ("paid", "shipped", "delivered")
 ATTRIBUTION_WINDOW = timedelta(days=30)
@@ -24,11 +26,16 @@ ATTRIBUTION_WINDOW = timedelta(days=30)
 
 def current_documents(bronze_table: str, storage_options: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Document id -> the document, from a bronze table's events (a path or an object-store URI)."""
-    events = pl.read_delta(bronze_table, storage_options=storage_options).filter(
-        pl.col("__operation").is_in(["insert", "update", "replace", "delete", "snapshot"])
-    )
+    table = pl.read_delta(bronze_table, storage_options=storage_options)
+    positions = [
+        position
+        for event_id, operation in table.select("__event_id", "__operation").iter_rows()
+        if (position := absence_position(event_id, operation)) is not None
+    ]
+    events = table.filter(pl.col("__operation").is_in(["insert", "update", "replace", "delete", "snapshot"]))
     events = events.unique("__event_id", keep="first").sort("__event_id")
-    latest = events.group_by("__document_id").agg(pl.col("__operation").last())
+    latest = events.group_by("__document_id").agg(pl.col("__operation").last(), pl.col("__event_id").last())
+    latest = latest.filter(pl.col("__event_id") > max(positions, default=""))
     images = (
         events.filter(pl.col("__full_document").is_not_null()).group_by("__document_id").agg(pl.col("__full_document").last())
     )

@@ -149,14 +149,6 @@ def test_late_events_never_override_newer_ones_nor_revive_deleted_documents(buil
     assert revived_checked >= 1, "at least one late event belongs to a deleted document"
 
 
-def test_redelivered_events_count_once(built_lake) -> None:
-    for event in built_lake.redelivered:
-        history = built_lake.history[f"stg_mongo__{event['ns']['coll']}_history"]
-        assert history.filter(pl.col("__event_id") == event["_id"]["_data"]).height == 1
-    distinct = {event["_id"]["_data"] for event in built_lake.events}
-    assert sum(frame.height for frame in built_lake.history.values()) == len(distinct)
-
-
 def test_updates_without_full_document_keep_the_last_image_and_say_so(built_lake) -> None:
     products = built_lake.silver["stg_mongo__products"]
     for identifier, (image, final) in built_lake.partial_updates.items():
