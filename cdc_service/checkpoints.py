@@ -203,7 +203,9 @@ class CopyProgress:
     ``bracket`` and ``last_id`` are the cursor: the BSON type bracket being read and the
     last ``_id`` read in it (``{_id: ...}`` as base64 BSON, exact for every type; None at a
     bracket's start). ``attempt`` numbers the copies of the namespace (its records' ids
-    carry it); ``start_position`` is the first durable chunk's low watermark.
+    carry it); ``start_position`` is the first durable chunk's low watermark, and
+    ``start_cluster_time`` its cluster time: where and when the copy's snapshot-complete
+    marker sits.
     """
 
     namespace: str
@@ -220,6 +222,7 @@ class CopyProgress:
     superseded: int = 0
     estimate: int | None = None
     start_position: str | None = None
+    start_cluster_time: tuple[int, int] | None = None
     state: str = CopyState.RUNNING.value
     detail: str = ""
     started_at: float = field(default_factory=time.time)
@@ -235,7 +238,10 @@ class CopyProgress:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CopyProgress:
         names = {f.name for f in fields(cls)}
-        return cls(**{name: value for name, value in data.items() if name in names})
+        values = {name: value for name, value in data.items() if name in names}
+        if values.get("start_cluster_time") is not None:  # a JSON list
+            values["start_cluster_time"] = tuple(values["start_cluster_time"])
+        return cls(**values)
 
 
 @dataclass

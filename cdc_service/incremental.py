@@ -33,7 +33,10 @@ document from the signal) narrows every chunk's query.
 Deletes by absence: every record of a full (unfiltered) copy sorts above its first chunk's
 low watermark (``CopyProgress.start_position``), and so does every change made after it. A
 document whose last event sorts below that position and that the finished copy did not
-publish is gone from MongoDB, which a snapshot-complete marker at that position can say.
+publish is gone from MongoDB: when the last chunk of such a copy is published, a
+snapshot-complete marker at that position, under the copy's attempt, says so
+(``FinishedChunk.completed_full_copy``). A filtered copy publishes none: it says nothing of the
+documents it skipped.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ from cdc_service.signals import (
     watermark_document,
     watermark_id,
 )
-from cdc_service.snapshot import document_key_bytes, shard_key_fields
+from cdc_service.snapshot import CopyTask, document_key_bytes, shard_key_fields
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +307,7 @@ class ChunkWindow:
 
     task: ChunkTask
     low: str | None = None
+    low_cluster_time: tuple[int, int] | None = None
     high: str | None = None
     high_cluster_time: tuple[int, int] | None = None
     read: ChunkRead | None = None
@@ -344,6 +348,21 @@ class FinishedChunk:
     high: str
     cluster_time: tuple[int, int]
     shard_key: list[str] | None
+
+    def completed_full_copy(self) -> CopyTask | None:
+        """The whole copy, at its start position, when this chunk ends a copy without a filter; else None.
+
+        What its snapshot-complete marker is built from: every record of the copy and every
+        later change sorts above the start position. Without the start's cluster time (a copy
+        checkpointed before it was kept), the last chunk's stands in.
+        """
+        progress = self.progress
+        if progress.state != CopyState.DONE or progress.filter is not None:
+            return None
+        assert progress.start_position is not None  # set by the copy's first chunk
+        database, collection = progress.namespace.split(".", 1)
+        cluster_time = progress.start_cluster_time or self.cluster_time
+        return CopyTask(progress.stream_id, database, collection, progress.start_position, progress.attempt, cluster_time)
 
 
 class IncrementalCopies:
@@ -587,6 +606,7 @@ class IncrementalCopies:
             return True  # of an earlier attempt, or a cancelled copy
         if watermark.mark == "low":
             window.low = event_id
+            window.low_cluster_time = cluster_time
         else:
             window.high = event_id
             window.high_cluster_time = cluster_time
@@ -622,6 +642,7 @@ class IncrementalCopies:
                 copied=before.copied + len(kept),
                 superseded=before.superseded + superseded,
                 start_position=before.start_position or window.low,
+                start_cluster_time=before.start_cluster_time if before.start_position else window.low_cluster_time,
                 state=CopyState.DONE.value if exhausted else before.state,
                 finished_at=time.time() if exhausted else None,
             )

@@ -84,6 +84,7 @@ from cdc_service.snapshot import (
     SnapshotBatch,
     SnapshotCopied,
     SnapshotProgress,
+    build_snapshot_complete_event,
     build_snapshot_events,
     copy_collection,
 )
@@ -660,6 +661,16 @@ class PipelineAttempt:
             },
         )
 
+    def _publish_snapshot_complete(self, runtime: StreamRuntime, copy: CopyTask, documents: int) -> None:
+        """The marker that a full copy published all its records: after them, by the same producer,
+        and in the commit (the transaction) that records the copy done, so the copy is never done
+        without it. Silver closes by it the documents the copy did not find."""
+        self._account(self.publisher.publish([build_snapshot_complete_event(copy, documents)]), runtime)
+        logger.info(
+            "snapshot-complete marker published",
+            extra={"namespace": copy.namespace, "position": copy.position_id, "attempt": copy.attempt, "documents": documents},
+        )
+
     def _snapshots_finished(self) -> bool:
         return all(
             runtime.snapshot is None or (runtime.snapshot.completed and not runtime.snapshot_dirty)
@@ -791,15 +802,18 @@ class PipelineAttempt:
             self._commit(force=True)
 
     def _publish_chunk(self, chunk: FinishedChunk) -> None:
-        if not chunk.documents:
-            return
+        """The chunk's records; after the last chunk of a full copy, its snapshot-complete marker."""
         progress = chunk.progress
         runtime = self.streams[progress.stream_id]
-        database, collection = progress.namespace.split(".", 1)
-        task = CopyTask(progress.stream_id, database, collection, chunk.high, progress.attempt, chunk.cluster_time)
-        events = build_snapshot_events(chunk.documents, task, chunk.ordinal, chunk.shard_key)
-        result = self.publisher.publish(encode_batch(events, self.settings.producer.value_format))
-        self._account(result, runtime)
+        if chunk.documents:
+            database, collection = progress.namespace.split(".", 1)
+            task = CopyTask(progress.stream_id, database, collection, chunk.high, progress.attempt, chunk.cluster_time)
+            events = build_snapshot_events(chunk.documents, task, chunk.ordinal, chunk.shard_key)
+            result = self.publisher.publish(encode_batch(events, self.settings.producer.value_format))
+            self._account(result, runtime)
+        copy = chunk.completed_full_copy()
+        if copy is not None:
+            self._publish_snapshot_complete(runtime, copy, progress.copied)
 
     def _copy_ended(self, progress: CopyProgress) -> None:
         """A copy ended durably: remove its watermarks, answer its signal."""
@@ -894,6 +908,7 @@ class PipelineAttempt:
         elif isinstance(item, SnapshotCopied):
             runtime = self.streams[item.task.stream_id]
             assert runtime.snapshot is not None
+            self._publish_snapshot_complete(runtime, item.task, item.copied)
             runtime.snapshot = runtime.snapshot.with_collection(
                 item.task.namespace, CollectionProgress(True, item.task.attempt, item.copied)
             )

@@ -7,6 +7,9 @@ an event: no gap, no loss. Snapshot records carry ``<position>.<attempt>.<ordina
 ids (``lakehouse_common.contract``): a collection copied again after a crash is copied under
 a higher attempt number, so its records get ids above every record of the interrupted
 attempt, however many attempts came before, and none reuses an id of another document.
+Once a collection's copy has published every record, a snapshot-complete marker under the
+same position and attempt says so (``build_snapshot_complete_event``): silver closes the
+documents the copy did not find.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pymongo.read_concern import ReadConcern
 
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
 from cdc_service.publisher import EncodedBatch, encode_batch
-from lakehouse_common.contract import ValueFormat, snapshot_event
+from lakehouse_common.contract import ValueFormat, snapshot_complete_event, snapshot_event
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +144,7 @@ def build_snapshot_events(
     documents: Iterable[RawBSONDocument], task: CopyTask, first_ordinal: int, shard_key: list[str] | None
 ) -> list[bytes]:
     """Snapshot records (BSON) for consecutive documents of one copy attempt, numbered from ``first_ordinal``."""
-    cluster_time = bson.Timestamp(*task.cluster_time)
-    wall_time = datetime.fromtimestamp(task.cluster_time[0], UTC)
+    cluster_time, wall_time = _event_times(task)
     return [
         snapshot_event(
             document,
@@ -157,6 +159,29 @@ def build_snapshot_events(
         )
         for index, document in enumerate(documents)
     ]
+
+
+def build_snapshot_complete_event(task: CopyTask, documents: int) -> bytes:
+    """The marker (BSON) that ``task``'s copy attempt published all its ``documents`` records.
+
+    Under the records' position and attempt, so its absence position sorts below every one of
+    them (``lakehouse_common.contract.absence_position``).
+    """
+    cluster_time, wall_time = _event_times(task)
+    return snapshot_complete_event(
+        database=task.database,
+        collection=task.collection,
+        position=task.position_id,
+        attempt=task.attempt,
+        documents=documents,
+        cluster_time=cluster_time,
+        wall_time=wall_time,
+    )
+
+
+def _event_times(task: CopyTask) -> tuple[bson.Timestamp, datetime]:
+    """A copy's events carry its position's cluster time, and that time as their wall time."""
+    return bson.Timestamp(*task.cluster_time), datetime.fromtimestamp(task.cluster_time[0], UTC)
 
 
 def copy_collection(
@@ -272,6 +297,7 @@ __all__ = [
     "SnapshotBatch",
     "SnapshotCopied",
     "SnapshotProgress",
+    "build_snapshot_complete_event",
     "build_snapshot_events",
     "copy_collection",
     "document_key",

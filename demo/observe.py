@@ -23,6 +23,8 @@ from lakehouse_common.lake import bronze_table_uri, read_high_water_marks
 from spark_jobs.lake_tables import layer_counts
 
 TOPIC_PREFIX = "cdc"
+# Events of a copy, not of a change: their cluster time is the copy's position, so they have no lag.
+COPY_OPERATIONS = ("snapshot", "snapshotComplete")
 
 
 # Every reader takes the lake root (a local path or an s3:// URI) and its storage options.
@@ -184,7 +186,7 @@ def end_to_end_lag(lake_root: Path | str, database: str, collections: Iterable[s
             frames.append(frame)
     if not frames:
         return Lag(None, None, None, None, 0)
-    changes = pl.concat(frames).filter(pl.col("__operation") != "snapshot")
+    changes = pl.concat(frames).filter(~pl.col("__operation").is_in(COPY_OPERATIONS))
     if changes.is_empty():
         return Lag(None, None, None, None, 0)
     changes = changes.with_columns(

@@ -28,6 +28,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
+from demo.observe import COPY_OPERATIONS
 from lakehouse_common.lake import bronze_table_uri
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def pipeline_series(lake_root: Path, database: str, collections: Iterable[str]) 
     ).row(0)
     start, end = math.floor(bounds[0]), bounds[1]
     width = max(1, math.ceil((end - start + 1) / MAX_BUCKETS))
-    changes = clocks.filter(pl.col("operation") != "snapshot")
+    changes = clocks.filter(~pl.col("operation").is_in(COPY_OPERATIONS))
     lag: list[dict[str, float]] = []
     if changes.height:
         per_bucket = (

@@ -140,6 +140,32 @@ def test_snapshot_records_decode_like_inserts() -> None:
     assert row["__event_id"] == contract.snapshot_event_id("0000018bcfe56800", 3)
 
 
+def _snapshot_complete_marker() -> bytes:
+    return contract.snapshot_complete_event(
+        database="shop",
+        collection="orders",
+        position="0000018bcfe56800",
+        attempt=2,
+        documents=95,
+        cluster_time=Timestamp(1_700_000_000, 4),
+        wall_time=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize("value_format", [ValueFormat.JSON, ValueFormat.BSON])
+def test_a_snapshot_complete_marker_decodes_as_an_event_about_no_document(value_format: ValueFormat) -> None:
+    messages = records([change_event(1, {"_id": 1}), _snapshot_complete_marker()], value_format)
+    assert messages[1].key() is None
+    decoded = decode_topic("cdc.shop.orders", collect(messages))
+    assert decoded.dead_letters == []
+    row = decoded.frame.row(1, named=True)
+    assert row["__operation"] == "snapshotComplete"
+    assert row["__event_id"] == contract.snapshot_complete_event_id("0000018bcfe56800", 2) == "0000018bcfe56800.a2.~"
+    assert row["__document_key"] is None and row["__document_id"] is None and row["__full_document"] is None
+    assert (row["__cluster_time_seconds"], row["__cluster_time_increment"]) == (1_700_000_000, 4)
+    assert (row["__db"], row["__collection"]) == ("shop", "orders")
+
+
 def _message(offset: int, value: bytes | None, headers: list[tuple[str, bytes]] | None, key: bytes | None = None) -> Message:
     return Message(topic="cdc.shop.orders", partition=0, offset=offset, key=key, value=value, headers=headers, timestamp=(1, 0))
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 from bronze_support import change_event, collect, event_id, land, open_table, read_bronze, records, storage_options
+from bson import Timestamp
 from confluent_kafka import Message
 from deltalake import DeltaTable
 
@@ -17,7 +19,7 @@ from bronze_writer.lander import Lander
 from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.settings import BronzeSettings, LakeSettings
 from bronze_writer.tables import BronzeTable, namespace_for_topic
-from lakehouse_common import lake
+from lakehouse_common import contract, lake
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.settings import load_settings
 
@@ -112,6 +114,30 @@ def test_many_events_for_one_document_in_one_batch_all_land_in_order(lander: Lan
     assert rows["__event_id"].is_sorted()
     assert set(rows["__document_id"].to_list()) == {"7"}
     assert json.loads(rows["__update_description"][48])["updatedFields"] == {"n": 49}
+
+
+def test_a_snapshot_complete_marker_lands_as_a_row_of_no_document_once(lander: Lander, settings: BronzeSettings) -> None:
+    marker = contract.snapshot_complete_event(
+        database="shop",
+        collection="orders",
+        position=event_id(5),
+        attempt=1,
+        documents=1,
+        cluster_time=Timestamp(1_700_000_005, 1),
+        wall_time=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+    first = land(lander, records([change_event(1, {"_id": 1}), marker], topic=TOPIC))
+    again = land(lander, records([marker], ValueFormat.BSON, topic=TOPIC, first_offset=2))  # published twice: one id
+    assert first.dead_letters == again.dead_letters == 0
+    assert again.commits[0].duplicates_dropped == 1
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders")).filter(
+        pl.col("__operation") == "snapshotComplete"
+    )
+    assert rows.height == 1
+    row = rows.row(0, named=True)
+    assert row["__event_id"] == contract.snapshot_complete_event_id(event_id(5), 1)
+    assert row["__document_id"] is None and row["__document_key"] is None
+    assert row["__cluster_time"] == datetime.fromtimestamp(1_700_000_005, UTC) and row["__cluster_time_increment"] == 1
 
 
 def test_schema_drift_across_batches(lander: Lander, settings: BronzeSettings) -> None:

@@ -37,7 +37,8 @@ from cdc_service.incremental import (
 )
 from cdc_service.metrics import CdcMetrics
 from cdc_service.signals import ROUND_TRIP_RAW
-from lakehouse_common.contract import parse_snapshot_event_id
+from cdc_service.snapshot import CopyTask
+from lakehouse_common.contract import absence_position, parse_snapshot_event_id, snapshot_complete_event_id
 from local_stack.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.timeout(300)
@@ -149,8 +150,17 @@ def test_a_signalled_copy_under_concurrent_writes_ends_in_mongodbs_state(
     assert progress.chunks >= len(ids) // 400
     assert writer.writes > 100 and final > 0
     # Every record sorts right after its chunk's high watermark: its position is no change event of the topic.
-    changes = {r["headers"].event_id for r in records if r["headers"].operation != "snapshot"}
+    changes = {r["headers"].event_id for r in records if r["headers"].operation not in ("snapshot", "snapshotComplete")}
     assert all(parse_snapshot_event_id(r["headers"].event_id).position not in changes for r in snapshots)
+    # One marker, at the first chunk's low watermark, under the copy's attempt, below every record of the copy.
+    [marker] = [r for r in records if r["headers"].operation == "snapshotComplete"]
+    assert marker["headers"].event_id == snapshot_complete_event_id(progress.start_position, progress.attempt)
+    assert marker["event"]["snapshot"] == {"position": progress.start_position, "attempt": 1, "documents": progress.copied}
+    assert (marker["event"]["clusterTime"].time, marker["event"]["clusterTime"].inc) == progress.start_cluster_time
+    assert marker["key"] is None and "documentKey" not in marker["event"]
+    below = absence_position(marker["headers"].event_id, "snapshotComplete")
+    assert below is not None and all(below < r["headers"].event_id for r in snapshots)
+    assert service.service.metrics.events_published.labels("snapshotComplete", f"{mongo_database.name}.items")._value.get() == 1  # noqa: SLF001
     service.stop()
     signal = mongo_database["cdc_signals"].find_one({"type": "execute-snapshot"})
     assert signal["status"] == "done" and signal["finished"][0]["published"] == progress.copied
@@ -326,6 +336,36 @@ def test_the_stream_notes_document_and_collection_events_of_the_chunk_in_flight(
     assert [progress.namespace for progress in copies.committed()] == ["db.c"]
 
 
+def _finish_chunk(copies: IncrementalCopies, low: str, high: str, low_time: tuple[int, int], *, last: bool) -> Any:
+    """One chunk of db.c through its watermarks and read (of one document), published and committed."""
+    [task] = copies.schedule(lambda stream_id: True)
+    copies.on_watermark(low, f"wm:{task.window}:low", low_time)
+    copies.on_watermark(high, f"wm:{task.window}:high", (low_time[0], low_time[1] + 1))
+    raws = [RawBSONDocument(bson.encode({"_id": task.chunk}), ROUND_TRIP_RAW)]
+    cursor = CopyCursor(len(BRACKETS), None) if last else CopyCursor(3, id_key(raws[0]))
+    copies.on_read(ChunkRead(task, ChunkContents(raws, [id_key(raws[0])], cursor)))
+    [finished] = copies.finished(lambda stream_id: high)
+    copies.committed()
+    return finished
+
+
+@pytest.mark.parametrize("query", [None, '{"status": "open"}'])
+def test_the_last_chunk_of_a_full_copy_names_the_copy_at_its_first_low_watermark(query: str | None) -> None:
+    copies = IncrementalCopies("svc", 1, 1 << 20, CdcMetrics(), snapshot_attempt=lambda namespace: 2)
+    copies.begin("db.c", "coll:db.c", reason="signal", query=query)
+    first = _finish_chunk(copies, "0105", "0150", (10, 1), last=False)
+    assert first.completed_full_copy() is None  # not done yet
+    last = _finish_chunk(copies, "0205", "0250", (20, 1), last=True)
+    if query is not None:
+        assert last.completed_full_copy() is None  # a filtered copy says nothing of the documents it skipped
+        return
+    assert last.completed_full_copy() == CopyTask("coll:db.c", "db", "c", "0105", 3, (10, 1))
+    assert last.progress.copied == 2
+    # The checkpointed copy keeps where and when it began.
+    restored = CopyProgress.from_dict(json.loads(last.progress.to_json()))
+    assert (restored.start_position, restored.start_cluster_time) == ("0105", (10, 1))
+
+
 def test_chunks_in_flight_begin_again_when_their_watermarks_may_be_lost() -> None:
     """The signal stream followed from now again (its history lost): a window whose watermarks
     it may never see is dropped, and the chunk begins again with a new window."""
@@ -403,6 +443,7 @@ def test_signal_documents_copy_a_filtered_part_refuse_bad_ones_and_stop_a_copy(
 
     topic = f"{service.settings.topics.prefix}.{namespace}"
     records = read_topic(kafka_broker.bootstrap_servers, topic, expect=100)
+    assert {r["headers"].operation for r in records} == {"snapshot"}  # a filtered copy publishes no marker
     assert sorted(r["event"]["documentKey"]["_id"] for r in records) == list(range(0, 300, 3))
     assert service.exit_code is None  # bad signals never stop the service
 
@@ -479,8 +520,8 @@ def test_signals_written_before_the_service_follows_the_collection_are_executed_
     assert done["finished"][0]["published"] == 120
     assert signals.find_one({"_id": "odd"})["status"] == "rejected"
     assert signals.find_one({"_id": "answered"})["status"] == "withdrawn"  # answered signals are never executed
-    records = read_topic(kafka_broker.bootstrap_servers, f"{service.settings.topics.prefix}.{namespace}", expect=120)
-    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 120}
+    records = read_topic(kafka_broker.bootstrap_servers, f"{service.settings.topics.prefix}.{namespace}", expect=121)
+    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 120, "snapshotComplete": 1}
     assert service.stop() == 0
     metrics = service.service.metrics
     assert metrics.signals.labels("execute-snapshot", "accepted")._value.get() == 1  # noqa: SLF001
@@ -553,10 +594,13 @@ def test_an_offline_snapshot_after_a_copy_on_signal_numbers_its_attempt_above_th
     assert service.stop() == 0
     offline = _cdc(env, "snapshot", "--offline", "--stream", f"coll:{namespace}")
     assert offline.returncode == 0, offline.stderr
-    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", expect=80)
-    attempts = Counter(parse_snapshot_event_id(r["headers"].event_id).attempt for r in records)
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{namespace}", expect=82)
+    snapshots = [r for r in records if r["headers"].operation == "snapshot"]
+    attempts = Counter(parse_snapshot_event_id(r["headers"].event_id).attempt for r in snapshots)
     assert attempts == {1: 40, 2: 40}, attempts  # the copy on signal, then the offline snapshot above it
-    assert len({r["headers"].event_id for r in records}) == 80
+    assert len({r["headers"].event_id for r in snapshots}) == 80
+    markers = [r["event"]["snapshot"] for r in records if r["headers"].operation == "snapshotComplete"]
+    assert sorted((m["attempt"], m["documents"]) for m in markers) == [(1, 40), (2, 40)]
 
 
 def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and_copies_offline(
@@ -571,8 +615,8 @@ def test_without_a_running_service_the_snapshot_command_withdraws_its_signal_and
     assert copy.returncode == 0, copy.stderr
     assert "no running service accepted the signal" in copy.stdout and "copying offline" in copy.stdout
     assert {d["status"] for d in mongo_database["cdc_signals"].find()} == {"withdrawn"}
-    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{mongo_database.name}.items", expect=30)
-    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 30}
+    records = read_topic(kafka_broker.bootstrap_servers, f"{env['CDC_TOPICS__PREFIX']}.{mongo_database.name}.items", expect=31)
+    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 30, "snapshotComplete": 1}
     streams = load_checkpoints(
         {"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]
     ).streams

@@ -53,10 +53,10 @@ def test_insert_update_delete_flow(cdc_env, run_service, mongo_database, kafka_b
         read_topic(kafka_broker.bootstrap_servers, topic, expect=3, idle_s=0.3)  # looked up before the delete below
         customers.replace_one({"_id": 1}, {"name": "Ada Lovelace"})
         customers.delete_one({"_id": 2})
-        records = read_topic(kafka_broker.bootstrap_servers, topic, expect=5)
+        records = read_topic(kafka_broker.bootstrap_servers, topic, expect=6)
 
         operations = [r["event"]["operationType"] for r in sorted(records, key=lambda r: r["headers"].event_id)]
-        assert operations == ["snapshot", "insert", "update", "replace", "delete"]
+        assert operations == ["snapshot", "snapshotComplete", "insert", "update", "replace", "delete"]
         by_operation = {r["event"]["operationType"]: r for r in records}
         assert by_operation["update"]["event"]["fullDocument"] == {"_id": 2, "tier": "gold"}  # updateLookup
         assert by_operation["update"]["event"]["updateDescription"]["removedFields"] == ["name"]
@@ -109,15 +109,20 @@ def test_a_restart_resumes_without_loss(cdc_env, run_service, mongo_database, ka
     second = run_service(env)
     second.streaming(1)
     orders.insert_many([{"_id": i} for i in range(101, 121)])
-    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=122)
+    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=123)
     second.stop()
 
     ids = event_ids(records)
-    assert len(ids) == len(set(ids)) == 122  # nothing lost, nothing twice after a clean stop
+    assert len(ids) == len(set(ids)) == 123  # nothing lost, nothing twice after a clean stop
     assert sorted(r["event"]["documentKey"]["_id"] for r in records if r["event"]["operationType"] == "insert") == list(
         range(1, 121)
     )
-    assert Counter(r["event"]["operationType"] for r in records) == {"insert": 120, "snapshot": 1, "delete": 1}
+    assert Counter(r["event"]["operationType"] for r in records) == {
+        "insert": 120,
+        "snapshot": 1,
+        "snapshotComplete": 1,
+        "delete": 1,
+    }
 
 
 def test_a_heartbeat_advances_the_checkpoint_of_a_quiet_collection(cdc_env, run_service, mongo_database, kafka_broker) -> None:
@@ -140,12 +145,8 @@ def test_a_heartbeat_advances_the_checkpoint_of_a_quiet_collection(cdc_env, run_
     later = _wait_for(advanced, timeout=30, message="a heartbeat checkpoint")
     service.stop()
     assert later.written_at > first.written_at
-    assert (
-        read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "quiet"), idle_s=0.5)[0]["event"][
-            "operationType"
-        ]
-        == "snapshot"
-    )  # the quiet collection published nothing else
+    quiet_records = read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "quiet"), idle_s=0.5)
+    assert sorted(r["event"]["operationType"] for r in quiet_records) == ["snapshot", "snapshotComplete"]  # nothing else
 
 
 def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_database, kafka_broker) -> None:
@@ -160,7 +161,7 @@ def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_databas
             time.sleep(1.2)  # events 6.. start in a later second than event 5
     topic = _topic(env, mongo_database.name, "items")
     records = sorted(
-        read_topic(kafka_broker.bootstrap_servers, topic, expect=11, idle_s=0.5), key=lambda r: r["headers"].event_id
+        read_topic(kafka_broker.bootstrap_servers, topic, expect=12, idle_s=0.5), key=lambda r: r["headers"].event_id
     )
     assert service.stop() == 0
     inserts = [r for r in records if r["event"]["operationType"] == "insert"]
@@ -171,7 +172,7 @@ def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_databas
     write_plan(settings, ReplayPlan(positions={stream_id: Position.from_token(token)}))
     replayed = run_service(env)
     replayed.streaming(1)
-    again = read_topic(kafka_broker.bootstrap_servers, topic, expect=14, idle_s=1.0)
+    again = read_topic(kafka_broker.bootstrap_servers, topic, expect=15, idle_s=1.0)
     replayed.stop()
     counts = Counter(event_ids(again))
     assert sorted(i for i, n in counts.items() if n == 2) == event_ids(inserts[7:])  # the same ids: bronze drops them
@@ -180,7 +181,7 @@ def test_replay_from_a_token_and_from_a_time(cdc_env, run_service, mongo_databas
     write_plan(settings, ReplayPlan(positions={stream_id: Position.from_time((cluster_time.time, 0))}))
     from_time = run_service(env)
     from_time.streaming(1)
-    third = read_topic(kafka_broker.bootstrap_servers, topic, expect=14 + 5, idle_s=1.0)
+    third = read_topic(kafka_broker.bootstrap_servers, topic, expect=15 + 5, idle_s=1.0)
     from_time.stop()
     counts = Counter(event_ids(third))
     assert sorted(i for i, n in counts.items() if n == 3) == event_ids(inserts[7:])
@@ -254,7 +255,9 @@ def test_an_interrupted_snapshot_does_not_copy_finished_collections_again(
     done = read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "done"), idle_s=0.5)
     todo = read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "todo"), idle_s=0.5)
     assert done == []  # finished before the interruption: not copied again
-    assert len(todo) == 5 and all(r["headers"].event_id.startswith(f"{position.event_id}.a2.") for r in todo)  # attempt 2
+    assert len(todo) == 5 + 1 and all(r["headers"].event_id.startswith(f"{position.event_id}.a2.") for r in todo)  # attempt 2
+    [marker] = [r["event"]["snapshot"] for r in todo if r["headers"].operation == "snapshotComplete"]
+    assert marker == {"position": position.event_id, "attempt": 2, "documents": 5}
     state = _checkpoints(env, kafka_broker.bootstrap_servers).snapshots[f"coll:{mongo_database.name}.todo"]
     assert state.completed and state.collections[f"{mongo_database.name}.todo"] == CollectionProgress(True, 2, 5)
 
@@ -267,9 +270,10 @@ def test_new_collections_are_snapshotted_then_streamed(cdc_env, run_service, mon
     mongo_database["second"].insert_many([{"_id": i} for i in range(10)])  # appears while running
     service.streaming(2)
     mongo_database["second"].insert_one({"_id": 10})
-    records = read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "second"), expect=11)
+    records = read_topic(kafka_broker.bootstrap_servers, _topic(env, mongo_database.name, "second"), expect=12)
     service.stop()
-    assert sorted(r["event"]["documentKey"]["_id"] for r in records) == list(range(11))
+    documents = [r for r in records if r["headers"].operation != "snapshotComplete"]
+    assert sorted(r["event"]["documentKey"]["_id"] for r in documents) == list(range(11))
 
 
 def test_an_unavailable_broker_is_retried_then_streaming_resumes_from_the_checkpoint(
@@ -309,9 +313,9 @@ def test_the_snapshot_command_copies_records_the_position_and_exits(cdc_env, run
     service = run_service(env)  # streams from the snapshot's position: no second copy
     service.streaming(1)
     topic = _topic(env, mongo_database.name, "leads")
-    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=21)
+    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=22)
     service.stop()
-    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 20, "insert": 1}
+    assert Counter(r["event"]["operationType"] for r in records) == {"snapshot": 20, "snapshotComplete": 1, "insert": 1}
 
 
 def test_copying_a_streamed_collection_again_skips_no_change_made_while_the_service_was_stopped(
@@ -335,10 +339,10 @@ def test_copying_a_streamed_collection_again_skips_no_change_made_while_the_serv
     assert snapshot.join(120) == 0
     service = run_service(env)
     service.streaming(1)
-    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=10 + 1 + 10 + 2)
+    records = read_topic(kafka_broker.bootstrap_servers, topic, expect=10 + 1 + 1 + 10 + 1 + 2)
     service.stop()
     operations = Counter(r["event"]["operationType"] for r in records)
-    assert operations["delete"] == 1 and operations["snapshot"] == 20
+    assert operations["delete"] == 1 and operations["snapshot"] == 20 and operations["snapshotComplete"] == 2
     state = {json.loads(key)["_id"]: document for key, document in apply_events(records).items()}
     assert state == {document["_id"]: document for document in leads.find()}
 

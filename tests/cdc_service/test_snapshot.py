@@ -1,27 +1,41 @@
-"""Snapshot records: the contract's shape, ids above every earlier attempt, keys cut from the bytes."""
+"""Snapshot records: the contract's shape, ids above every earlier attempt, keys cut from the bytes;
+one snapshot-complete marker per collection after its records."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
 import uuid
+from typing import Any
 
 import bson
 import pytest
 from bson import Binary, Decimal128, Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
+from cdc_support import read_topic
 
 from cdc_service.change_stream import RAW_CODEC_OPTIONS
+from cdc_service.checkpoints import load_checkpoints
 from cdc_service.snapshot import (
     CopyTask,
     SnapshotBatch,
     SnapshotCopied,
+    build_snapshot_complete_event,
     build_snapshot_events,
     copy_collection,
     document_key,
     document_key_bytes,
 )
-from lakehouse_common.contract import ValueFormat, encode_events, snapshot_event_id
+from lakehouse_common.contract import (
+    Operation,
+    ValueFormat,
+    absence_position,
+    encode_events,
+    parse_snapshot_event_id,
+    snapshot_complete_event_id,
+    snapshot_event_id,
+)
+from lakehouse_common.lifecycle import ExitCode
 
 
 @pytest.mark.parametrize(
@@ -125,3 +139,90 @@ def test_a_copy_in_its_hundredth_attempt_still_runs(mongo_database) -> None:
     ids = [batch.events.events.event_id(index) for batch in batches for index in range(len(batch.events.events))]
     assert ids == [snapshot_event_id("82AA01", ordinal, attempt=100) for ordinal in range(1, 6)]
     assert isinstance(emitted[-1], SnapshotCopied) and emitted[-1].copied == 5
+
+
+def test_a_snapshot_complete_marker_names_its_copy_and_has_no_key() -> None:
+    task = CopyTask("coll:shop.orders", "shop", "orders", "82AA01", attempt=3, cluster_time=(1_700_000_000, 3))
+    (marker,) = encode_events([build_snapshot_complete_event(task, 7)], ValueFormat.JSON)
+    assert marker.event_id == snapshot_complete_event_id("82AA01", 3) and marker.operation == "snapshotComplete"
+    assert marker.key is None and (marker.database, marker.collection) == ("shop", "orders")
+    assert marker.cluster_time == (1_700_000_000, 3)
+    decoded = bson.decode(build_snapshot_complete_event(task, 7))
+    assert "documentKey" not in decoded
+    assert decoded["snapshot"] == {"position": "82AA01", "attempt": 3, "documents": 7}
+    # Below every record of the attempt, above every record of an earlier one.
+    (first,) = encode_events(build_snapshot_events([RawBSONDocument(bson.encode({"_id": 1}))], task, 1, None), ValueFormat.JSON)
+    position = absence_position(marker.event_id, marker.operation)
+    assert position is not None and snapshot_event_id("82AA01", 10**6, attempt=2) < position < first.event_id
+
+
+def _markers(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [record for record in records if record["headers"].operation == Operation.SNAPSHOT_COMPLETE]
+
+
+def _snapshot(env: dict[str, str], run_service: Any, **run_arguments: Any) -> Any:
+    service = run_service(env, snapshot_only=True, **run_arguments)
+    assert service.join(120) == ExitCode.OK
+    return service
+
+
+def _topic_records(kafka_broker: Any, env: dict[str, str], namespace: str, expect: int) -> list[dict[str, Any]]:
+    topic = f"{env['CDC_TOPICS__PREFIX']}.{namespace}"
+    return sorted(read_topic(kafka_broker.bootstrap_servers, topic, expect=expect, idle_s=1.0), key=lambda r: r["offset"])
+
+
+def test_the_initial_snapshot_publishes_one_marker_per_collection_after_its_records(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    counts = {"orders": 25, "customers": 3, "empty": 0}
+    for name, count in counts.items():
+        mongo_database.create_collection(name)
+        if count:
+            mongo_database[name].insert_many([{"_id": number, "name": name} for number in range(count)])
+    env = cdc_env(CDC_TOPICS__PARTITIONS="1", CDC_SNAPSHOT__BATCH_SIZE="4")  # one partition: offsets are publish order
+    service = _snapshot(env, run_service)
+    snapshots = load_checkpoints(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers}, env["CDC_TOPICS__CHECKPOINT_TOPIC"], env["CDC_NAME"]
+    ).snapshots
+
+    for name, count in counts.items():
+        namespace = f"{mongo_database.name}.{name}"
+        records = _topic_records(kafka_broker, env, namespace, count + 1)
+        assert [r["headers"].operation for r in records] == ["snapshot"] * count + ["snapshotComplete"], name
+        marker = records[-1]
+        event = marker["event"]
+        assert marker["key"] is None and "documentKey" not in event
+        copied = [parse_snapshot_event_id(r["headers"].event_id) for r in records[:-1]]
+        state = snapshots[f"coll:{namespace}"]
+        position, attempt = state.position.event_id, state.collections[namespace].attempt
+        assert {(c.position, c.attempt) for c in copied} <= {(position, attempt)}  # the records' own position
+        assert marker["headers"].event_id == snapshot_complete_event_id(position, attempt)
+        assert event["snapshot"] == {"position": position, "attempt": attempt, "documents": count}
+        assert (event["clusterTime"].time, event["clusterTime"].inc) == state.cluster_time
+        assert event["ns"] == {"db": mongo_database.name, "coll": name}
+        assert service.service.metrics.events_published.labels("snapshotComplete", namespace)._value.get() == 1  # noqa: SLF001
+
+
+def test_a_snapshot_taken_again_publishes_its_marker_under_its_own_attempt(
+    cdc_env, run_service, mongo_database, kafka_broker
+) -> None:
+    orders = mongo_database["orders"]
+    orders.insert_many([{"_id": number} for number in range(5)])
+    env = cdc_env(CDC_TOPICS__PARTITIONS="1")
+    namespace = f"{mongo_database.name}.orders"
+    _snapshot(env, run_service)
+    orders.delete_one({"_id": 0})  # while nothing streams: only the copy's absence says it
+    _snapshot(env, run_service, force_snapshot=[f"coll:{namespace}"])
+
+    records = _topic_records(kafka_broker, env, namespace, 5 + 1 + 4 + 1)
+    first, second = _markers(records)
+    assert [m["event"]["snapshot"]["attempt"] for m in (first, second)] == [1, 2]
+    assert second["event"]["snapshot"]["documents"] == 4
+    again = [r for r in records if r["offset"] > first["offset"] and r["headers"].operation == "snapshot"]
+    assert len(again) == 4 and all(r["offset"] < second["offset"] for r in again)
+    assert {parse_snapshot_event_id(r["headers"].event_id).attempt for r in again} == {2}
+    position = second["event"]["snapshot"]["position"]
+    assert second["headers"].event_id == snapshot_complete_event_id(position, 2)
+    # The deleted document's only record, of attempt 1, sorts below the new marker's absence position.
+    gone = next(r for r in records if r["headers"].operation == "snapshot" and r["event"]["documentKey"]["_id"] == 0)
+    assert gone["headers"].event_id < absence_position(second["headers"].event_id, "snapshotComplete")
