@@ -1,13 +1,17 @@
-"""dbt build of silver and gold over N bronze events, then an incremental build after M more.
+"""dbt build of silver and gold over N bronze events, then an incremental build after M more;
+the same again over 2N events, so the increment's growth with the history is measured.
 
 The bronze input is the generator's dataset and change stream (initial load as snapshot
 records, then changes with all four drift steps), landed in bronze's schema. The bulk is
 stamped as ingested over the previous day; the incremental run reads only the bronze commits
 after the ones the full build processed (by Delta version), as in a pipeline that runs dbt
 every few minutes. Both builds run through the runner (``spark-jobs dbt``), tests included.
+The two targets (issue 11): ``incremental_to_full_ratio`` (incremental / full at N) ≤ 0.1 and
+``incremental_growth_2x`` (the increment at 2N / the increment at N) ≤ 1.25.
 
     BENCH_DBT_EVENTS               bronze events before the first build (default 1,000,000)
     BENCH_DBT_INCREMENTAL_EVENTS   events added before the incremental build (default 10,000)
+    BENCH_DBT_GROWTH               1 (default): also measure at twice the events; 0: only at N
     BENCH_DBT_DRIVER_MEMORY        Spark driver memory for dbt (default 6g)
 
 Writes ``dbt.json`` into the results directory; a run at the default sizes also writes its
@@ -89,14 +93,10 @@ def _build_report(result: DbtResult, run_results: Path) -> dict[str, Any]:
     }
 
 
-def main(results_dir: Path) -> dict[str, Any]:
-    events_wanted = int(os.environ.get("BENCH_DBT_EVENTS", DEFAULT_EVENTS))
-    incremental_wanted = int(os.environ.get("BENCH_DBT_INCREMENTAL_EVENTS", DEFAULT_INCREMENTAL_EVENTS))
-    work = results_dir / "dbt-work"
+def _measure(events_wanted: int, incremental_wanted: int, work: Path) -> dict[str, Any]:
+    """One lake of ``events_wanted`` bronze events: its full build, then the increment's build."""
     shutil.rmtree(work, ignore_errors=True)
     lake = work / "lake"
-    configure_logging("bench-dbt", "WARNING")  # dbt's lines go to the log only at WARNING and above
-
     # About 40% of the events are the initial load (snapshot), the rest changes.
     scale = max(0.05, 0.4 * events_wanted / INITIAL_DOCUMENTS_AT_SCALE_1)
     config = GeneratorConfig(seed=42, scale=scale, drift_every=max(1, events_wanted // 10))
@@ -128,7 +128,7 @@ def main(results_dir: Path) -> dict[str, Any]:
             spark_conf_dir=work / "conf",
         ),
     )
-    _progress("dbt build (full) ...")
+    _progress(f"dbt build (full, {landed:,} events) ...")
     (full,) = DbtRunner(settings).run_all()
     _progress(f"dbt build (full): exit {full.exit_code} in {full.elapsed_seconds:.0f}s")
     full_report = _build_report(full, work / "target" / "run_results.json")
@@ -140,7 +140,7 @@ def main(results_dir: Path) -> dict[str, Any]:
     _progress(f"dbt build (incremental): exit {incremental.exit_code} in {incremental.elapsed_seconds:.0f}s")
 
     counts = layer_counts(str(lake))
-    result = {
+    return {
         "bronze_events": landed,
         "incremental_events": len(increment),
         "generator_scale": round(scale, 3),
@@ -158,16 +158,42 @@ def main(results_dir: Path) -> dict[str, Any]:
         "silver_history_rows": counts["silver_history"],
         "gold_rows": counts["gold"],
         "source_documents": generator.document_counts(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            # The 1-minute load average when the bench started and ended: a shared machine's
-            # figures are only comparable at similar load.
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # The 1-minute load average when the measurement started and ended: a shared machine's
+        # figures are only comparable at similar load.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def _failed(measurement: dict[str, Any]) -> bool:
+    return bool(measurement["full_build"]["exit_code"] or measurement["incremental_build"]["exit_code"])
+
+
+def main(results_dir: Path) -> dict[str, Any]:
+    events_wanted = int(os.environ.get("BENCH_DBT_EVENTS", DEFAULT_EVENTS))
+    incremental_wanted = int(os.environ.get("BENCH_DBT_INCREMENTAL_EVENTS", DEFAULT_INCREMENTAL_EVENTS))
+    growth = os.environ.get("BENCH_DBT_GROWTH", "1") != "0"
+    work = results_dir / "dbt-work"
+    configure_logging("bench-dbt", "WARNING")  # dbt's lines go to the log only at WARNING and above
+
+    result = _measure(events_wanted, incremental_wanted, work)
+    if growth:
+        # The lake at N is not needed any more: at most one lake on disk at a time.
+        twice = _measure(2 * events_wanted, incremental_wanted, work)
+        base, doubled = result["incremental_build"]["wall_seconds"], twice["incremental_build"]["wall_seconds"]
+        result["twice_history"] = twice
+        result["incremental_growth_2x"] = round(doubled / base, 3) if base and not _failed(twice) else None
+    if _failed(result):
+        result["incremental_to_full_ratio"] = None  # a failed build's time says nothing
+    result["gold_node_seconds"] = {
+        "full": result["full_build"]["node_seconds_by_layer"].get("gold", 0.0),
+        "incremental": result["incremental_build"]["node_seconds_by_layer"].get("gold", 0.0),
+    }
+    result["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    result["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (results_dir / "dbt.json").write_text(json.dumps(result, indent=2))
     if events_wanted == DEFAULT_EVENTS and incremental_wanted == DEFAULT_INCREMENTAL_EVENTS:
         _write_docs_table(result)
@@ -176,7 +202,6 @@ def main(results_dir: Path) -> dict[str, Any]:
 
 def results_table(result: dict[str, Any]) -> str:
     """The benchmark's figures as the markdown table docs/silver_gold.md shows."""
-    full, incremental = result["full_build"], result["incremental_build"]
     layers = ("silver_history", "silver_current", "intermediate", "gold", "test")
 
     def row(label: str, build: dict[str, Any], events: int, per_second: int | None) -> str:
@@ -185,23 +210,53 @@ def results_table(result: dict[str, Any]) -> str:
         cells += [f"{seconds.get(layer, 0):.0f}" for layer in layers]
         return "| " + " | ".join(cells) + " |"
 
-    load = result["machine"].get("load_average", ["?", "?"])
-    return "\n".join(
-        [
-            f"Measured {result['measured_at']} on {result['machine']['cpus']} cores, load average "
-            f"{load[0]} at the start and {load[1]} at the end (a shared machine: indicative figures). "
-            f"Bronze: {result['bronze_events']:,} events; silver then holds "
-            f"{sum(result['silver_rows'].values()):,} documents and {sum(result['silver_history_rows'].values()):,} versions. "
-            "Node seconds are summed over dbt's 4 threads.",
-            "",
-            "| build | events | wall s | events/s | history node s | current node s | intermediate node s | gold node s | tests node s |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            row("full", full, result["bronze_events"], result["full_build_events_per_second"]),
-            row("incremental", incremental, result["incremental_events"], result["incremental_events_per_second"]),
-            "",
-            f"The incremental build takes {result['incremental_to_full_ratio']:.0%} of the full build's time.",
+    def rows(measurement: dict[str, Any], suffix: str) -> list[str]:
+        return [
+            row(
+                f"full{suffix}",
+                measurement["full_build"],
+                measurement["bronze_events"],
+                measurement["full_build_events_per_second"],
+            ),
+            row(
+                f"incremental{suffix}",
+                measurement["incremental_build"],
+                measurement["incremental_events"],
+                measurement["incremental_events_per_second"],
+            ),
         ]
-    )
+
+    def load(measurement: dict[str, Any]) -> str:
+        start, end = measurement.get("load_average", ["?", "?"])
+        return f"load average {start} at the start and {end} at the end"
+
+    twice = result.get("twice_history")
+    ratio = result["incremental_to_full_ratio"]
+    lines = [
+        f"Measured {result['measured_at']} on {result['machine']['cpus']} cores, {load(result)}"
+        + (f" (at twice the events: {load(twice)})" if twice else "")
+        + " (a shared machine: indicative figures). "
+        f"Bronze: {result['bronze_events']:,} events; silver then holds "
+        f"{sum(result['silver_rows'].values()):,} documents and {sum(result['silver_history_rows'].values()):,} versions. "
+        "Node seconds are summed over dbt's 4 threads.",
+        "",
+        "| build | events | wall s | events/s | history node s | current node s | intermediate node s | gold node s | tests node s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows(result, ""),
+        *(rows(twice, " (2× history)") if twice else []),
+        "",
+        f"The incremental build takes {ratio:.0%} of the full build's time (target ≤ 10%)."
+        if ratio is not None
+        else "A build failed: no ratio.",
+    ]
+    if twice:
+        growth = result.get("incremental_growth_2x")
+        lines.append(
+            f"At twice the history the same increment takes {growth:.2f} times as long (target ≤ 1.25)."
+            if growth is not None
+            else "A build at twice the history failed: no growth figure."
+        )
+    return "\n".join(lines)
 
 
 def _write_docs_table(result: dict[str, Any]) -> None:

@@ -5,7 +5,11 @@ holds (the exact ids: docs/event-contract.md, Ordering): a replay creates no dup
 downstream.
 A bronze table whose earliest mark is a snapshot record (the copy had not fully landed),
 or that has no marks at all, cannot be resumed from a token: its stream is snapshotted
-again, at a new position whose ids sort above everything landed before.
+again, at a new position whose ids sort above everything landed before. One whose earliest
+mark is a snapshot-complete marker (the copy landed whole, nothing after it yet) resumes from
+the marker's cluster time: its id is no resume token, and its position may be a token of
+another stream (a copy while streaming takes the signal stream's watermark); events at that
+time are read again and bronze drops the ones it holds.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
 from confluent_kafka import Producer
+from deltalake import DeltaTable
 
 from cdc_service.checkpoints import CheckpointKind, StreamCheckpoint, snapshot_key, stream_key
 from cdc_service.positions import Position, snapshot_position_of
 from cdc_service.publisher import producer_config
 from cdc_service.scope import StreamSpec
 from cdc_service.settings import CdcSettings
+from lakehouse_common.contract import Operation
 from lakehouse_common.errors import ConfigError, TransientError
 from lakehouse_common.lake import HighWaterMark, bronze_table_uri, read_high_water_marks
 
@@ -74,6 +81,7 @@ def plan_from_bronze(
     plan = ReplayPlan()
     for spec in select_streams(specs, wanted):
         marks: dict[str, HighWaterMark] = {}
+        tables: dict[str, str] = {}  # partition key -> the bronze table its mark is from
         for namespace in covered.get(spec.stream_id, ()):
             database, collection = namespace.split(".", 1)
             table = bronze_table_uri(lake_root, database, collection)  # escaped as in the topic's name
@@ -81,6 +89,7 @@ def plan_from_bronze(
             if not table_marks:
                 plan.notes.append(f"{namespace}: no bronze marks in {table}")
             marks.update(table_marks)
+            tables.update(dict.fromkeys(table_marks, table))
         if not marks:
             plan.resnapshot.append(spec.stream_id)
             plan.notes.append(f"{spec.stream_id}: nothing landed in bronze; it is snapshotted again")
@@ -92,9 +101,35 @@ def plan_from_bronze(
                 f"{spec.stream_id}: bronze holds only part of a snapshot ({earliest.event_id}); it is snapshotted again"
             )
             continue
+        marker_time = _marker_cluster_time(tables[earliest.partition_key], earliest.event_id, storage_options)
+        if marker_time is not None:
+            plan.positions[spec.stream_id] = Position.from_time(marker_time)
+            plan.notes.append(
+                f"{spec.stream_id}: resumes at the cluster time of snapshot-complete marker {earliest.event_id} "
+                f"({earliest.topic}[{earliest.partition}])"
+            )
+            continue
         plan.positions[spec.stream_id] = Position.from_token_text(earliest.resume_token)
         plan.notes.append(f"{spec.stream_id}: resumes after {earliest.event_id} ({earliest.topic}[{earliest.partition}])")
     return plan
+
+
+def _marker_cluster_time(table: str, event_id: str, storage_options: Mapping[str, str] | None) -> tuple[int, int] | None:
+    """The cluster time of the snapshot-complete marker ``event_id`` in ``table``; None when it is no marker."""
+    if not event_id.endswith(".~"):  # every marker id does (lakehouse_common.contract.snapshot_complete_event_id)
+        return None
+    rows = (
+        DeltaTable(table, storage_options=dict(storage_options or {}))
+        .to_pyarrow_dataset()
+        .to_table(
+            columns=["__cluster_time", "__cluster_time_increment"],
+            filter=(pc.field("__event_id") == event_id) & (pc.field("__operation") == Operation.SNAPSHOT_COMPLETE.value),
+        )
+        .to_pylist()
+    )
+    if not rows:
+        return None
+    return int(rows[0]["__cluster_time"].timestamp()), int(rows[0]["__cluster_time_increment"])
 
 
 def write_plan(settings: CdcSettings, plan: ReplayPlan, kind: CheckpointKind = CheckpointKind.REPLAY) -> None:

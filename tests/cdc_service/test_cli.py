@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ from cdc_service.positions import Position
 from cdc_service.replay import plan_from_bronze
 from cdc_service.scope import StreamSpec
 from lakehouse_common import lake
-from lakehouse_common.contract import topic_name
+from lakehouse_common.contract import snapshot_complete_event_id, topic_name
 from lakehouse_common.lake import HighWaterMark
 from lakehouse_common.lifecycle import ExitCode
 from local_stack.paths import PROJECT_ROOT
@@ -62,6 +63,33 @@ def test_replay_from_bronze_starts_at_the_earliest_partition_mark(tmp_path: Path
 
     single = plan_from_bronze([deployment], {"deployment": ["shop.orders"]}, str(tmp_path), [])
     assert single.positions == {"deployment": Position.from_token({"_data": "82AA0003"})}
+
+
+def test_replay_from_bronze_resumes_at_the_cluster_time_of_a_snapshot_complete_marker(tmp_path: Path) -> None:
+    """A partition whose last landed event is a copy's marker: its id is no resume token, so
+    the stream resumes at the marker's cluster time (events there are read again, bronze drops them)."""
+    orders = StreamSpec.parse("coll:shop.orders")
+    marker_id = snapshot_complete_event_id("82AA0003", 1)
+    topic = "cdc.shop.orders"
+    marks = {
+        f"{topic}/0": HighWaterMark(topic, 0, 10, marker_id, json.dumps({"_data": marker_id})),
+        f"{topic}/1": HighWaterMark(topic, 1, 12, "82AA0009", json.dumps({"_data": "82AA0009"})),
+    }
+    write_deltalake(
+        lake.bronze_table_uri(str(tmp_path), "shop", "orders"),
+        pa.table(
+            {
+                "__event_id": [marker_id, "82AA0009"],
+                "__operation": ["snapshotComplete", "insert"],
+                "__cluster_time": pa.array([datetime(2024, 5, 1, 12, tzinfo=UTC)] * 2, pa.timestamp("us", tz="UTC")),
+                "__cluster_time_increment": pa.array([3, 9], pa.int64()),
+            }
+        ),
+        commit_properties=CommitProperties(custom_metadata={lake.HIGH_WATER_MARKS_KEY: lake.encode_high_water_marks(marks)}),
+    )
+    plan = plan_from_bronze([orders], {"coll:shop.orders": ["shop.orders"]}, str(tmp_path), [])
+    assert plan.positions == {"coll:shop.orders": Position.from_time((1714564800, 3))}
+    assert plan.resnapshot == []
 
 
 def test_replay_from_bronze_finds_the_table_of_an_escaped_collection_name(tmp_path: Path) -> None:

@@ -141,8 +141,9 @@ def exported(
     }
     try:
         deadline = time.monotonic() + 240
-        # Scraped once the documents went all the way, so the labelled series exist too.
-        landed = f'bronze_rows_total{{table="{database}.orders"}} 20.0'
+        # Scraped once the documents went all the way, so the labelled series exist too: 20
+        # documents' records and the copy's snapshot-complete marker.
+        landed = f'bronze_rows_total{{table="{database}.orders"}} 21.0'
         bodies = {
             "bronze-writer": _wait_for_metrics(
                 f"http://127.0.0.1:{ports['bronze-writer']}/metrics", processes["bronze-writer"], deadline, landed
