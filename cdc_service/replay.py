@@ -27,7 +27,7 @@ from cdc_service.positions import Position, snapshot_position_of
 from cdc_service.publisher import producer_config
 from cdc_service.scope import StreamSpec
 from cdc_service.settings import CdcSettings
-from lakehouse_common.contract import Operation
+from lakehouse_common.contract import Operation, absence_position
 from lakehouse_common.errors import ConfigError, TransientError
 from lakehouse_common.lake import HighWaterMark, bronze_table_uri, read_high_water_marks
 
@@ -116,7 +116,7 @@ def plan_from_bronze(
 
 def _marker_cluster_time(table: str, event_id: str, storage_options: Mapping[str, str] | None) -> tuple[int, int] | None:
     """The cluster time of the snapshot-complete marker ``event_id`` in ``table``; None when it is no marker."""
-    if not event_id.endswith(".~"):  # every marker id does (lakehouse_common.contract.snapshot_complete_event_id)
+    if absence_position(event_id, Operation.SNAPSHOT_COMPLETE) is None:  # the contract's rule for a marker's id
         return None
     rows = (
         DeltaTable(table, storage_options=dict(storage_options or {}))
