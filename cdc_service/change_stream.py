@@ -153,7 +153,7 @@ class BatchAssembler:
         self, events: list[RawBSONDocument], post_batch_token: RawBSONDocument | None, *, cursor_closed: bool
     ) -> tuple[list[RawBSONDocument], Position | None, bool]:
         """(complete events, position after them or None, whether the stream was invalidated)."""
-        if self.split_supported and (self._fragments.pending or any(_SPLIT_EVENT_MARKER in e.raw for e in events)):
+        if self.split_supported and (self._fragments.pending or any(map(_carries_split_marker, events))):
             complete: list[RawBSONDocument] = []
             for event in events:
                 if self._fragments.pending or is_fragment(event):
@@ -177,7 +177,14 @@ class BatchAssembler:
 
 def is_fragment(event: RawBSONDocument) -> bool:
     """A split-event fragment: a cheap byte search, confirmed on the top-level fields."""
-    return _SPLIT_EVENT_MARKER in event.raw and "splitEvent" in event
+    return _carries_split_marker(event) and "splitEvent" in event
+
+
+def _carries_split_marker(event: RawBSONDocument) -> bool:
+    """The byte search for ``splitEvent``; pymongo hands documents of 4 KB and more (every
+    fragment) as memoryview slices, where ``in`` compares items, never finds bytes."""
+    raw = event.raw
+    return _SPLIT_EVENT_MARKER in (raw if isinstance(raw, bytes) else bytes(raw))
 
 
 def _timestamp(value: Any) -> tuple[int, int] | None:

@@ -11,9 +11,17 @@ import json
 
 import bson
 import pytest
+from bson.raw_bson import RawBSONDocument
 from cdc_support import fixture_events, raw
 
-from cdc_service.change_stream import BatchAssembler, FragmentAssembler, StreamOptions, is_fragment, split_events_supported
+from cdc_service.change_stream import (
+    RAW_CODEC_OPTIONS,
+    BatchAssembler,
+    FragmentAssembler,
+    StreamOptions,
+    is_fragment,
+    split_events_supported,
+)
 from cdc_service.positions import Position
 from cdc_service.scope import NamespaceFilter, StreamSpec
 from cdc_service.settings import FullDocumentMode, PreImageMode, ScopeSettings, StreamLayout, StreamSettings
@@ -68,8 +76,16 @@ def test_fixture_event_ids_increase_in_stream_order() -> None:
     assert ids == sorted(ids)
 
 
-def test_split_fragments_are_reassembled_into_the_documented_event() -> None:
+def _as_memoryview(event: RawBSONDocument) -> RawBSONDocument:
+    """The document as pymongo hands one of 4 KB and more: over a memoryview of the reply."""
+    return RawBSONDocument(memoryview(bytes(event.raw)), RAW_CODEC_OPTIONS)
+
+
+@pytest.mark.parametrize("buffer", ["bytes", "memoryview"])
+def test_split_fragments_are_reassembled_into_the_documented_event(buffer: str) -> None:
     first, second = raw(EVENTS["split_fragment_1_of_2"]), raw(EVENTS["split_fragment_2_of_2"])
+    if buffer == "memoryview":
+        first, second = _as_memoryview(first), _as_memoryview(second)
     assert is_fragment(first) and is_fragment(second) and not is_fragment(raw(EVENTS["update"]))
     assembler = FragmentAssembler()
     assert assembler.add(first) is None and assembler.pending
@@ -88,11 +104,14 @@ def test_a_fragment_out_of_order_is_an_error() -> None:
         FragmentAssembler().add(raw(EVENTS["split_fragment_2_of_2"]))
 
 
-def test_positions_never_pass_half_a_split_event() -> None:
+@pytest.mark.parametrize("buffer", ["bytes", "memoryview"])
+def test_positions_never_pass_half_a_split_event(buffer: str) -> None:
     assembler = BatchAssembler(split_supported=True)
     insert, first, second, update = (
         raw(EVENTS[n]) for n in ("insert", "split_fragment_1_of_2", "split_fragment_2_of_2", "update")
     )
+    if buffer == "memoryview":  # the fragments, as pymongo hands documents of 4 KB and more
+        first, second = _as_memoryview(first), _as_memoryview(second)
     post_batch = raw({"_data": EVENTS["split_fragment_1_of_2"]["_id"]["_data"]})
 
     events, position, invalidated = assembler.add([insert, first], post_batch, cursor_closed=False)

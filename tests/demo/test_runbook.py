@@ -41,12 +41,16 @@ def test_the_runbook_marks_the_commands_this_test_runs() -> None:
     assert "cdc-service replay --from-bronze" in blocks["replay-from-bronze"]
 
 
-def _wait_for_bronze(run: DemoRun, mongo: dict[str, int], records_before: int, timeout: float = 180) -> None:
-    """Until Kafka received more records and bronze has landed all of them, holding MongoDB's documents."""
+def _wait_for_bronze(
+    run: DemoRun, mongo: dict[str, int], records_before: int, publisher: ManagedProcess, timeout: float = 180
+) -> None:
+    """Until Kafka received more records and bronze has landed all of them, holding MongoDB's documents;
+    ``publisher`` (the runbook command publishing them) tells what it did when they do not arrive."""
     s = run.settings
     deadline = time.monotonic() + timeout
     confirmations = 0
     while time.monotonic() < deadline:
+        assert publisher.poll() in (None, 0), f"{publisher.name} exited {publisher.poll()}:\n{publisher.tail(40)}"
         landing = landing_state({"bootstrap.servers": run.kafka_bootstrap}, s.lake_root, s.database, COLLECTIONS)
         grown = sum(landing.end_offsets.values()) > records_before
         if grown and landing.complete and bronze_documents(s.lake_root, s.database, COLLECTIONS) == mongo:
@@ -57,7 +61,8 @@ def _wait_for_bronze(run: DemoRun, mongo: dict[str, int], records_before: int, t
             confirmations = 0
         time.sleep(1)
     raise AssertionError(
-        f"bronze did not catch up: {landing.unlanded} unlanded, documents {bronze_documents(s.lake_root, s.database, COLLECTIONS)} != {mongo}"
+        f"bronze did not catch up: {landing.unlanded} unlanded, documents {bronze_documents(s.lake_root, s.database, COLLECTIONS)}"
+        f" != {mongo}; {publisher.name} says:\n{publisher.tail(40)}"
     )
 
 
@@ -120,7 +125,7 @@ def test_runbook_replays_and_resnapshot_create_no_duplicates(
                 more = run.start_generator(duration=3.0)
                 assert more.process.wait(60) == 0
                 mongo = run.mongo_counts()
-            _wait_for_bronze(run, mongo, kafka_before)
+            _wait_for_bronze(run, mongo, kafka_before, replay)
             replay.signal(signal.SIGTERM)
             assert replay.process.wait(60) == 0, replay.tail()
             output = replay.log_file.read_text()
@@ -138,7 +143,7 @@ def test_runbook_replays_and_resnapshot_create_no_duplicates(
         kafka_before = records()
         snapshot = run_block("resnapshot")
         assert snapshot.process.wait(120) == 0, snapshot.tail()
-        _wait_for_bronze(run, mongo, kafka_before)
+        _wait_for_bronze(run, mongo, kafka_before, snapshot)
         _assert_no_duplicates(run, mongo)
         assert bronze_rows(settings.lake_root, settings.database, ["orders"])["orders"] == rows_before + mongo["orders"] + 1
     finally:
