@@ -9,7 +9,10 @@ Two filters, both exact and both counted (ingest log, metrics):
    ``__event_id`` (any partition), or when the same id appears earlier in the batch.
 
 Ids above everything a partition ever landed (its mark) need no lookup: that is the common
-case and costs nothing. Ids at or below the mark (re-deliveries, replays, republished
+case and costs nothing. That rests on a document's events all going to one partition (its
+key's); a record of no document (a snapshot-complete marker, a transaction-end record, a drop
+or rename) has no key, so a republished one may land in another partition, below whose mark
+it is not: those rows, a few per collection, are always looked up. Ids at or below the mark (re-deliveries, replays, republished
 delivery failures, a forged id far above the others) are looked up in the table itself:
 the files' ``__event_id`` min/max statistics rule out almost every file, and the ids of a
 file that must be read are kept, since Delta files never change (bounded cache, least
@@ -32,6 +35,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 EVENT_ID = "__event_id"
+DOCUMENT_KEY = "__document_key"  # null: a record of no document, published without a key
 _MIN = f"min.{EVENT_ID}"
 _MAX = f"max.{EVENT_ID}"
 
@@ -195,7 +199,7 @@ def pending_rows(
     mark = pl.col("__kafka_partition").replace_strict(dict(marks), default="", return_dtype=pl.String)
     flags = frame.select(
         pl.col(EVENT_ID).is_first_distinct().alias("first"),
-        (pl.col(EVENT_ID) <= mark).alias("below"),
+        ((pl.col(EVENT_ID) <= mark) | pl.col(DOCUMENT_KEY).is_null()).alias("below"),
     )
     keep = flags["first"]
     looked_up = files_read = 0

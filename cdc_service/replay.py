@@ -18,9 +18,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
+import polars as pl
 from confluent_kafka import Producer
-from deltalake import DeltaTable
 
 from cdc_service.checkpoints import CheckpointKind, StreamCheckpoint, snapshot_key, stream_key
 from cdc_service.positions import Position, snapshot_position_of
@@ -118,14 +117,15 @@ def _marker_cluster_time(table: str, event_id: str, storage_options: Mapping[str
     """The cluster time of the snapshot-complete marker ``event_id`` in ``table``; None when it is no marker."""
     if absence_position(event_id, Operation.SNAPSHOT_COMPLETE) is None:  # the contract's rule for a marker's id
         return None
+    # polars, not a pyarrow dataset filter: bronze_writer's files hold string_view columns,
+    # which pyarrow's comparison kernels refuse against a string literal.
     rows = (
-        DeltaTable(table, storage_options=dict(storage_options or {}))
-        .to_pyarrow_dataset()
-        .to_table(
-            columns=["__cluster_time", "__cluster_time_increment"],
-            filter=(pc.field("__event_id") == event_id) & (pc.field("__operation") == Operation.SNAPSHOT_COMPLETE.value),
-        )
-        .to_pylist()
+        pl.scan_delta(table, storage_options=dict(storage_options or {}))
+        .filter((pl.col("__event_id") == event_id) & (pl.col("__operation") == Operation.SNAPSHOT_COMPLETE.value))
+        .select("__cluster_time", "__cluster_time_increment")
+        .head(1)
+        .collect()
+        .to_dicts()
     )
     if not rows:
         return None

@@ -19,6 +19,9 @@ from bronze_writer.lander import Lander
 from bronze_writer.metrics import BronzeMetrics
 from bronze_writer.settings import BronzeSettings, LakeSettings
 from bronze_writer.tables import BronzeTable, namespace_for_topic
+from cdc_service.positions import Position
+from cdc_service.replay import plan_from_bronze
+from cdc_service.scope import StreamSpec
 from lakehouse_common import contract, lake
 from lakehouse_common.contract import ValueFormat
 from lakehouse_common.settings import load_settings
@@ -116,8 +119,9 @@ def test_many_events_for_one_document_in_one_batch_all_land_in_order(lander: Lan
     assert json.loads(rows["__update_description"][48])["updatedFields"] == {"n": 49}
 
 
-def test_a_snapshot_complete_marker_lands_as_a_row_of_no_document_once(lander: Lander, settings: BronzeSettings) -> None:
-    marker = contract.snapshot_complete_event(
+def _orders_marker() -> bytes:
+    """The snapshot-complete marker of a copy of shop.orders at event 5, attempt 1."""
+    return contract.snapshot_complete_event(
         database="shop",
         collection="orders",
         position=event_id(5),
@@ -126,6 +130,10 @@ def test_a_snapshot_complete_marker_lands_as_a_row_of_no_document_once(lander: L
         cluster_time=Timestamp(1_700_000_005, 1),
         wall_time=datetime(2024, 1, 1, tzinfo=UTC),
     )
+
+
+def test_a_snapshot_complete_marker_lands_as_a_row_of_no_document_once(lander: Lander, settings: BronzeSettings) -> None:
+    marker = _orders_marker()
     first = land(lander, records([change_event(1, {"_id": 1}), marker], topic=TOPIC))
     again = land(lander, records([marker], ValueFormat.BSON, topic=TOPIC, first_offset=2))  # published twice: one id
     assert first.dead_letters == again.dead_letters == 0
@@ -138,6 +146,23 @@ def test_a_snapshot_complete_marker_lands_as_a_row_of_no_document_once(lander: L
     assert row["__event_id"] == contract.snapshot_complete_event_id(event_id(5), 1)
     assert row["__document_id"] is None and row["__document_key"] is None
     assert row["__cluster_time"] == datetime.fromtimestamp(1_700_000_005, UTC) and row["__cluster_time_increment"] == 1
+    # The partition's last landed record is the marker: replay from bronze reads its cluster time
+    # from the table as bronze_writer wrote it (string_view columns; a pyarrow filter refused them).
+    orders = StreamSpec.parse("coll:shop.orders")
+    plan = plan_from_bronze(
+        [orders], {orders.stream_id: ["shop.orders"]}, settings.lake.root, [], settings.lake.deltalake_options()
+    )
+    assert plan.positions == {orders.stream_id: Position.from_time((1_700_000_005, 1))}
+
+
+def test_a_record_of_no_document_republished_into_another_partition_lands_once(lander: Lander, settings: BronzeSettings) -> None:
+    """Keyless, a republished marker may go to a partition whose mark is below its id: it is looked up anyway."""
+    marker = _orders_marker()
+    land(lander, records([change_event(1, {"_id": 1}), marker], topic=TOPIC))
+    again = land(lander, records([change_event(2, {"_id": 2}), marker], topic=TOPIC, partition=1))
+    assert (again.commits[0].rows, again.commits[0].duplicates_dropped, again.commits[0].ids_looked_up) == (1, 1, 1)
+    rows = read_bronze(lake.bronze_table_uri(settings.lake.root, "shop", "orders"))
+    assert rows.filter(pl.col("__operation") == "snapshotComplete").height == 1 and rows.height == 3
 
 
 def test_schema_drift_across_batches(lander: Lander, settings: BronzeSettings) -> None:
