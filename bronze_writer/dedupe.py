@@ -12,12 +12,12 @@ Ids above everything a partition ever landed (its mark) need no lookup: that is 
 case and costs nothing. That rests on a document's events all going to one partition (its
 key's); a record of no document (a snapshot-complete marker, a transaction-end record, a drop
 or rename) has no key, so a republished one may land in another partition, below whose mark
-it is not: those rows, a few per collection, are always looked up. Ids at or below the mark (re-deliveries, replays, republished
-delivery failures, a forged id far above the others) are looked up in the table itself:
-the files' ``__event_id`` min/max statistics rule out almost every file, and the ids of a
-file that must be read are kept, since Delta files never change (bounded cache, least
-recently used first). So one record with a huge id costs one read of its file, not a read
-of the table per batch.
+it is not: those rows, a few per collection, are always looked up. Ids at or below the mark
+(re-deliveries, replays, republished delivery failures, a forged id far above the others)
+are looked up in the table itself: the files' ``__event_id`` min/max statistics rule out
+almost every file, and the ids of a file that must be read are kept, since Delta files never
+change (bounded cache, least recently used first). So one record with a huge id costs one
+read of its file, not a read of the table per batch.
 
 deltalake 1.6.6 truncates string statistics to 64 characters, the minimum to a prefix and
 the maximum rounded up (measured); the comparisons below stay right for truncated bounds

@@ -11,9 +11,11 @@ reassembled here, and a position is only reported once every fragment before it 
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,10 +183,20 @@ def is_fragment(event: RawBSONDocument) -> bool:
 
 
 def _carries_split_marker(event: RawBSONDocument) -> bool:
-    """The byte search for ``splitEvent``; pymongo hands documents of 4 KB and more (every
-    fragment) as memoryview slices, where ``in`` compares items, never finds bytes."""
+    return raw_contains(event, _SPLIT_EVENT_MARKER)
+
+
+@functools.cache
+def _searcher(marker: bytes) -> Callable[[memoryview], re.Match[bytes] | None]:
+    return re.compile(re.escape(marker)).search
+
+
+def raw_contains(event: RawBSONDocument, marker: bytes) -> bool:
+    """Whether an event's BSON holds ``marker``: a cheap look before decoding. pymongo hands
+    documents of 4 KB and more as memoryview slices of the reply, where ``in`` compares items
+    and never finds bytes; ``re`` searches the view in place, without a copy."""
     raw = event.raw
-    return _SPLIT_EVENT_MARKER in (raw if isinstance(raw, bytes) else bytes(raw))
+    return marker in raw if isinstance(raw, bytes) else _searcher(marker)(raw) is not None
 
 
 def _timestamp(value: Any) -> tuple[int, int] | None:
@@ -353,6 +365,7 @@ __all__ = [
     "ChangeStreamReader",
     "FragmentAssembler",
     "ReadBatch",
+    "raw_contains",
     "StartingPoint",
     "StreamOptions",
     "current_position",
